@@ -1,0 +1,1 @@
+"""lethe's five services; each runs with ``python -m services.<name>``."""

@@ -1,0 +1,1 @@
+"""lethe audit: the tamper-evident deletion log and receipts."""

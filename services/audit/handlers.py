@@ -1,0 +1,18 @@
+"""What the audit service decides for each event it consumes (no I/O here).
+
+The routes below are consumed for real; their decisions are built in issue #7.
+"""
+
+from collections.abc import Mapping
+
+from shared import topics
+from shared.consumer import Handler
+from shared.wiring import not_yet_handled
+
+CONSUMES: tuple[str, ...] = topics.EVENT_TOPICS
+
+
+def routes() -> Mapping[str, Handler]:
+    """The registry of what audit reacts to: topic -> handler."""
+    pending = not_yet_handled("#7")
+    return {topic: pending for topic in CONSUMES}

@@ -1,0 +1,42 @@
+"""Wiring and lifecycle of the intake service: no decisions here, see handlers.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.intake import handlers
+from services.intake.settings import IntakeSettings
+from shared.kafka import Publisher
+from shared.mongo import create_mongo_client, mongo_ping
+from shared.service import Service
+from shared.wiring import build_service
+
+DESCRIPTION = (
+    "Accepts deletion requests (API and email), keeps retention rules and legal holds, "
+    "and tracks every request's status."
+)
+
+
+@dataclass
+class IntakeDeps:
+    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
+
+    publisher: Publisher | None = None
+
+
+def create_app(settings: IntakeSettings, *, deps: IntakeDeps | None = None) -> Service:
+    deps = deps or IntakeDeps()
+    mongo = create_mongo_client(settings.mongo)
+    checks = {
+        "mongo": lambda: mongo_ping(mongo),
+    }
+    return build_service(
+        name="intake",
+        description=DESCRIPTION,
+        settings=settings,
+        kafka=settings.kafka,
+        routes=handlers.routes(),
+        checks=checks,
+        publisher=deps.publisher,
+        on_stop=[mongo.close],
+    )

@@ -1,0 +1,1 @@
+"""lethe keyvault: envelope encryption and crypto-shredding."""

@@ -1,0 +1,39 @@
+"""Wiring and lifecycle of the keyvault service: no decisions here, see handlers.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.keyvault import handlers
+from services.keyvault.settings import KeyvaultSettings
+from shared.kafka import Publisher
+from shared.mongo import create_mongo_client, mongo_ping
+from shared.service import Service
+from shared.wiring import build_service
+
+DESCRIPTION = "Holds each subject's data keys, wrapped by a key-encryption key, and destroys them on deletion."
+
+
+@dataclass
+class KeyvaultDeps:
+    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
+
+    publisher: Publisher | None = None
+
+
+def create_app(settings: KeyvaultSettings, *, deps: KeyvaultDeps | None = None) -> Service:
+    deps = deps or KeyvaultDeps()
+    mongo = create_mongo_client(settings.mongo)
+    checks = {
+        "mongo": lambda: mongo_ping(mongo),
+    }
+    return build_service(
+        name="keyvault",
+        description=DESCRIPTION,
+        settings=settings,
+        kafka=settings.kafka,
+        routes=handlers.routes(),
+        checks=checks,
+        publisher=deps.publisher,
+        on_stop=[mongo.close],
+    )

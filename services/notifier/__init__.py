@@ -1,0 +1,1 @@
+"""lethe notifier: signed webhooks to integrators and the email to the person."""

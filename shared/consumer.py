@@ -1,0 +1,227 @@
+"""The consumer loop every service shares: decode, validate, dispatch, commit; retries and the dead-letter topic.
+
+A message is committed only after its handler returned and the handler's resulting events are in Kafka, so a
+crash at any point means the message is consumed again (handlers are idempotent). A message that can never
+succeed goes to ``<topic>.dlq`` with the reason in its headers; it is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
+
+from shared.events import Event, InvalidEventError, decode_event
+from shared.kafka import Publisher
+from shared.metrics import Metrics
+from shared.settings import KafkaSettings
+from shared.topics import dlq
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Event], Awaitable[Sequence[Event]]]
+"""A handler takes a validated event and returns the events it decided to emit (publishing is the loop's job)."""
+
+
+class PermanentError(Exception):
+    """Raised by a handler for an event that can never succeed; the event is dead-lettered with this reason."""
+
+
+# Failures of the servers behind a handler: worth waiting out, however long, rather than dead-lettering.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    # Imported lazily so a service that uses neither driver does not pay for it.
+    extra: list[type[BaseException]] = []
+    try:
+        from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+
+        extra += [AutoReconnect, ServerSelectionTimeoutError]
+    except ImportError:  # pragma: no cover - pymongo is a dependency
+        pass
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import EndpointConnectionError
+
+        extra += [EndpointConnectionError, BotoConnectionError]
+    except ImportError:  # pragma: no cover - botocore comes with aioboto3
+        pass
+    return TRANSIENT_ERRORS + tuple(extra)
+
+
+@dataclass(frozen=True)
+class Message:
+    """The parts of a Kafka record the loop needs; independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class MessageProcessor:
+    """Takes one message from raw bytes to a durable result: handled and its events published, or dead-lettered."""
+
+    routes: Mapping[str, Handler]
+    publisher: Publisher
+    settings: KafkaSettings
+    metrics: Metrics
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    transient: tuple[type[BaseException], ...] = field(default_factory=_transient_types)
+
+    async def process(self, message: Message) -> str:
+        """Returns ``ok`` or ``dead_lettered``. Raises only when asked to stop (cancellation)."""
+        bound = log.bind(topic=message.topic, partition=message.partition, offset=message.offset)
+        try:
+            event = decode_event(message.topic, message.value)
+        except InvalidEventError as exc:
+            await self._dead_letter(message, reason=str(exc), error_type="InvalidEventError")
+            bound.warning("event.dead_lettered", reason=str(exc))
+            return "dead_lettered"
+        bound = bound.bind(request_id=event.request_id, subject_id=event.subject_id, event_id=str(event.event_id))
+        handler = self.routes.get(message.topic)
+        if handler is None:
+            reason = f"no handler for topic {message.topic!r}"
+            await self._dead_letter(message, reason=reason, error_type="NoHandlerError")
+            return "dead_lettered"
+        with self.metrics.handle_seconds.labels(message.topic).time():
+            outcome = await self._handle_with_retries(handler, event, message, bound)
+        self.metrics.consumed.labels(message.topic, outcome).inc()
+        return outcome
+
+    async def _handle_with_retries(self, handler: Handler, event: Event, message: Message, bound: Any) -> str:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                results = await handler(event)
+                for result in results:
+                    await self.publisher.publish(result)
+                bound.debug("event.handled", emitted=[r.type for r in results])
+                return "ok"
+            except PermanentError as exc:
+                await self._dead_letter(message, reason=str(exc), error_type=type(exc).__name__)
+                bound.warning("event.dead_lettered", reason=str(exc))
+                return "dead_lettered"
+            except self.transient as exc:
+                # The server behind the handler is down: wait it out, however long, so nothing is lost.
+                self.metrics.retries.labels(message.topic).inc()
+                delay = self._backoff(attempt)
+                bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=repr(exc))
+                await self.sleep(delay)
+            except Exception as exc:
+                # Unexpected errors get a bounded number of tries, then the dead-letter topic.
+                if attempt >= self.settings.retry_attempts:
+                    reason = f"failed {attempt} times, last with {exc!r}"
+                    await self._dead_letter(message, reason=reason, error_type=type(exc).__name__)
+                    bound.error("event.dead_lettered", reason=reason, exc_info=exc)
+                    return "dead_lettered"
+                self.metrics.retries.labels(message.topic).inc()
+                delay = self._backoff(attempt)
+                bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=repr(exc))
+                await self.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, capped."""
+        ceiling = min(self.settings.retry_max_delay_s, self.settings.retry_initial_delay_s * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _dead_letter(self, message: Message, *, reason: str, error_type: str) -> None:
+        headers = [
+            ("error", reason[:4000].encode()),
+            ("error_type", error_type.encode()),
+            ("original_topic", message.topic.encode()),
+            ("original_partition", str(message.partition).encode()),
+            ("original_offset", str(message.offset).encode()),
+        ]
+        await self.publisher.publish_raw(dlq(message.topic), message.value, key=message.key, headers=headers)
+
+
+class KafkaConsumerLoop:
+    """Runs a :class:`MessageProcessor` over a consumer group with manual commits."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        client_id: str,
+        processor: MessageProcessor,
+    ) -> None:
+        self._processor = processor
+        self._consumer = AIOKafkaConsumer(
+            *processor.routes,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._stopping = asyncio.Event()
+        self._joined = False
+
+    @property
+    def ready(self) -> bool:
+        """Joined its group (with partitions assigned, or none left over when there are more consumers)."""
+        return self._joined and not self._stopping.is_set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until asked to stop; finishes the message in hand, commits what is done, then returns."""
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
+            self._joined = True
+            for tp, messages in batches.items():
+                done = None
+                for record in messages:
+                    if self._stopping.is_set():
+                        break
+                    await self._processor.process(
+                        Message(record.topic, record.partition, record.offset, record.key, record.value)
+                    )
+                    done = record.offset + 1
+                if done is not None:
+                    await self._commit(tp, done)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            await self._consumer.commit({tp: offset})
+        except CommitFailedError as exc:
+            # The partition moved to another member during a rebalance; it will re-consume from the last
+            # committed offset, and handlers are idempotent.
+            log.warning("commit.failed", topic=tp.topic, partition=tp.partition, error=str(exc))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._consumer.stop()

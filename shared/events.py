@@ -1,0 +1,245 @@
+"""Every event of lethe as a frozen pydantic model: one envelope, one model per topic (ARCHITECTURE.md, "Events").
+
+Events carry no personal data beyond the pseudonymous subject id. The Kafka key is the subject id, so one
+person's events stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from shared import topics
+
+Store = Literal["mongo", "s3", "milvus"]
+Outcome = Literal["erased", "tagged", "retained", "exempt"]
+RequestResult = Literal["completed", "partial"]
+Channel = Literal["api", "email"]
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every message part: immutable, and unknown fields are an error rather than silently dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Contract):
+    """The envelope every event shares."""
+
+    event_id: UUID = Field(default_factory=uuid4)
+    type: str
+    schema_version: int = 1
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    request_id: Id | None = None
+    subject_id: Id | None = None
+    producer: Id
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @property
+    def topic(self) -> str:
+        """Each event type is published on the topic of the same name."""
+        return self.type
+
+    def key(self) -> bytes:
+        """Partition key: the subject id, so one person's events stay in order."""
+        return (self.subject_id or self.request_id or str(self.event_id)).encode()
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class DeletionEvent(Event):
+    """An event about one deletion request: both ids are required."""
+
+    request_id: Id
+    subject_id: Id
+
+
+class DeletionRequested(DeletionEvent):
+    type: Literal["deletion.requested"] = topics.DELETION_REQUESTED
+    channel: Channel = "api"
+    requested_by: Id
+    deadline_at: AwareDatetime
+    backups_purged_by: AwareDatetime
+
+
+class DatasetCounts(Contract):
+    """What was done to one dataset, counted in the units of its store."""
+
+    records_erased: int = Field(default=0, ge=0)
+    records_tagged: int = Field(default=0, ge=0)
+    object_versions_deleted: int = Field(default=0, ge=0)
+    delete_markers_deleted: int = Field(default=0, ge=0)
+    vectors_deleted: int = Field(default=0, ge=0)
+
+
+class DatasetOutcome(Contract):
+    dataset: Id
+    store: Store
+    outcome: Outcome
+    counts: DatasetCounts = DatasetCounts()
+    purge_after: AwareDatetime | None = None
+    rule_id: Id | None = None
+    legal_basis: str | None = None
+    legal_ref: str | None = None
+
+    @model_validator(mode="after")
+    def _retained_says_why(self) -> Self:
+        if self.outcome == "retained" and not (self.rule_id and self.legal_basis and self.legal_ref):
+            raise ValueError("a retained dataset needs rule_id, legal_basis and legal_ref")
+        return self
+
+
+class DeletionPurged(DeletionEvent):
+    type: Literal["deletion.purged"] = topics.DELETION_PURGED
+    outcomes: tuple[DatasetOutcome, ...]
+
+    @property
+    def result(self) -> RequestResult:
+        """``partial`` if anything was retained, ``completed`` otherwise."""
+        return "partial" if any(o.outcome == "retained" for o in self.outcomes) else "completed"
+
+
+class KeyRef(Contract):
+    dataset: Id
+    key_id: Id
+
+
+class RetainedKey(KeyRef):
+    rule_id: Id
+    legal_basis: str
+    legal_ref: str
+
+
+class DeletionKeysDestroyed(DeletionEvent):
+    type: Literal["deletion.keys_destroyed"] = topics.DELETION_KEYS_DESTROYED
+    destroyed: tuple[KeyRef, ...] = ()
+    retained: tuple[RetainedKey, ...] = ()
+    grace_until: AwareDatetime | None = None
+    result: RequestResult
+
+
+class DeletionNotified(DeletionEvent):
+    type: Literal["deletion.notified"] = topics.DELETION_NOTIFIED
+    result: RequestResult
+    webhook_endpoints: int = Field(ge=0)
+    email_sent: bool
+
+
+class HardDeletedDataset(Contract):
+    dataset: Id
+    records_purged: int = Field(ge=0)
+
+
+class DeletionHardDeleted(DeletionEvent):
+    type: Literal["deletion.hard_deleted"] = topics.DELETION_HARD_DELETED
+    datasets: tuple[HardDeletedDataset, ...]
+
+
+class DeletionBackupsExpired(DeletionEvent):
+    type: Literal["deletion.backups_expired"] = topics.DELETION_BACKUPS_EXPIRED
+    expired_before: AwareDatetime
+
+
+class DeletionOverdue(DeletionEvent):
+    type: Literal["deletion.overdue"] = topics.DELETION_OVERDUE
+    deadline_at: AwareDatetime
+    status: str
+    past_deadline: bool
+
+
+class RetentionRulesChanged(Event):
+    type: Literal["retention.rules_changed"] = topics.RETENTION_RULES_CHANGED
+    rule_ids: tuple[Id, ...]
+    version: int = Field(ge=1)
+
+
+class LegalHoldPlaced(Event):
+    """A hold on datasets, for one subject (``subject_id`` set) or for everyone in them."""
+
+    type: Literal["legal_hold.placed"] = topics.LEGAL_HOLD_PLACED
+    hold_id: Id
+    datasets: tuple[Id, ...] = Field(min_length=1)
+    legal_basis: str
+    legal_ref: str
+
+
+class LegalHoldReleased(Event):
+    type: Literal["legal_hold.released"] = topics.LEGAL_HOLD_RELEASED
+    hold_id: Id
+    datasets: tuple[Id, ...] = Field(min_length=1)
+
+
+AnyEvent = Annotated[
+    DeletionRequested
+    | DeletionPurged
+    | DeletionKeysDestroyed
+    | DeletionNotified
+    | DeletionHardDeleted
+    | DeletionBackupsExpired
+    | DeletionOverdue
+    | RetentionRulesChanged
+    | LegalHoldPlaced
+    | LegalHoldReleased,
+    Field(discriminator="type"),
+]
+_ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.model_fields["type"].default: model
+    for model in (
+        DeletionRequested,
+        DeletionPurged,
+        DeletionKeysDestroyed,
+        DeletionNotified,
+        DeletionHardDeleted,
+        DeletionBackupsExpired,
+        DeletionOverdue,
+        RetentionRulesChanged,
+        LegalHoldPlaced,
+        LegalHoldReleased,
+    )
+}
+
+
+class InvalidEventError(ValueError):
+    """A message that is not a valid lethe event for its topic; it can never succeed, so it is dead-lettered."""
+
+
+def decode_event(topic: str, raw: bytes | None) -> Event:
+    """Decode and validate one Kafka message value; the event's type must match the topic it came from."""
+    if raw is None:
+        raise InvalidEventError("empty message value")
+    try:
+        event: Event = _ANY_EVENT.validate_json(raw)
+    except ValueError as exc:
+        raise InvalidEventError(f"not a valid event: {exc}") from exc
+    if event.type != topic:
+        raise InvalidEventError(f"event type {event.type!r} does not belong on topic {topic!r}")
+    return event
+
+
+def event_schemas() -> dict[str, Any]:
+    """JSON Schema of every event, by type, for documentation and contract tests."""
+    return {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}

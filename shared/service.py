@@ -1,0 +1,99 @@
+"""One lifecycle for every service: start clients, serve HTTP, consume, and stop gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shared.consumer import TRANSIENT_ERRORS, KafkaConsumerLoop
+from shared.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Service:
+    """A built service: its HTTP app, its consumer (if it consumes) and the clients to start and stop."""
+
+    name: str
+    web_app: web.Application
+    host: str
+    port: int
+    metrics: Metrics
+    consumer: KafkaConsumerLoop | None = None
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    start_timeout_s: float = 120.0
+    _runner: web.AppRunner | None = None
+    _consume_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the servers (waiting for them to come up), then serve HTTP and start consuming."""
+        hooks = list(self.on_start)
+        if self.consumer is not None:
+            hooks.append(self.consumer.start)
+        for hook in hooks:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TRANSIENT_ERRORS),
+                wait=wait_exponential(multiplier=0.2, max=5),
+                stop=stop_after_delay(self.start_timeout_s),
+                reraise=True,
+                before_sleep=lambda state: log.warning(
+                    "service.waiting_for_dependency", error=repr(state.outcome and state.outcome.exception())
+                ),
+            ):
+                with attempt:
+                    await hook()
+        self._runner = web.AppRunner(self.web_app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        if self.consumer is not None:
+            self._consume_task = asyncio.create_task(self.consumer.run(), name=f"{self.name}-consumer")
+        log.info("service.started", url=f"http://{self.host}:{self.port}")
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop consuming (finishing the message in hand), stop serving, close clients."""
+        if self.consumer is not None:
+            self.consumer.request_stop()
+        if self._consume_task is not None:
+            try:
+                await asyncio.wait_for(self._consume_task, grace_s)
+            except TimeoutError:
+                # The message in hand is abandoned uncommitted; it will be consumed again after restart.
+                log.warning("service.abandoned_in_flight_work")
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for hook in reversed(self.on_stop):
+            await hook()
+        log.info("service.stopped")
+
+    async def run_until_signalled(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, or until the consumer dies; then stop."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+        if self._consume_task is not None:
+            waiters.append(self._consume_task)
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        crashed = self._consume_task in done and not stop.is_set()
+        for waiter in waiters:
+            if waiter is not self._consume_task:
+                waiter.cancel()
+        await self.stop()
+        if crashed and self._consume_task is not None:
+            # Surface the consumer's error: the process exits non-zero and its supervisor restarts it.
+            self._consume_task.result()

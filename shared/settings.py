@@ -1,0 +1,73 @@
+"""Settings for the servers every service talks to: Kafka, MongoDB, S3, SMTP and Milvus (one env prefix each).
+
+This module and the services' own ``settings.py`` are the only places that read the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # How long a transient failure is retried (with exponential backoff) before the service gives up.
+    retry_attempts: int = Field(default=8, ge=1)
+    retry_initial_delay_s: float = Field(default=0.2, gt=0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0)
+
+
+class MongoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_MONGO_", extra="ignore")
+
+    url: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
+    database: str = "lethe"
+
+
+class S3Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_S3_", extra="ignore")
+
+    endpoint_url: str | None = "http://127.0.0.1:8333"
+    region: str = "us-east-1"
+    access_key_id: SecretStr = SecretStr("lethe")
+    secret_access_key: SecretStr = SecretStr("lethe-local-secret")
+
+
+class SmtpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_SMTP_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+    username: str | None = None
+    password: SecretStr | None = None
+    use_tls: bool = False
+    sender: str = "lethe <privacy@lethe.local>"
+
+
+class MilvusSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_MILVUS_", extra="ignore")
+
+    # A file path means Milvus Lite, embedded; a http(s) URI means a Milvus server or Zilliz Cloud.
+    uri: str = "var/milvus/lethe.db"
+    token: SecretStr | None = None
+
+
+class LogSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_LOG_", extra="ignore")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # JSON lines for production; readable console lines for development.
+    format: Literal["json", "console"] = "json"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service has: where it serves HTTP. Each service subclasses this with its own env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    http_host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
+    http_port: int = Field(default=8000, ge=1, le=65535, description="port the HTTP API listens on")

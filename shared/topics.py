@@ -1,0 +1,38 @@
+"""The Kafka topic names of lethe, in one place (ARCHITECTURE.md, "The flow")."""
+
+from typing import Final
+
+DELETION_REQUESTED: Final = "deletion.requested"
+DELETION_PURGED: Final = "deletion.purged"
+DELETION_KEYS_DESTROYED: Final = "deletion.keys_destroyed"
+DELETION_NOTIFIED: Final = "deletion.notified"
+DELETION_HARD_DELETED: Final = "deletion.hard_deleted"
+DELETION_BACKUPS_EXPIRED: Final = "deletion.backups_expired"
+DELETION_OVERDUE: Final = "deletion.overdue"
+RETENTION_RULES_CHANGED: Final = "retention.rules_changed"
+LEGAL_HOLD_PLACED: Final = "legal_hold.placed"
+LEGAL_HOLD_RELEASED: Final = "legal_hold.released"
+
+EVENT_TOPICS: Final[tuple[str, ...]] = (
+    DELETION_REQUESTED,
+    DELETION_PURGED,
+    DELETION_KEYS_DESTROYED,
+    DELETION_NOTIFIED,
+    DELETION_HARD_DELETED,
+    DELETION_BACKUPS_EXPIRED,
+    DELETION_OVERDUE,
+    RETENTION_RULES_CHANGED,
+    LEGAL_HOLD_PLACED,
+    LEGAL_HOLD_RELEASED,
+)
+DELETION_TOPICS: Final = tuple(t for t in EVENT_TOPICS if t.startswith("deletion."))
+DLQ_SUFFIX: Final = ".dlq"
+
+
+def dlq(topic: str) -> str:
+    """Name of the dead-letter twin of ``topic``."""
+    return topic + DLQ_SUFFIX
+
+
+ALL_TOPICS: Final[tuple[str, ...]] = EVENT_TOPICS + tuple(dlq(t) for t in EVENT_TOPICS)
+PARTITIONS: Final = 6
