@@ -1,0 +1,63 @@
+# The map of every routine task. `make help` lists them; a newcomer needs only `make run` and `make test`.
+SHELL := /bin/bash
+LOCAL := deploy/local
+PY := .venv/bin/python
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test up down status services services-stop test-unit test-integration test-e2e \
+        lint format typecheck bench logs clean
+
+help: ## List the tasks
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## Install what is missing: .venv, Kafka jars, FerretDB and SeaweedFS builds (cached in .cache/)
+	@$(LOCAL)/setup.sh
+
+run: ## Install, start the stack and the five services, stream their logs; Ctrl-C stops everything
+	@$(LOCAL)/run.sh
+
+test: ## Install, start the stack, run every test layer against it, stop it; exits with the tests' status
+	@$(LOCAL)/test.sh
+
+up: setup ## Start the local stack (Kafka, FerretDB, SeaweedFS, SMTP catcher) in the background
+	@$(LOCAL)/stack.sh up
+
+down: ## Stop the five services and the local stack
+	@$(LOCAL)/services.sh stop
+	@$(LOCAL)/stack.sh down
+
+status: ## Show each server's pid, port and memory, and each service's readiness
+	@$(LOCAL)/stack.sh status
+	@$(LOCAL)/services.sh status
+
+services: up ## Start the five services in the background (after the stack)
+	@$(LOCAL)/services.sh start
+
+services-stop: ## Stop the five services, leave the stack running
+	@$(LOCAL)/services.sh stop
+
+test-unit: setup ## Unit tests only (in-memory fakes, no servers)
+	@$(PY) -m pytest tests/unit
+
+test-integration: setup ## Integration and end-to-end tests against the running stack (make up first)
+	@$(LOCAL)/test.sh tests/integration tests/e2e
+
+lint: setup ## ruff lint and format check
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+
+format: setup ## Apply ruff's formatting and safe fixes
+	@.venv/bin/ruff format .
+	@.venv/bin/ruff check --fix .
+
+typecheck: setup ## mypy, strict, on shared/ and services/
+	@.venv/bin/mypy
+
+bench: ## Benchmarks against the local stack; prints figures
+	@$(LOCAL)/bench.sh
+
+logs: ## Follow every log of the stack and the services
+	@tail -n 50 -F var/log/*.log
+
+clean: down ## Stop everything and delete runtime state (var/); keeps the download/build cache
+	rm -rf var

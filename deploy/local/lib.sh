@@ -1,0 +1,77 @@
+# Shared by the local-stack scripts: paths, versions, and small helpers. Sourced, never run.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Every download and build is cached under one ignored folder, so a second run starts in seconds.
+CACHE="${LETHE_CACHE_DIR:-$ROOT/.cache}"
+VAR="$ROOT/var"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+LOCAL="$ROOT/deploy/local"
+PYTHON_BIN="${LETHE_PYTHON:-python3.11}"
+
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS="-modcacherw" CGO_ENABLED=0
+export GOTOOLCHAIN=local
+
+# The addresses of the local servers, as the services' and tests' settings read them.
+export LETHE_KAFKA_BOOTSTRAP_SERVERS="${LETHE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+export LETHE_MONGO_URL="${LETHE_MONGO_URL:-mongodb://127.0.0.1:27017/}"
+export LETHE_S3_ENDPOINT_URL="${LETHE_S3_ENDPOINT_URL:-http://127.0.0.1:8333}"
+export LETHE_S3_ACCESS_KEY_ID="${LETHE_S3_ACCESS_KEY_ID:-lethe}"
+export LETHE_S3_SECRET_ACCESS_KEY="${LETHE_S3_SECRET_ACCESS_KEY:-lethe-local-secret}"
+export LETHE_SMTP_HOST="${LETHE_SMTP_HOST:-127.0.0.1}"
+export LETHE_SMTP_PORT="${LETHE_SMTP_PORT:-1025}"
+export LETHE_SMTP_CATCHER_DIR="${LETHE_SMTP_CATCHER_DIR:-$VAR/mail}"
+export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-$VAR/milvus/lethe.db}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# fingerprint FILE... : a hash of the files that decide a build, to know when the cached one is stale.
+fingerprint() { cat "$@" | sha256sum | cut -c1-16; }
+
+# port_open PORT : true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for NAME SECONDS COMMAND... : poll COMMAND every 0.3 s until it succeeds, or fail after SECONDS.
+wait_for() {
+  local name="$1" limit="$2"; shift 2
+  local start=$SECONDS
+  until "$@"; do
+    if (( SECONDS - start > limit )); then
+      return 1
+    fi
+    sleep 0.3
+  done
+  say "$name ready after $((SECONDS - start)) s"
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# start_bg NAME COMMAND... : start COMMAND in its own session (so the whole process group can be stopped),
+# with its output in var/log/NAME.log and its pid in var/run/NAME.pid.
+start_bg() {
+  local name="$1"; shift
+  mkdir -p "$VAR/log" "$VAR/run"
+  setsid "$@" >>"$VAR/log/$name.log" 2>&1 < /dev/null &
+  echo $! >"$VAR/run/$name.pid"
+}
+
+# stop_bg NAME : SIGTERM the process group, wait up to 20 s, then SIGKILL whatever is left.
+stop_bg() {
+  local name="$1" pidfile="$VAR/run/$1.pid" pid
+  [[ -f "$pidfile" ]] || return 0
+  pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 -- "-$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    if kill -0 -- "-$pid" 2>/dev/null; then
+      say "$name did not stop in 20 s; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pidfile"
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Starts or stops lethe's five services as local processes (logs in var/log/, pids in var/run/).
+# Usage: services.sh start | stop | status
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+SERVICES=(intake purger keyvault notifier audit)
+declare -A PORT=([intake]=8001 [purger]=8002 [keyvault]=8003 [notifier]=8004 [audit]=8005)
+export LETHE_LOG_FORMAT="${LETHE_LOG_FORMAT:-console}"
+
+ready() { curl -fsS -o /dev/null "http://127.0.0.1:$1/readyz"; }
+
+start() {
+  local name
+  cd "$ROOT"
+  for name in "${SERVICES[@]}"; do
+    pid_alive "$VAR/run/svc-$name.pid" && continue
+    port_open "${PORT[$name]}" && die "port ${PORT[$name]} is taken, so $name cannot start"
+    say "starting $name on http://127.0.0.1:${PORT[$name]} (log: var/log/svc-$name.log)"
+    start_bg "svc-$name" "$PY" -m "services.$name"
+  done
+  for name in "${SERVICES[@]}"; do
+    if ! wait_for "$name /readyz" 120 ready "${PORT[$name]}"; then
+      tail -30 "$VAR/log/svc-$name.log" >&2
+      die "$name did not become ready (see var/log/svc-$name.log)"
+    fi
+  done
+}
+
+stop() {
+  local name
+  for name in "${SERVICES[@]}"; do
+    if [[ -f "$VAR/run/svc-$name.pid" ]]; then
+      say "stopping $name"
+      stop_bg "svc-$name"
+    fi
+  done
+}
+
+status() {
+  local name
+  for name in "${SERVICES[@]}"; do
+    printf '%-9s http://127.0.0.1:%s  %s\n' "$name" "${PORT[$name]}" \
+      "$(curl -s "http://127.0.0.1:${PORT[$name]}/readyz" || echo down)"
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what is missing for the local stack: the venv and its packages, the Kafka jars, FerretDB and SeaweedFS.
+# Everything is cached under .cache/ (or $LETHE_CACHE_DIR) and rebuilt only when its inputs change.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+need() { command -v "$1" >/dev/null || die "$1 is needed: $2"; }
+
+setup_venv() {
+  local stamp="$VENV/.lethe-stamp" want
+  want="$(fingerprint "$ROOT/pyproject.toml")"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
+  need "$PYTHON_BIN" "Python 3.11 (set LETHE_PYTHON to another interpreter)"
+  say "installing the Python packages into .venv (pinned in pyproject.toml)"
+  [[ -x "$PY" ]] || "$PYTHON_BIN" -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check --cache-dir "$CACHE/pip" -e "$ROOT[dev]"
+  echo "$want" >"$stamp"
+}
+
+setup_kafka() {
+  local libs="$CACHE/kafka/libs" want
+  want="$(fingerprint "$LOCAL/kafka/pom.xml")"
+  if [[ -f "$libs/.stamp" && "$(cat "$libs/.stamp")" == "$want" ]]; then return; fi
+  need mvn "Maven, to fetch the Kafka jars from Maven Central"
+  need java "Java 17 or newer, to run Kafka"
+  say "fetching the Apache Kafka jars from Maven Central"
+  rm -rf "$libs"
+  mvn -q -B -f "$LOCAL/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
+    dependency:copy-dependencies -DoutputDirectory="$libs" -DincludeScope=runtime
+  echo "$want" >"$libs/.stamp"
+}
+
+# build_go MODULE BINARY PACKAGE : build PACKAGE from the wrapper module deploy/local/go/MODULE into .cache/bin/BINARY.
+build_go() {
+  local name="$1" out="$CACHE/bin/$2" pkg="$3" dir="$LOCAL/go/$1" want
+  want="$(fingerprint "$dir"/go.mod "$dir"/go.sum "$dir"/*.go)"
+  if [[ -x "$out" && -f "$out.stamp" && "$(cat "$out.stamp")" == "$want" ]]; then return; fi
+  need go "Go 1.26, to build $name from the Go module proxy"
+  say "building $name from the Go module proxy (the first build takes minutes; it is cached)"
+  mkdir -p "$CACHE/bin"
+  (cd "$dir" && go build -ldflags="-s -w" -o "$out" "$pkg")
+  echo "$want" >"$out.stamp"
+}
+
+setup_venv
+setup_kafka
+build_go ferretdb ferretdb .
+build_go seaweedfs weed github.com/seaweedfs/seaweedfs/weed
+mkdir -p "$VAR"/{log,run,mail,milvus,ferretdb,seaweedfs,kafka}
+say "setup done"

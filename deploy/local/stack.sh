@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The local stack without Docker: Kafka (KRaft), FerretDB (MongoDB wire on SQLite), SeaweedFS S3, an SMTP catcher.
+# Milvus Lite needs no server: it is a file under var/milvus/.
+# Usage: stack.sh up | down | status
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+SERVERS=(kafka ferretdb seaweedfs smtp)
+declare -A PORT=([kafka]=9092 [ferretdb]=27017 [seaweedfs]=8333 [smtp]=1025)
+KAFKA_CP="$CACHE/kafka/libs/*"
+KAFKA_LOG4J="-Dlog4j2.configurationFile=$LOCAL/kafka/log4j2.properties"
+
+start_kafka() {
+  local data="$VAR/kafka/data" props="$VAR/kafka/server.properties"
+  mkdir -p "$data"
+  sed "s#@DATA_DIR@#$data#" "$LOCAL/kafka/server.properties.in" >"$props"
+  if [[ ! -f "$data/meta.properties" ]]; then
+    say "formatting Kafka's storage (once)"
+    local cluster_id
+    cluster_id="$(java -cp "$KAFKA_CP" "$KAFKA_LOG4J" kafka.tools.StorageTool random-uuid)"
+    java -cp "$KAFKA_CP" "$KAFKA_LOG4J" kafka.tools.StorageTool format --standalone \
+      -t "$cluster_id" -c "$props" --ignore-formatted >>"$VAR/log/kafka.log"
+  fi
+  start_bg kafka java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    "$KAFKA_LOG4J" -cp "$KAFKA_CP" kafka.Kafka "$props"
+}
+
+start_ferretdb() {
+  mkdir -p "$VAR/ferretdb"
+  start_bg ferretdb "$CACHE/bin/ferretdb" --listen-addr=127.0.0.1:27017 \
+    --sqlite-url="file:$VAR/ferretdb/" --log-level=warn
+}
+
+start_seaweedfs() {
+  mkdir -p "$VAR/seaweedfs"
+  start_bg seaweedfs "$CACHE/bin/weed" mini -dir="$VAR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.port=8333 -s3.config="$LOCAL/seaweedfs/s3.json" -webdav=false -admin.ui=false -master.telemetry=false
+}
+
+start_smtp() {
+  start_bg smtp "$PY" "$LOCAL/smtp_catcher.py" --host 127.0.0.1 --port 1025 --dir "$LETHE_SMTP_CATCHER_DIR"
+}
+
+up() {
+  mkdir -p "$VAR"/{log,run,milvus}
+  local name started=$SECONDS
+  for name in "${SERVERS[@]}"; do
+    if pid_alive "$VAR/run/$name.pid"; then
+      continue
+    fi
+    if port_open "${PORT[$name]}"; then
+      die "port ${PORT[$name]} is taken by another process, so $name cannot start (is another stack running?)"
+    fi
+    say "starting $name on 127.0.0.1:${PORT[$name]} (log: var/log/$name.log)"
+    "start_$name"
+  done
+  # Readiness is polled with a real request to each server, never slept for.
+  if ! "$PY" -m shared.cli wait-for kafka mongo s3 smtp --timeout 180; then
+    for name in "${SERVERS[@]}"; do
+      pid_alive "$VAR/run/$name.pid" || { echo "--- $name is not running; end of var/log/$name.log:"; tail -20 "$VAR/log/$name.log"; }
+    done
+    die "the local stack did not become ready"
+  fi
+  "$PY" -m shared.cli topics ensure
+  say "local stack ready in $((SECONDS - started)) s"
+}
+
+down() {
+  local name
+  for (( i=${#SERVERS[@]}-1; i>=0; i-- )); do
+    name="${SERVERS[$i]}"
+    if [[ -f "$VAR/run/$name.pid" ]]; then
+      say "stopping $name"
+      stop_bg "$name"
+    fi
+  done
+}
+
+status() {
+  local name pid
+  printf '%-10s %-8s %-7s %s\n' SERVER PID PORT "RSS (MiB, whole process group)"
+  for name in "${SERVERS[@]}"; do
+    if pid_alive "$VAR/run/$name.pid"; then
+      pid="$(cat "$VAR/run/$name.pid")"
+      printf '%-10s %-8s %-7s %s\n' "$name" "$pid" "${PORT[$name]}" \
+        "$(ps -o rss= -g "$pid" | awk '{s+=$1} END {printf "%.0f", s/1024}')"
+    else
+      printf '%-10s %-8s %-7s %s\n' "$name" - "${PORT[$name]}" stopped
+    fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, start the stack, run every test layer against it, stop what it started.
+# Exits with pytest's status. Extra arguments go to pytest (e.g. deploy/local/test.sh tests/unit -k events).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+"$LOCAL/setup.sh"
+started_here=0
+if ! pid_alive "$VAR/run/kafka.pid"; then started_here=1; fi
+cleanup() { if (( started_here )); then "$LOCAL/stack.sh" down; fi; }
+trap cleanup EXIT
+"$LOCAL/stack.sh" up
+
+cd "$ROOT"
+set +e
+"$PY" -m pytest "${@:-tests}"
+status=$?
+set -e
+exit "$status"

@@ -1,0 +1,163 @@
+"""The consumer loop's decisions, with an in-memory publisher: dispatch, retries and the dead-letter topic."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+
+from shared import topics
+from shared.consumer import Message, MessageProcessor, PermanentError
+from shared.events import DatasetOutcome, DeletionPurged, DeletionRequested, Event, utcnow
+from shared.fakes import InMemoryPublisher
+from shared.metrics import Metrics
+from shared.settings import KafkaSettings
+
+pytestmark = pytest.mark.asyncio
+
+
+def requested() -> DeletionRequested:
+    return DeletionRequested(
+        request_id="req-1",
+        subject_id="user-1",
+        producer="intake",
+        requested_by="user-1",
+        deadline_at=utcnow() + timedelta(days=30),
+        backups_purged_by=utcnow() + timedelta(days=90),
+    )
+
+
+def message(value: bytes | None, topic: str = topics.DELETION_REQUESTED, offset: int = 7) -> Message:
+    return Message(topic=topic, partition=3, offset=offset, key=b"user-1", value=value)
+
+
+class Sleeps:
+    """Records backoff delays instead of waiting them out."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def processor(handler, publisher: InMemoryPublisher, sleeps: Sleeps, attempts: int = 3) -> MessageProcessor:
+    return MessageProcessor(
+        routes={topics.DELETION_REQUESTED: handler},
+        publisher=publisher,
+        settings=KafkaSettings(retry_attempts=attempts),
+        metrics=Metrics(service="test"),
+        sleep=sleeps,
+    )
+
+
+def purged_from(event: Event) -> DeletionPurged:
+    assert isinstance(event, DeletionRequested)
+    return DeletionPurged(
+        request_id=event.request_id,
+        subject_id=event.subject_id,
+        producer="purger",
+        outcomes=(DatasetOutcome(dataset="profiles", store="mongo", outcome="erased"),),
+    )
+
+
+async def test_a_valid_event_is_handled_and_its_results_are_published():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+
+    async def handler(event: Event) -> Sequence[Event]:
+        return [purged_from(event)]
+
+    outcome = await processor(handler, publisher, sleeps).process(message(requested().to_bytes()))
+
+    assert outcome == "ok"
+    assert [e.type for e in publisher.events] == [topics.DELETION_PURGED]
+    assert publisher.raw == []
+
+
+@pytest.mark.parametrize("value", [None, b"{not json", b'{"type": "deletion.purged"}'])
+async def test_a_poison_message_goes_to_the_dead_letter_topic_with_the_reason(value):
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    calls: list[Event] = []
+
+    async def handler(event: Event) -> Sequence[Event]:
+        calls.append(event)
+        return []
+
+    outcome = await processor(handler, publisher, sleeps).process(message(value))
+
+    assert outcome == "dead_lettered"
+    assert calls == []
+    [dead] = publisher.on("deletion.requested.dlq")
+    assert dead.value == value
+    assert dead.key == b"user-1"
+    assert dead.header("error")
+    assert dead.header("original_topic") == "deletion.requested"
+    assert dead.header("original_partition") == "3"
+    assert dead.header("original_offset") == "7"
+
+
+async def test_a_permanent_error_is_dead_lettered_at_once_with_its_message():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+
+    async def handler(event: Event) -> Sequence[Event]:
+        raise PermanentError("dataset 'nope' is not in the data map")
+
+    outcome = await processor(handler, publisher, sleeps).process(message(requested().to_bytes()))
+
+    assert outcome == "dead_lettered"
+    assert sleeps.delays == []
+    [dead] = publisher.on("deletion.requested.dlq")
+    assert dead.header("error") == "dataset 'nope' is not in the data map"
+    assert dead.header("error_type") == "PermanentError"
+
+
+async def test_a_transient_failure_is_retried_with_growing_backoff_until_it_succeeds():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    failures = 5  # more than retry_attempts: a server outage is waited out, never dead-lettered
+
+    async def handler(event: Event) -> Sequence[Event]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("mongo is down")
+        return [purged_from(event)]
+
+    outcome = await processor(handler, publisher, sleeps, attempts=3).process(message(requested().to_bytes()))
+
+    assert outcome == "ok"
+    assert len(sleeps.delays) == 5
+    assert sleeps.delays[-1] > sleeps.delays[0]
+    assert len(publisher.events) == 1
+    assert publisher.raw == []
+
+
+async def test_an_unexpected_error_is_dead_lettered_after_the_configured_attempts():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    calls = 0
+
+    async def handler(event: Event) -> Sequence[Event]:
+        nonlocal calls
+        calls += 1
+        raise KeyError("bug")
+
+    outcome = await processor(handler, publisher, sleeps, attempts=3).process(message(requested().to_bytes()))
+
+    assert outcome == "dead_lettered"
+    assert calls == 3
+    [dead] = publisher.on("deletion.requested.dlq")
+    assert "failed 3 times" in dead.header("error")
+    assert dead.header("error_type") == "KeyError"
+
+
+async def test_a_topic_without_a_handler_is_dead_lettered():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    purged = purged_from(requested())
+
+    async def handler(event: Event) -> Sequence[Event]:
+        return []
+
+    outcome = await processor(handler, publisher, sleeps).process(
+        message(purged.to_bytes(), topic=topics.DELETION_PURGED)
+    )
+
+    assert outcome == "dead_lettered"
+    assert publisher.on("deletion.purged.dlq")
