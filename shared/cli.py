@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -10,15 +11,19 @@ import click
 
 from shared import topics
 from shared.kafka import ensure_topics
+from shared.logging import configure_logging
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.s3 import s3_ping
-from shared.settings import KafkaSettings, MongoSettings, S3Settings, SmtpSettings
+from shared.settings import KafkaSettings, LogSettings, MongoSettings, S3Settings, SmtpSettings
 from shared.smtp import smtp_ping
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """lethe: erase a person's data from every store, and prove it."""
+    configure_logging(LogSettings(format="console"), service="lethe")
+    # While a server is still starting, the Kafka client logs every refused connection; wait-for says enough.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @main.group(name="topics")
@@ -75,3 +80,7 @@ def wait_for(servers: tuple[str, ...], timeout: float) -> None:
                 raise click.ClickException(f"{name} did not answer within {timeout:.0f} s: {last_error}")
             time.sleep(0.3)
         click.echo(f"{name} ready after {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,6 @@ class KafkaPublisher:
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
         )
         self._metrics = metrics
 

@@ -10,12 +10,16 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiokafka.errors import UnknownTopicOrPartitionError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared.consumer import TRANSIENT_ERRORS, KafkaConsumerLoop
 from shared.metrics import Metrics
 
 log = structlog.get_logger(__name__)
+
+# At start, a missing topic is worth waiting for too: the stack (or compose's `topics` job) may be creating it.
+STARTUP_RETRY_ERRORS = (*TRANSIENT_ERRORS, UnknownTopicOrPartitionError)
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -43,7 +47,7 @@ class Service:
             hooks.append(self.consumer.start)
         for hook in hooks:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TRANSIENT_ERRORS),
+                retry=retry_if_exception_type(STARTUP_RETRY_ERRORS),
                 wait=wait_exponential(multiplier=0.2, max=5),
                 stop=stop_after_delay(self.start_timeout_s),
                 reraise=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -19,6 +20,13 @@ from shared.settings import KafkaSettings, ServiceSettings
 log = structlog.get_logger(__name__)
 
 
+@dataclass
+class ServiceDeps:
+    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
+
+    publisher: Publisher | None = None
+
+
 def build_service(
     *,
     name: str,
@@ -27,7 +35,7 @@ def build_service(
     kafka: KafkaSettings,
     routes: Mapping[str, Handler],
     checks: Mapping[str, ReadinessCheck],
-    publisher: Publisher | None = None,
+    deps: ServiceDeps | None = None,
     api_paths: Mapping[str, Any] | None = None,
     web_app: web.Application | None = None,
     on_start: Sequence[Hook] = (),
@@ -35,6 +43,7 @@ def build_service(
 ) -> Service:
     """Build (without any I/O) a service that consumes ``routes`` and serves ops endpoints plus ``web_app``."""
     metrics = Metrics(service=name)
+    publisher = (deps or ServiceDeps()).publisher
     starts: list[Hook] = list(on_start)
     stops: list[Hook] = list(on_stop)
     if publisher is None:

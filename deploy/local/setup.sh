@@ -25,7 +25,7 @@ setup_kafka() {
   need java "Java 17 or newer, to run Kafka"
   say "fetching the Apache Kafka jars from Maven Central"
   rm -rf "$libs"
-  mvn -q -B -f "$LOCAL/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
+  mvn -q -B --no-transfer-progress -Dstyle.color=never -f "$LOCAL/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
     dependency:copy-dependencies -DoutputDirectory="$libs" -DincludeScope=runtime
   echo "$want" >"$libs/.stamp"
 }

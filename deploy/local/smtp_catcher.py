@@ -20,7 +20,7 @@ class SaveToDirectory:
         existing = [int(p.stem) for p in self.directory.glob("*.eml") if p.stem.isdigit()]
         self.next_number = max(existing, default=0) + 1
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         number = self.next_number
         self.next_number += 1
         target = self.directory / f"{number}.eml"

@@ -34,7 +34,8 @@ start_ferretdb() {
 start_seaweedfs() {
   mkdir -p "$VAR/seaweedfs"
   start_bg seaweedfs "$CACHE/bin/weed" mini -dir="$VAR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -s3.port=8333 -s3.config="$LOCAL/seaweedfs/s3.json" -webdav=false -admin.ui=false -master.telemetry=false
+    -s3.port=8333 -s3.config="$LOCAL/seaweedfs/s3.json" -webdav=false -admin.ui=false -master.telemetry=false \
+    -s3.port.iceberg=0 -s3.port.lance=0 -admin.port.legacy=0
 }
 
 start_smtp() {

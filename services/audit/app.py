@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from services.audit import handlers
 from services.audit.settings import AuditSettings
-from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.service import Service
-from shared.wiring import build_service
+from shared.wiring import ServiceDeps, build_service
 
 DESCRIPTION = "Keeps the append-only, hash-chained log of every event, and a receipt per request."
 
 
-@dataclass
-class AuditDeps:
-    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
-
-    publisher: Publisher | None = None
-
-
-def create_app(settings: AuditSettings, *, deps: AuditDeps | None = None) -> Service:
-    deps = deps or AuditDeps()
+def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
     checks = {
         "mongo": lambda: mongo_ping(mongo),
@@ -34,6 +23,6 @@ def create_app(settings: AuditSettings, *, deps: AuditDeps | None = None) -> Ser
         kafka=settings.kafka,
         routes=handlers.routes(),
         checks=checks,
-        publisher=deps.publisher,
+        deps=deps,
         on_stop=[mongo.close],
     )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from services.intake import handlers
 from services.intake.settings import IntakeSettings
-from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.service import Service
-from shared.wiring import build_service
+from shared.wiring import ServiceDeps, build_service
 
 DESCRIPTION = (
     "Accepts deletion requests (API and email), keeps retention rules and legal holds, "
@@ -17,15 +14,7 @@ DESCRIPTION = (
 )
 
 
-@dataclass
-class IntakeDeps:
-    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
-
-    publisher: Publisher | None = None
-
-
-def create_app(settings: IntakeSettings, *, deps: IntakeDeps | None = None) -> Service:
-    deps = deps or IntakeDeps()
+def create_app(settings: IntakeSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
     checks = {
         "mongo": lambda: mongo_ping(mongo),
@@ -37,6 +26,6 @@ def create_app(settings: IntakeSettings, *, deps: IntakeDeps | None = None) -> S
         kafka=settings.kafka,
         routes=handlers.routes(),
         checks=checks,
-        publisher=deps.publisher,
+        deps=deps,
         on_stop=[mongo.close],
     )

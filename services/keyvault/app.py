@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from services.keyvault import handlers
 from services.keyvault.settings import KeyvaultSettings
-from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.service import Service
-from shared.wiring import build_service
+from shared.wiring import ServiceDeps, build_service
 
 DESCRIPTION = "Holds each subject's data keys, wrapped by a key-encryption key, and destroys them on deletion."
 
 
-@dataclass
-class KeyvaultDeps:
-    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
-
-    publisher: Publisher | None = None
-
-
-def create_app(settings: KeyvaultSettings, *, deps: KeyvaultDeps | None = None) -> Service:
-    deps = deps or KeyvaultDeps()
+def create_app(settings: KeyvaultSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
     checks = {
         "mongo": lambda: mongo_ping(mongo),
@@ -34,6 +23,6 @@ def create_app(settings: KeyvaultSettings, *, deps: KeyvaultDeps | None = None) 
         kafka=settings.kafka,
         routes=handlers.routes(),
         checks=checks,
-        publisher=deps.publisher,
+        deps=deps,
         on_stop=[mongo.close],
     )

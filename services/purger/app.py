@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from services.purger import handlers
 from services.purger.settings import PurgerSettings
-from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.s3 import s3_ping
 from shared.service import Service
-from shared.wiring import build_service
+from shared.wiring import ServiceDeps, build_service
 
 DESCRIPTION = "Erases a subject's data from every dataset of the data map; runs the nightly purge and backup expiry."
 
 
-@dataclass
-class PurgerDeps:
-    """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
-
-    publisher: Publisher | None = None
-
-
-def create_app(settings: PurgerSettings, *, deps: PurgerDeps | None = None) -> Service:
-    deps = deps or PurgerDeps()
+def create_app(settings: PurgerSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
     checks = {
         "mongo": lambda: mongo_ping(mongo),
@@ -36,6 +25,6 @@ def create_app(settings: PurgerSettings, *, deps: PurgerDeps | None = None) -> S
         kafka=settings.kafka,
         routes=handlers.routes(),
         checks=checks,
-        publisher=deps.publisher,
+        deps=deps,
         on_stop=[mongo.close],
     )

@@ -71,10 +71,10 @@ def loop_for(settings: KafkaSettings, group: str, handler, publisher) -> KafkaCo
     return KafkaConsumerLoop(settings, group_id=group, client_id=group, processor=processor)
 
 
-async def run_until(loop: KafkaConsumerLoop, condition, timeout: float = 60) -> asyncio.Task:
+async def run_until(loop: KafkaConsumerLoop, condition, limit_s: float = 60) -> asyncio.Task:
     await loop.start()
     task = asyncio.create_task(loop.run())
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         while not condition():
             if task.done():
                 task.result()
