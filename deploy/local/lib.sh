@@ -57,21 +57,30 @@ start_bg() {
   echo $! >"$VAR/run/$name.pid"
 }
 
-# stop_bg NAME : SIGTERM the process group, wait up to 20 s, then SIGKILL whatever is left.
+# stop_bg NAME... : SIGTERM each process group, wait up to 30 s for all of them, then SIGKILL what is left.
 stop_bg() {
-  local name="$1" pidfile="$VAR/run/$1.pid" pid
-  [[ -f "$pidfile" ]] || return 0
-  pid="$(cat "$pidfile")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 -- "-$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    if kill -0 -- "-$pid" 2>/dev/null; then
-      say "$name did not stop in 20 s; killing it"
-      kill -KILL -- "-$pid" 2>/dev/null || true
+  local name pid pids=() names=()
+  for name in "$@"; do
+    [[ -f "$VAR/run/$name.pid" ]] || continue
+    pid="$(cat "$VAR/run/$name.pid")"
+    if kill -0 "$pid" 2>/dev/null; then
+      say "stopping $name"
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name")
     fi
-  fi
-  rm -f "$pidfile"
+    rm -f "$VAR/run/$name.pid"
+  done
+  local deadline=$((SECONDS + 30)) i alive
+  while :; do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    (( alive == 0 || SECONDS >= deadline )) && break
+    sleep 0.2
+  done
+  for i in "${!pids[@]}"; do
+    if kill -0 -- "-${pids[$i]}" 2>/dev/null; then
+      say "${names[$i]} did not stop in 30 s; killing it"
+      kill -KILL -- "-${pids[$i]}" 2>/dev/null || true
+    fi
+  done
 }

@@ -28,13 +28,7 @@ start() {
 }
 
 stop() {
-  local name
-  for name in "${SERVICES[@]}"; do
-    if [[ -f "$VAR/run/svc-$name.pid" ]]; then
-      say "stopping $name"
-      stop_bg "svc-$name"
-    fi
-  done
+  stop_bg "${SERVICES[@]/#/svc-}"
 }
 
 status() {

@@ -67,14 +67,8 @@ up() {
 }
 
 down() {
-  local name
-  for (( i=${#SERVERS[@]}-1; i>=0; i-- )); do
-    name="${SERVERS[$i]}"
-    if [[ -f "$VAR/run/$name.pid" ]]; then
-      say "stopping $name"
-      stop_bg "$name"
-    fi
-  done
+  # The SMTP catcher first, Kafka last: each has its own data, so they can stop together.
+  stop_bg smtp seaweedfs ferretdb kafka
 }
 
 status() {
