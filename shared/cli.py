@@ -6,15 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import click
 
 from shared import topics
+from shared.auth import SCOPES, issue_token
 from shared.kafka import ensure_topics
 from shared.logging import configure_logging
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.s3 import s3_ping
-from shared.settings import KafkaSettings, LogSettings, MongoSettings, S3Settings, SmtpSettings
+from shared.settings import AuthSettings, KafkaSettings, LogSettings, MongoSettings, S3Settings, SmtpSettings
 from shared.smtp import smtp_ping
 
 
@@ -60,6 +62,22 @@ _PROBES: dict[str, Callable[[], Awaitable[bool]]] = {
 async def _kafka_ok() -> bool:
     await ensure_topics(KafkaSettings(), (), partitions=topics.PARTITIONS, timeout_s=1)
     return True
+
+
+@main.command(name="token")
+@click.option("--sub", "subject", required=True, help="Subject of the token: a person's id, or a service's name.")
+@click.option("--scope", "scope", required=True, help=f"Space-separated scopes, of: {' '.join(sorted(SCOPES))}.")
+@click.option("--ttl", default=3600, show_default=True, help="Seconds until the token expires.")
+def token(subject: str, scope: str, ttl: int) -> None:
+    """Print a bearer token that the local stack accepts (signed with LETHE_AUTH_JWT_SECRET)."""
+    scopes = scope.split()
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        raise click.BadParameter(f"unknown scopes: {', '.join(unknown)}", param_hint="--scope")
+    try:
+        click.echo(issue_token(AuthSettings(), subject=subject, scopes=scopes, ttl=timedelta(seconds=ttl)))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command(name="wait-for")

@@ -140,6 +140,21 @@ class DeletionKeysDestroyed(DeletionEvent):
     result: RequestResult
 
 
+class DeletionKeysShredded(DeletionEvent):
+    """A grace window ended: keys that were disabled are now physically deleted, beyond any restore."""
+
+    type: Literal["deletion.keys_shredded"] = topics.DELETION_KEYS_SHREDDED
+    shredded: tuple[KeyRef, ...] = Field(min_length=1)
+
+
+class DeletionKeysRestored(DeletionEvent):
+    """An admin restored a disabled key inside its grace window."""
+
+    type: Literal["deletion.keys_restored"] = topics.DELETION_KEYS_RESTORED
+    restored: KeyRef
+    restored_by: Id
+
+
 class DeletionNotified(DeletionEvent):
     type: Literal["deletion.notified"] = topics.DELETION_NOTIFIED
     result: RequestResult
@@ -195,6 +210,8 @@ AnyEvent = Annotated[
     DeletionRequested
     | DeletionPurged
     | DeletionKeysDestroyed
+    | DeletionKeysShredded
+    | DeletionKeysRestored
     | DeletionNotified
     | DeletionHardDeleted
     | DeletionBackupsExpired
@@ -212,6 +229,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeletionRequested,
         DeletionPurged,
         DeletionKeysDestroyed,
+        DeletionKeysShredded,
+        DeletionKeysRestored,
         DeletionNotified,
         DeletionHardDeleted,
         DeletionBackupsExpired,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared.consumer import TRANSIENT_ERRORS, KafkaConsumerLoop
+from shared.kafka import Publisher
 from shared.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -22,6 +23,7 @@ log = structlog.get_logger(__name__)
 STARTUP_RETRY_ERRORS = (*TRANSIENT_ERRORS, UnknownTopicOrPartitionError)
 
 Hook = Callable[[], Awaitable[None]]
+Job = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -33,12 +35,16 @@ class Service:
     host: str
     port: int
     metrics: Metrics
+    publisher: Publisher
     consumer: KafkaConsumerLoop | None = None
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # Long-running jobs (scheduled work): started after the clients, cancelled first on stop.
+    background: list[Job] = field(default_factory=list)
     start_timeout_s: float = 120.0
     _runner: web.AppRunner | None = None
     _consume_task: asyncio.Task[None] | None = None
+    _background_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Connect to the servers (waiting for them to come up), then serve HTTP and start consuming."""
@@ -62,10 +68,15 @@ class Service:
         await web.TCPSite(self._runner, self.host, self.port).start()
         if self.consumer is not None:
             self._consume_task = asyncio.create_task(self.consumer.run(), name=f"{self.name}-consumer")
+        for job in self.background:
+            self._background_tasks.append(asyncio.create_task(job(), name=f"{self.name}-job"))
         log.info("service.started", url=f"http://{self.host}:{self.port}")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop consuming (finishing the message in hand), stop serving, close clients."""
+        for task in self._background_tasks:
+            task.cancel()
+        await asyncio.gather(*self._background_tasks, return_exceptions=True)
         if self.consumer is not None:
             self.consumer.request_stop()
         if self._consume_task is not None:

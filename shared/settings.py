@@ -71,3 +71,15 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
     http_port: int = Field(default=8000, ge=1, le=65535, description="port the HTTP API listens on")
+
+
+class AuthSettings(BaseSettings):
+    """Bearer JWTs: an HS256 secret locally, a JWKS URL in production."""
+
+    model_config = SettingsConfigDict(env_prefix="LETHE_AUTH_", extra="ignore")
+
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret (local use)")
+    jwks_url: str | None = Field(default=None, description="JWKS URL of the token issuer (production)")
+    issuer: str = "lethe"
+    audience: str = "lethe"
+    leeway_s: int = Field(default=30, ge=0, le=300)

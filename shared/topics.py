@@ -5,6 +5,8 @@ from typing import Final
 DELETION_REQUESTED: Final = "deletion.requested"
 DELETION_PURGED: Final = "deletion.purged"
 DELETION_KEYS_DESTROYED: Final = "deletion.keys_destroyed"
+DELETION_KEYS_SHREDDED: Final = "deletion.keys_shredded"
+DELETION_KEYS_RESTORED: Final = "deletion.keys_restored"
 DELETION_NOTIFIED: Final = "deletion.notified"
 DELETION_HARD_DELETED: Final = "deletion.hard_deleted"
 DELETION_BACKUPS_EXPIRED: Final = "deletion.backups_expired"
@@ -17,6 +19,8 @@ EVENT_TOPICS: Final[tuple[str, ...]] = (
     DELETION_REQUESTED,
     DELETION_PURGED,
     DELETION_KEYS_DESTROYED,
+    DELETION_KEYS_SHREDDED,
+    DELETION_KEYS_RESTORED,
     DELETION_NOTIFIED,
     DELETION_HARD_DELETED,
     DELETION_BACKUPS_EXPIRED,

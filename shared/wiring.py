@@ -19,6 +19,9 @@ from shared.settings import KafkaSettings, ServiceSettings
 
 log = structlog.get_logger(__name__)
 
+# The service's publisher, for HTTP handlers that emit events.
+PUBLISHER = web.AppKey("publisher", Publisher)
+
 
 @dataclass
 class ServiceDeps:
@@ -63,6 +66,7 @@ def build_service(
 
         all_checks = {"kafka": kafka_ready, **all_checks}
     app = web_app or web.Application(client_max_size=1024 * 1024)
+    app[PUBLISHER] = publisher
     add_ops_routes(
         app,
         service=name,
@@ -72,6 +76,7 @@ def build_service(
     )
     return Service(
         name=name,
+        publisher=publisher,
         web_app=app,
         host=settings.http_host,
         port=settings.http_port,

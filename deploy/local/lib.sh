@@ -22,6 +22,9 @@ export LETHE_S3_SECRET_ACCESS_KEY="${LETHE_S3_SECRET_ACCESS_KEY:-lethe-local-sec
 export LETHE_SMTP_HOST="${LETHE_SMTP_HOST:-127.0.0.1}"
 export LETHE_SMTP_PORT="${LETHE_SMTP_PORT:-1025}"
 export LETHE_SMTP_CATCHER_DIR="${LETHE_SMTP_CATCHER_DIR:-$VAR/mail}"
+export LETHE_TEST_KMS_ENDPOINT_URL="${LETHE_TEST_KMS_ENDPOINT_URL:-http://127.0.0.1:4566}"
+# The HS256 secret that the local stack's services accept and `lethe token` signs with (local use only).
+export LETHE_AUTH_JWT_SECRET="${LETHE_AUTH_JWT_SECRET:-lethe-local-only-secret-not-for-production}"
 export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-$VAR/milvus/lethe.db}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The local stack without Docker: Kafka (KRaft), FerretDB (MongoDB wire on SQLite), SeaweedFS S3, an SMTP catcher.
+# The local stack without Docker: Kafka (KRaft), FerretDB (MongoDB wire on SQLite), SeaweedFS S3, an SMTP catcher,
+# and moto's KMS-compatible server for the tests.
 # Milvus Lite needs no server: it is a file under var/milvus/.
 # Usage: stack.sh up | down | status
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-SERVERS=(kafka ferretdb seaweedfs smtp)
-declare -A PORT=([kafka]=9092 [ferretdb]=27017 [seaweedfs]=8333 [smtp]=1025)
+SERVERS=(kafka ferretdb seaweedfs smtp kms)
+declare -A PORT=([kafka]=9092 [ferretdb]=27017 [seaweedfs]=8333 [smtp]=1025 [kms]=4566)
 KAFKA_CP="$CACHE/kafka/libs/*"
 KAFKA_LOG4J="-Dlog4j2.configurationFile=$LOCAL/kafka/log4j2.properties"
 
@@ -42,6 +43,11 @@ start_smtp() {
   start_bg smtp "$PY" "$LOCAL/smtp_catcher.py" --host 127.0.0.1 --port 1025 --dir "$LETHE_SMTP_CATCHER_DIR"
 }
 
+start_kms() {
+  # A KMS-compatible endpoint (moto, state in memory) for the tests of keyvault's KMS provider.
+  start_bg kms "$VENV/bin/moto_server" -H 127.0.0.1 -p 4566
+}
+
 up() {
   mkdir -p "$VAR"/{log,run,milvus}
   local name started=$SECONDS
@@ -62,13 +68,14 @@ up() {
     done
     die "the local stack did not become ready"
   fi
+  wait_for "kms (moto)" 60 port_open 4566 || die "the KMS test endpoint did not start (see var/log/kms.log)"
   "$PY" -m shared.cli topics ensure
   say "local stack ready in $((SECONDS - started)) s"
 }
 
 down() {
   # The SMTP catcher first, Kafka last: each has its own data, so they can stop together.
-  stop_bg smtp seaweedfs ferretdb kafka
+  stop_bg kms smtp seaweedfs ferretdb kafka
 }
 
 status() {

@@ -2,27 +2,89 @@
 
 from __future__ import annotations
 
-from services.keyvault import handlers
+import asyncio
+from datetime import timedelta
+
+import structlog
+from aiohttp import web
+
+from services.keyvault import api, handlers
+from services.keyvault.adapters.kek import KeyEncryptionKey, KmsKek, LocalKeyring
+from services.keyvault.adapters.store import KeyStore, MongoKeyStore
 from services.keyvault.settings import KeyvaultSettings
+from shared.auth import TokenVerifier
+from shared.events import utcnow
+from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
-from shared.service import Service
+from shared.problems import problem_middleware
+from shared.service import Hook, Service
 from shared.wiring import ServiceDeps, build_service
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = "Holds each subject's data keys, wrapped by a key-encryption key, and destroys them on deletion."
 
 
-def create_app(settings: KeyvaultSettings, *, deps: ServiceDeps | None = None) -> Service:
+def build_kek(settings: KeyvaultSettings) -> tuple[KeyEncryptionKey, list[Hook], list[Hook]]:
+    """The configured KEK provider, with its start and stop hooks."""
+    if settings.kek_provider == "kms":
+        if not settings.kms_key_id:
+            raise ValueError("KEYVAULT_KMS_KEY_ID is required when KEYVAULT_KEK_PROVIDER=kms")
+        credentials = {}
+        if settings.kms_access_key_id and settings.kms_secret_access_key:
+            credentials = {
+                "aws_access_key_id": settings.kms_access_key_id.get_secret_value(),
+                "aws_secret_access_key": settings.kms_secret_access_key.get_secret_value(),
+            }
+        kms = KmsKek(
+            key_id=settings.kms_key_id,
+            region=settings.kms_region,
+            endpoint_url=settings.kms_endpoint_url,
+            **credentials,
+        )
+        return kms, [kms.start], [kms.stop]
+    if settings.local_keyring is not None:
+        return LocalKeyring.from_json(settings.local_keyring.get_secret_value()), [], []
+    return LocalKeyring.load_or_create(settings.local_keyring_file), [], []
+
+
+async def shred_periodically(vault: handlers.Vault, publisher: Publisher, interval_s: float) -> None:
+    """Shred the keys whose grace window has ended, every ``interval_s``."""
+    while True:
+        try:
+            for event in await handlers.shred_expired(vault):
+                await publisher.publish(event)
+        except Exception:
+            # Logged and tried again next round: the ledger still lists what is due.
+            log.exception("shred.failed")
+        await asyncio.sleep(interval_s)
+
+
+def create_app(
+    settings: KeyvaultSettings, *, deps: ServiceDeps | None = None, store: KeyStore | None = None
+) -> Service:
     mongo = create_mongo_client(settings.mongo)
-    checks = {
-        "mongo": lambda: mongo_ping(mongo),
-    }
-    return build_service(
+    kek, kek_start, kek_stop = build_kek(settings)
+    vault = handlers.Vault(
+        store=store or MongoKeyStore(mongo, settings.mongo.database),
+        kek=kek,
+        clock=utcnow,
+        grace=timedelta(days=settings.grace_days),
+    )
+    web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware])
+    api.add_routes(web_app, vault=vault, verifier=TokenVerifier(settings.auth), cache_ttl_s=settings.client_cache_ttl_s)
+    service = build_service(
         name="keyvault",
         description=DESCRIPTION,
         settings=settings,
         kafka=settings.kafka,
-        routes=handlers.routes(),
-        checks=checks,
+        routes=handlers.routes(vault),
+        checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
-        on_stop=[mongo.close],
+        api_paths=api.API_PATHS,
+        web_app=web_app,
+        on_start=kek_start,
+        on_stop=[mongo.close, *kek_stop],
     )
+    service.background.append(lambda: shred_periodically(vault, service.publisher, settings.shred_interval_s))
+    return service

@@ -27,6 +27,7 @@ ADDRESS_OF = {
     "mongo": "LETHE_MONGO_URL",
     "s3": "LETHE_S3_ENDPOINT_URL",
     "smtp": "LETHE_SMTP_HOST",
+    "auth": "LETHE_AUTH_JWT_SECRET",
 }
 
 

@@ -1,0 +1,158 @@
+"""Where wrapped data keys live: the KeyStore port, and its MongoDB adapter.
+
+One document per subject (``_id`` = subject id) holds that subject's key for every dataset, so every lookup
+is an exact ``_id`` match, which FerretDB serves from its index. Keys awaiting the end of a grace window are
+also listed in a small ledger, so the shredding job never scans the key collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from bson import Binary
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+KeyState = Literal["active", "disabled", "destroyed"]
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One subject's data key for one dataset, as stored: wrapped by a KEK, or gone once destroyed."""
+
+    subject_id: str
+    dataset: str
+    key_id: str
+    kek_id: str
+    wrapped: bytes | None
+    state: KeyState
+    created_at: datetime
+    disabled_at: datetime | None = None
+    purge_at: datetime | None = None
+    destroyed_at: datetime | None = None
+    request_id: str | None = None
+
+    def destroyed(self, at: datetime, request_id: str | None) -> KeyRecord:
+        return replace(self, wrapped=None, state="destroyed", destroyed_at=at, request_id=request_id or self.request_id)
+
+    def disabled(self, at: datetime, purge_at: datetime, request_id: str | None) -> KeyRecord:
+        return replace(self, state="disabled", disabled_at=at, purge_at=purge_at, request_id=request_id)
+
+
+class KeyStore(Protocol):
+    async def get(self, subject_id: str, dataset: str) -> KeyRecord | None: ...
+
+    async def keys_of(self, subject_id: str) -> list[KeyRecord]: ...
+
+    async def put_if_current(self, record: KeyRecord, *, expected_key_id: str | None) -> bool:
+        """Store ``record`` if the subject's key for its dataset is still ``expected_key_id`` (None: no key)."""
+        ...
+
+    async def add_to_purge_ledger(self, record: KeyRecord) -> None: ...
+
+    async def remove_from_purge_ledger(self, subject_id: str, dataset: str, key_id: str) -> None: ...
+
+    async def due_for_purge(self, now: datetime) -> list[tuple[str, str, str]]:
+        """(subject_id, dataset, key_id) of disabled keys whose grace window has ended."""
+        ...
+
+    async def destruction(self, event_id: str) -> str | None: ...
+
+    async def save_destruction(self, event_id: str, result_json: str) -> None: ...
+
+    def all_keys(self) -> AsyncIterator[KeyRecord]: ...
+
+
+def _to_doc(record: KeyRecord) -> dict[str, Any]:
+    doc = asdict(record)
+    del doc["subject_id"], doc["dataset"]
+    if record.wrapped is not None:
+        doc["wrapped"] = Binary(record.wrapped)
+    return doc
+
+
+def _from_doc(subject_id: str, dataset: str, doc: dict[str, Any]) -> KeyRecord:
+    wrapped = doc.get("wrapped")
+    return KeyRecord(
+        subject_id=subject_id,
+        dataset=dataset,
+        key_id=doc["key_id"],
+        kek_id=doc["kek_id"],
+        wrapped=bytes(wrapped) if wrapped is not None else None,
+        state=doc["state"],
+        created_at=doc["created_at"],
+        disabled_at=doc.get("disabled_at"),
+        purge_at=doc.get("purge_at"),
+        destroyed_at=doc.get("destroyed_at"),
+        request_id=doc.get("request_id"),
+    )
+
+
+class MongoKeyStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        db = client[database]
+        self._subjects = db["keyvault_subjects"]
+        self._ledger = db["keyvault_purge_ledger"]
+        self._destructions = db["keyvault_destructions"]
+
+    async def get(self, subject_id: str, dataset: str) -> KeyRecord | None:
+        doc = await self._subjects.find_one({"_id": subject_id})
+        key = (doc or {}).get("keys", {}).get(dataset)
+        return _from_doc(subject_id, dataset, key) if key else None
+
+    async def keys_of(self, subject_id: str) -> list[KeyRecord]:
+        doc = await self._subjects.find_one({"_id": subject_id})
+        return [_from_doc(subject_id, ds, key) for ds, key in sorted((doc or {}).get("keys", {}).items())]
+
+    async def put_if_current(self, record: KeyRecord, *, expected_key_id: str | None) -> bool:
+        path = f"keys.{record.dataset}"
+        condition: dict[str, Any] = (
+            {f"{path}.key_id": expected_key_id} if expected_key_id else {path: {"$exists": False}}
+        )
+        try:
+            result = await self._subjects.update_one(
+                {"_id": record.subject_id, **condition},
+                {"$set": {path: _to_doc(record)}},
+                upsert=expected_key_id is None,
+            )
+        except DuplicateKeyError:
+            # The subject's document exists and already holds a key for this dataset: someone else won.
+            return False
+        return result.matched_count == 1 or result.upserted_id is not None
+
+    async def add_to_purge_ledger(self, record: KeyRecord) -> None:
+        await self._ledger.update_one(
+            {"_id": f"{record.subject_id}|{record.dataset}|{record.key_id}"},
+            {
+                "$set": {
+                    "subject_id": record.subject_id,
+                    "dataset": record.dataset,
+                    "key_id": record.key_id,
+                    "purge_at": record.purge_at,
+                }
+            },
+            upsert=True,
+        )
+
+    async def remove_from_purge_ledger(self, subject_id: str, dataset: str, key_id: str) -> None:
+        await self._ledger.delete_one({"_id": f"{subject_id}|{dataset}|{key_id}"})
+
+    async def due_for_purge(self, now: datetime) -> list[tuple[str, str, str]]:
+        # The ledger holds only keys inside a grace window, so reading it whole stays small.
+        entries = await self._ledger.find({}).to_list(None)
+        return sorted((e["subject_id"], e["dataset"], e["key_id"]) for e in entries if e["purge_at"] <= now)
+
+    async def destruction(self, event_id: str) -> str | None:
+        doc = await self._destructions.find_one({"_id": event_id})
+        return doc["result"] if doc else None
+
+    async def save_destruction(self, event_id: str, result_json: str) -> None:
+        await self._destructions.update_one({"_id": event_id}, {"$setOnInsert": {"result": result_json}}, upsert=True)
+
+    async def all_keys(self) -> AsyncIterator[KeyRecord]:
+        async for doc in self._subjects.find({}):
+            for dataset, key in sorted(doc.get("keys", {}).items()):
+                yield _from_doc(doc["_id"], dataset, key)

@@ -1,0 +1,167 @@
+"""The client other services (and ``lethe seed``) use to encrypt and decrypt personal fields through keyvault.
+
+How keys reach a client: it asks keyvault over HTTP with a service token (scope ``keys:use``) and gets the
+plaintext data key of one subject and dataset; it never sees the KEK. It caches a key for at most
+``cache_ttl_s`` (keyvault says how long, never more than 5 minutes), and forgets a subject's keys as soon as
+it learns of their destruction from ``deletion.keys_destroyed`` (call :meth:`forget_subject`). So a destroyed
+key stops working everywhere within the cache lifetime at worst, and at once where the event is consumed.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from shared.crypto import DataKey, decrypt_field, encrypt_field, key_id_of
+
+MAX_CACHE_TTL_S = 300
+
+
+class KeyUnavailableError(Exception):
+    """keyvault refused the key: it is disabled or destroyed (or never existed). The data cannot be read."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class KeyvaultError(Exception):
+    """keyvault answered with an unexpected error."""
+
+
+@dataclass
+class _Cached:
+    subject_id: str
+    dataset: str
+    key: DataKey
+    expires: float
+
+
+class KeyvaultClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | Callable[[], str],
+        max_cache_ttl_s: int = MAX_CACHE_TTL_S,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= max_cache_ttl_s <= MAX_CACHE_TTL_S:
+            raise ValueError("a data key may be cached for at most 5 minutes")
+        self._base = base_url.rstrip("/")
+        self._token = token if callable(token) else (lambda: token)
+        self._max_ttl = max_cache_ttl_s
+        self._session = session
+        self._own_session = session is None
+        self._clock = clock
+        self._current: dict[tuple[str, str], _Cached] = {}
+        self._by_id: dict[str, _Cached] = {}
+
+    async def __aenter__(self) -> KeyvaultClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._session
+
+    async def encrypt(self, subject_id: str, dataset: str, plaintext: bytes) -> str:
+        key = await self._current_key(subject_id, dataset)
+        return encrypt_field(key, subject_id=subject_id, dataset=dataset, plaintext=plaintext)
+
+    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes:
+        key = await self._key_by_id(subject_id, dataset, key_id_of(ciphertext))
+        return decrypt_field(key, subject_id=subject_id, dataset=dataset, ciphertext=ciphertext)
+
+    def forget_subject(self, subject_id: str) -> None:
+        """Drop every cached key of a subject (on ``deletion.keys_destroyed``)."""
+        self._current = {k: v for k, v in self._current.items() if v.subject_id != subject_id}
+        self._by_id = {k: v for k, v in self._by_id.items() if v.subject_id != subject_id}
+
+    async def _current_key(self, subject_id: str, dataset: str) -> DataKey:
+        cached = self._current.get((subject_id, dataset))
+        if cached and cached.expires > self._clock():
+            return cached.key
+        body = await self._call("POST", f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}")
+        return self._remember(subject_id, dataset, body, current=True)
+
+    async def _key_by_id(self, subject_id: str, dataset: str, key_id: str) -> DataKey:
+        cached = self._by_id.get(key_id)
+        if cached and cached.expires > self._clock() and (cached.subject_id, cached.dataset) == (subject_id, dataset):
+            return cached.key
+        body = await self._call(
+            "GET", f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}/{quote(key_id, safe='')}"
+        )
+        return self._remember(subject_id, dataset, body, current=False)
+
+    def _remember(self, subject_id: str, dataset: str, body: dict[str, Any], *, current: bool) -> DataKey:
+        key = DataKey(body["key_id"], base64.b64decode(body["dek"]))
+        ttl = min(int(body.get("cache_ttl_s", 0)), self._max_ttl)
+        if ttl > 0:
+            entry = _Cached(subject_id, dataset, key, self._clock() + ttl)
+            self._by_id[key.key_id] = entry
+            if current:
+                self._current[(subject_id, dataset)] = entry
+        return key
+
+    async def _call(self, method: str, path: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        async with self._http().request(method, self._base + path, headers=headers) as response:
+            if response.status in (404, 410):
+                problem = await response.json(content_type=None)
+                raise KeyUnavailableError(response.status, problem.get("detail", "key unavailable"))
+            if response.status != 200:
+                raise KeyvaultError(f"keyvault answered {response.status}: {await response.text()}")
+            body: dict[str, Any] = await response.json()
+            return body
+
+
+class KeyCacheInvalidator:
+    """Makes one process's KeyvaultClient forget a subject's keys as soon as they are destroyed.
+
+    Every process that caches keys runs one: it reads ``deletion.keys_destroyed`` without a consumer group
+    (so every process sees every event, not a share of them), from the end, and never commits.
+    """
+
+    def __init__(self, client: KeyvaultClient, *, bootstrap_servers: str) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        from shared.topics import DELETION_KEYS_DESTROYED
+
+        self._client = client
+        self._consumer = AIOKafkaConsumer(
+            DELETION_KEYS_DESTROYED, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="latest"
+        )
+        self.forgotten = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        from shared.events import InvalidEventError, decode_event
+
+        async for record in self._consumer:
+            try:
+                event = decode_event(record.topic, record.value)
+            except InvalidEventError:
+                continue  # the keyvault consumer dead-letters it; a cache has nothing to forget
+            if event.subject_id:
+                self._client.forget_subject(event.subject_id)
+                self.forgotten += 1

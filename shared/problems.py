@@ -1,0 +1,84 @@
+"""HTTP errors as ``application/problem+json`` (RFC 9457), naming the offending field; never a bare 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """An error that becomes a problem+json response with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors = errors or []
+        self.headers = dict(headers or {})
+
+
+def problem_response(error: ProblemError) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": error.title, "status": error.status, "detail": error.detail}
+    if error.errors:
+        body["errors"] = error.errors
+    return web.Response(status=error.status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=error.headers)
+
+
+def invalid(exc: ValidationError, *, where: str = "body") -> ProblemError:
+    """A 422 that names each invalid field, e.g. ``body.dataset``."""
+    errors = [{"field": ".".join([where, *(str(p) for p in e["loc"])]), "message": e["msg"]} for e in exc.errors()]
+    return ProblemError(
+        422, "Unprocessable Content", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+    )
+
+
+async def parse_json(request: web.Request, model: type[Any]) -> Any:
+    """Read and validate a JSON body against a pydantic model; 415/400/422 with the reason otherwise."""
+    if request.content_type != "application/json":
+        raise ProblemError(415, "Unsupported Media Type", "the body must be application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise ProblemError(
+            413, "Content Too Large", f"the body is larger than {request.client_max_size} bytes"
+        ) from exc
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ProblemError(400, "Bad Request", "the body is not valid JSON") from exc
+        raise invalid(exc) from exc
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProblemError as exc:
+        return problem_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(ProblemError(exc.status, exc.reason, exc.text or exc.reason, headers=exc.headers))
+    except Exception:
+        log.exception("http.unhandled_error", path=request.path, method=request.method)
+        return problem_response(ProblemError(500, "Internal Server Error", "an unexpected error; it was logged"))

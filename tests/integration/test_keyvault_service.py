@@ -1,0 +1,158 @@
+"""keyvault running on the real stack: keys over HTTP, crypto-shredding driven by Kafka, and the KMS provider."""
+
+import asyncio
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+
+from services.keyvault.adapters.kek import KekError, KmsKek
+from services.keyvault.app import create_app
+from services.keyvault.settings import KeyvaultSettings
+from shared import topics
+from shared.auth import KEYS_ADMIN, KEYS_USE, issue_token
+from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionPurged, decode_event
+from shared.kafka import KafkaPublisher, ensure_topics
+from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, KeyvaultClient
+from shared.settings import AuthSettings, KafkaSettings, MongoSettings
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+
+AUTH = AuthSettings(jwt_secret="test-secret-of-at-least-32-bytes-long")
+
+
+def token(*scopes: str, subject: str = "svc-test") -> str:
+    return issue_token(AUTH, subject=subject, scopes=scopes, ttl=timedelta(minutes=5))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest_asyncio.fixture
+async def keyvault(kafka_bootstrap, mongo_url, tmp_path):
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
+    settings = KeyvaultSettings(
+        http_port=free_port(),
+        kafka=kafka,
+        mongo=MongoSettings(url=mongo_url, database=f"lethe_kv_{uuid.uuid4().hex[:8]}"),
+        auth=AUTH,
+        local_keyring_file=tmp_path / "keyring.json",
+    )
+    service = create_app(settings)
+    await service.start()
+    yield service, f"http://127.0.0.1:{settings.http_port}", kafka
+    await service.stop()
+
+
+async def test_a_subjects_data_is_unreadable_after_deletion_and_others_are_not(keyvault):
+    _, url, kafka = keyvault
+    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    async with KeyvaultClient(url, token=token(KEYS_USE)) as client:
+        mine = [await client.encrypt(alice, ds, f"{ds} of alice".encode()) for ds in ("profiles", "invoices")]
+        theirs = await client.encrypt(bob, "profiles", b"bob's profile")
+        backup = list(mine)  # copies taken before the deletion, as a backup would hold them
+
+        invalidator = KeyCacheInvalidator(client, bootstrap_servers=kafka.bootstrap_servers)
+        await invalidator.start()
+        invalidating = asyncio.create_task(invalidator.run())
+        reader = AIOKafkaConsumer(
+            topics.DELETION_KEYS_DESTROYED, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="latest"
+        )
+        await reader.start()
+        await asyncio.sleep(1)  # let the reader take its position at the end
+        purged = DeletionPurged(
+            request_id=f"req-{uuid.uuid4().hex[:6]}",
+            subject_id=alice,
+            producer="test",
+            outcomes=(
+                DatasetOutcome(dataset="profiles", store="mongo", outcome="erased"),
+                DatasetOutcome(dataset="invoices", store="mongo", outcome="erased"),
+            ),
+        )
+        publisher = KafkaPublisher(kafka, client_id="test")
+        await publisher.start()
+        await publisher.publish(purged)
+        await publisher.stop()
+        try:
+            async with asyncio.timeout(60):
+                async for record in reader:
+                    event = decode_event(record.topic, record.value)
+                    if event.request_id == purged.request_id:
+                        break
+        finally:
+            await reader.stop()
+
+        async with asyncio.timeout(10):
+            while not invalidator.forgotten:  # the cache learns of the destruction from the same topic
+                await asyncio.sleep(0.05)
+        invalidating.cancel()
+        await invalidator.stop()
+        assert isinstance(event, DeletionKeysDestroyed)
+        assert {k.dataset for k in event.destroyed} == {"profiles", "invoices"}
+        for text, dataset in zip(backup, ("profiles", "invoices"), strict=True):
+            with pytest.raises(KeyUnavailableError):
+                await client.decrypt(alice, dataset, text)
+        assert await client.decrypt(bob, "profiles", theirs) == b"bob's profile"
+
+
+async def test_the_key_api_refuses_missing_wrong_and_underscoped_tokens(keyvault):
+    _, url, _ = keyvault
+    target = f"{url}/v1/keys/u1/profiles"
+    forged = issue_token(
+        AuthSettings(jwt_secret="another-secret-of-at-least-32-bytes"),
+        subject="x",
+        scopes=[KEYS_USE],
+        ttl=timedelta(minutes=1),
+    )
+    async with aiohttp.ClientSession() as http:
+        cases = {
+            None: 401,
+            "Bearer not-a-jwt": 401,
+            f"Bearer {forged}": 401,
+            f"Bearer {token('deletion:any')}": 403,
+        }
+        for header, status in cases.items():
+            async with http.post(target, headers={"Authorization": header} if header else {}) as response:
+                assert response.status == status, header
+                assert response.content_type == "application/problem+json"
+        async with http.post(f"{url}/v1/admin/kek/rotate", headers={"Authorization": f"Bearer {token(KEYS_USE)}"}) as r:
+            assert r.status == 403
+        async with http.post(f"{url}/v1/keys/u1/Bad.Name", headers={"Authorization": f"Bearer {token(KEYS_USE)}"}) as r:
+            assert r.status == 422
+            assert "path.dataset" in (await r.json())["detail"]
+        async with http.get(
+            f"{url}/v1/subjects/u1/keys", headers={"Authorization": f"Bearer {token(KEYS_ADMIN)}"}
+        ) as r:
+            assert r.status == 200
+
+
+async def test_the_kms_provider_round_trips_against_a_kms_compatible_endpoint():
+    endpoint = os.environ.get("LETHE_TEST_KMS_ENDPOINT_URL")
+    if not endpoint:
+        pytest.fail("LETHE_TEST_KMS_ENDPOINT_URL is not set: start the stack with `make up`", pytrace=False)
+    import aioboto3
+
+    creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    async with aioboto3.Session(region_name="us-east-1", **creds).client("kms", endpoint_url=endpoint) as kms:
+        key_id = (await kms.create_key(Description="lethe test KEK"))["KeyMetadata"]["KeyId"]
+    kek = KmsKek(key_id=key_id, region="us-east-1", endpoint_url=endpoint, **creds)
+    await kek.start()
+    try:
+        dek = os.urandom(32)
+        context = {"subject_id": "u1", "dataset": "profiles", "key_id": "dek_" + "a" * 32}
+        kek_id, wrapped = await kek.wrap(dek, context)
+        assert dek not in wrapped
+        assert await kek.unwrap(kek_id, wrapped, context) == dek
+        with pytest.raises(KekError):
+            await kek.unwrap(kek_id, wrapped, {**context, "subject_id": "u2"})
+    finally:
+        await kek.stop()
