@@ -72,7 +72,7 @@ async def ensure_topics(
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            log.info("kafka.waiting", bootstrap_servers=settings.bootstrap_servers)
+            log.debug("kafka.waiting", bootstrap_servers=settings.bootstrap_servers)
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
