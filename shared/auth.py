@@ -21,8 +21,11 @@ RETENTION_ADMIN = "retention:admin"
 AUDIT_READ = "audit:read"
 WEBHOOKS_ADMIN = "webhooks:admin"
 KEYS_USE = "keys:use"  # services fetching data keys to encrypt and decrypt fields
-KEYS_ADMIN = "keys:admin"  # destroying, restoring and rotating keys by hand
-SCOPES = frozenset({DELETION_SELF, DELETION_ANY, RETENTION_ADMIN, AUDIT_READ, WEBHOOKS_ADMIN, KEYS_USE, KEYS_ADMIN})
+KEYS_DESTROY = "keys:destroy"  # shredding one key at once (notifier, once the final notice is sent)
+KEYS_ADMIN = "keys:admin"  # restoring and rotating keys by hand
+SCOPES = frozenset(
+    {DELETION_SELF, DELETION_ANY, RETENTION_ADMIN, AUDIT_READ, WEBHOOKS_ADMIN, KEYS_USE, KEYS_DESTROY, KEYS_ADMIN}
+)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,8 @@ class RetainedKey(KeyRef):
 
 class DeletionKeysDestroyed(DeletionEvent):
     type: Literal["deletion.keys_destroyed"] = topics.DELETION_KEYS_DESTROYED
+    # The purge's per-dataset outcomes, carried along so that notifier can tell the whole story.
+    outcomes: tuple[DatasetOutcome, ...] = ()
     destroyed: tuple[KeyRef, ...] = ()
     retained: tuple[RetainedKey, ...] = ()
     grace_until: AwareDatetime | None = None

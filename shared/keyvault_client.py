@@ -87,6 +87,12 @@ class KeyvaultClient:
         key = await self._key_by_id(subject_id, dataset, key_id_of(ciphertext))
         return decrypt_field(key, subject_id=subject_id, dataset=dataset, ciphertext=ciphertext)
 
+    async def destroy_key(self, subject_id: str, dataset: str, *, request_id: str) -> None:
+        """Have keyvault shred the subject's key for one dataset at once (needs scope keys:destroy)."""
+        path = f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}/destroy"
+        await self._call("POST", path, json={"request_id": request_id})
+        self.forget_subject(subject_id)
+
     def forget_subject(self, subject_id: str) -> None:
         """Drop every cached key of a subject (on ``deletion.keys_destroyed``)."""
         self._current = {k: v for k, v in self._current.items() if v.subject_id != subject_id}
@@ -118,9 +124,9 @@ class KeyvaultClient:
                 self._current[(subject_id, dataset)] = entry
         return key
 
-    async def _call(self, method: str, path: str) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, *, json: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._token()}"}
-        async with self._http().request(method, self._base + path, headers=headers) as response:
+        async with self._http().request(method, self._base + path, headers=headers, json=json) as response:
             if response.status in (404, 410):
                 problem = await response.json(content_type=None)
                 raise KeyUnavailableError(response.status, problem.get("detail", "key unavailable"))

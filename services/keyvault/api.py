@@ -11,9 +11,9 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 from services.keyvault import handlers
 from services.keyvault.adapters.store import KeyRecord
 from services.keyvault.handlers import KeyUnavailableError, UnknownKeyError, Vault
-from shared.auth import KEYS_ADMIN, KEYS_USE, TokenVerifier
+from shared.auth import KEYS_ADMIN, KEYS_DESTROY, KEYS_USE, TokenVerifier
 from shared.crypto import DataKey
-from shared.problems import ProblemError, invalid
+from shared.problems import ProblemError, invalid, parse_json
 from shared.wiring import PUBLISHER
 
 SubjectId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
@@ -29,6 +29,12 @@ class KeyPath(BaseModel):
 
 class SubjectPath(BaseModel):
     subject_id: SubjectId
+
+
+class DestroyBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 def _path(request: web.Request, model: type[BaseModel]) -> Any:
@@ -110,6 +116,18 @@ def add_routes(app: web.Application, *, vault: Vault, verifier: TokenVerifier, c
         assert record is not None
         return web.json_response(_status(record))
 
+    async def destroy_now(request: web.Request) -> web.Response:
+        verifier.require(request, KEYS_DESTROY, KEYS_ADMIN)
+        path = _path(request, KeyPath)
+        body = await parse_json(request, DestroyBody)
+        event = await handlers.shred_now(vault, path.subject_id, path.dataset, request_id=body.request_id)
+        if event is not None:
+            await request.app[PUBLISHER].publish(event)
+        record = await vault.store.get(path.subject_id, path.dataset)
+        if record is None:
+            raise ProblemError(404, "Not Found", f"no key for subject and dataset {path.dataset!r}")
+        return web.json_response(_status(record))
+
     async def rotate(request: web.Request) -> web.Response:
         verifier.require(request, KEYS_ADMIN)
         count = await handlers.rotate(vault)
@@ -118,6 +136,7 @@ def add_routes(app: web.Application, *, vault: Vault, verifier: TokenVerifier, c
     app.router.add_post("/v1/keys/{subject_id}/{dataset}", current)
     app.router.add_get("/v1/keys/{subject_id}/{dataset}/{key_id}", by_id)
     app.router.add_post("/v1/keys/{subject_id}/{dataset}/restore", restore)
+    app.router.add_post("/v1/keys/{subject_id}/{dataset}/destroy", destroy_now)
     app.router.add_get("/v1/subjects/{subject_id}/keys", status)
     app.router.add_post("/v1/admin/kek/rotate", rotate)
 
@@ -165,6 +184,29 @@ API_PATHS: dict[str, Any] = {
             {"200": "the key's status", "404": "no such key", "409": "not restorable"},
             ["subject_id", "dataset"],
         )
+    },
+    "/v1/keys/{subject_id}/{dataset}/destroy": {
+        "post": {
+            **_op(
+                "Shred one key at once, beyond restore (body: request_id); emits deletion.keys_shredded",
+                f"{KEYS_DESTROY} or {KEYS_ADMIN}",
+                {"200": "the key's status", "404": "no such key"},
+                ["subject_id", "dataset"],
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["request_id"],
+                            "additionalProperties": False,
+                            "properties": {"request_id": {"type": "string", "minLength": 1, "maxLength": 200}},
+                        }
+                    }
+                },
+            },
+        }
     },
     "/v1/subjects/{subject_id}/keys": {
         "get": _op(

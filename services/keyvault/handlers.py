@@ -113,7 +113,7 @@ async def destroy(
     vault: Vault, record: KeyRecord, *, request_id: str | None, grace: timedelta | None = None
 ) -> KeyRecord:
     """Disable the key for the grace window, or destroy it at once; a key already gone stays as it is."""
-    if record.state != "active":
+    if record.state == "destroyed" or (record.state == "disabled" and grace is None):
         return record
     now = vault.clock()
     window = vault.grace if grace is None else grace
@@ -166,6 +166,7 @@ async def destroy_keys(event: DeletionPurged, vault: Vault) -> Sequence[Event]:
         request_id=event.request_id,
         subject_id=event.subject_id,
         producer=PRODUCER,
+        outcomes=event.outcomes,
         destroyed=tuple(destroyed),
         retained=tuple(retained),
         grace_until=grace_until,
@@ -199,6 +200,25 @@ async def shred_expired(vault: Vault) -> list[DeletionKeysShredded]:
         )
         for (request_id, subject_id), keys in sorted(shredded.items())
     ]
+
+
+async def shred_now(vault: Vault, subject_id: str, dataset: str, *, request_id: str) -> DeletionKeysShredded | None:
+    """Destroy one key at once, with no grace window (a contact address once its notice is sent).
+
+    Returns the event to emit, or None when there was nothing left to destroy (so a repeat emits nothing).
+    """
+    record = await vault.store.get(subject_id, dataset)
+    if record is None or record.state == "destroyed":
+        return None
+    await destroy(vault, record, request_id=request_id, grace=timedelta(0))
+    await vault.store.remove_from_purge_ledger(subject_id, dataset, record.key_id)
+    return DeletionKeysShredded(
+        event_id=uuid.uuid5(_EVENT_IDS, f"shred-now|{record.key_id}"),
+        request_id=request_id,
+        subject_id=subject_id,
+        producer=PRODUCER,
+        shredded=(KeyRef(dataset=dataset, key_id=record.key_id),),
+    )
 
 
 async def restore(vault: Vault, subject_id: str, dataset: str, *, restored_by: str) -> DeletionKeysRestored:

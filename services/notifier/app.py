@@ -2,29 +2,86 @@
 
 from __future__ import annotations
 
-from services.notifier import handlers
+import asyncio
+from email.message import EmailMessage
+
+import structlog
+from aiohttp import web
+
+from services.notifier import api, handlers
+from services.notifier.adapters.http import WebhookSender
+from services.notifier.adapters.store import MongoWebhookStore
 from services.notifier.settings import NotifierSettings
+from shared.auth import TokenVerifier
+from shared.contacts import MongoContactStore
+from shared.events import utcnow
+from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client, mongo_ping
+from shared.problems import problem_middleware
 from shared.service import Service
-from shared.smtp import smtp_ping
+from shared.smtp import send_mail, smtp_ping
 from shared.wiring import ServiceDeps, build_service
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = "Delivers signed webhooks to integrators and emails the person what was erased and kept."
 
 
+async def deliver_periodically(n: handlers.Notifier, sender: WebhookSender, interval_s: float) -> None:
+    """The delivery worker: attempts every due delivery, then waits ``interval_s``."""
+    while True:
+        try:
+            await handlers.deliver_due(n, sender.send)
+        except Exception:
+            # The pending ledger still lists the work; the next round picks it up.
+            log.exception("webhook.worker_failed")
+        await asyncio.sleep(interval_s)
+
+
 def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
-    checks = {
-        "mongo": lambda: mongo_ping(mongo),
-        "smtp": lambda: smtp_ping(settings.smtp),
-    }
-    return build_service(
+    store = MongoWebhookStore(mongo, settings.mongo.database)
+    keyvault = (
+        KeyvaultClient(settings.keyvault_url, token=settings.keyvault_token.get_secret_value())
+        if settings.keyvault_token
+        else None
+    )
+
+    async def mail(message: EmailMessage) -> None:
+        await send_mail(settings.smtp, message)
+
+    notifier = handlers.Notifier(
+        store=store,
+        contacts=MongoContactStore(mongo, settings.mongo.database),
+        keyvault=keyvault,
+        send_mail=mail,
+        sender=settings.smtp.sender,
+        clock=utcnow,
+        schedule=settings.retry_schedule_s,
+        mail_daily_cap=settings.mail_daily_cap,
+    )
+    sender = WebhookSender(timeout_s=settings.delivery_timeout_s, allow_loopback=settings.allow_loopback_webhooks)
+    web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware])
+    api.add_routes(
+        web_app, n=notifier, verifier=TokenVerifier(settings.auth), allow_loopback=settings.allow_loopback_webhooks
+    )
+
+    async def close_keyvault() -> None:
+        if keyvault is not None:
+            await keyvault.close()
+
+    service = build_service(
         name="notifier",
         description=DESCRIPTION,
         settings=settings,
         kafka=settings.kafka,
-        routes=handlers.routes(),
-        checks=checks,
+        routes=handlers.routes(notifier),
+        checks={"mongo": lambda: mongo_ping(mongo), "smtp": lambda: smtp_ping(settings.smtp)},
         deps=deps,
-        on_stop=[mongo.close],
+        api_paths=api.API_PATHS,
+        web_app=web_app,
+        on_start=[store.ensure_indexes, sender.start],
+        on_stop=[mongo.close, sender.stop, close_keyvault],
     )
+    service.background.append(lambda: deliver_periodically(notifier, sender, settings.worker_interval_s))
+    return service

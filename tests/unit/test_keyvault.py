@@ -189,3 +189,16 @@ async def test_a_keyring_must_hold_its_current_kek():
 async def test_the_grace_window_is_at_most_30_days():
     with pytest.raises(ValueError):
         vault(grace_days=31)
+
+
+async def test_one_key_can_be_shredded_at_once_even_with_a_grace_window_and_only_once():
+    v = vault(grace_days=7)
+    contact = await handlers.current_key(v, "u1", "contact")
+    profile = await handlers.current_key(v, "u1", "profiles")
+
+    event = await handlers.shred_now(v, "u1", "contact", request_id="req-1")
+
+    assert [k.key_id for k in event.shredded] == [contact.key_id]
+    assert (await v.store.get("u1", "contact")).wrapped is None
+    assert await handlers.key_by_id(v, "u1", "profiles", profile.key_id) == profile
+    assert await handlers.shred_now(v, "u1", "contact", request_id="req-1") is None

@@ -1,0 +1,78 @@
+"""Sending one webhook attempt over HTTP: Standard Webhooks signatures, no redirects, SSRF-safe connections."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+from standardwebhooks.webhooks import Webhook
+
+from services.notifier.adapters.ssrf import SafeResolver
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def sign(*, message_id: str, timestamp: datetime, body: str, secrets: list[str]) -> dict[str, str]:
+    """The three Standard Webhooks headers; one ``v1,`` signature per live secret (several during a rotation)."""
+    signatures = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in secrets)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signatures,
+    }
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: the schedule's own delay applies
+
+
+class WebhookSender:
+    def __init__(self, *, timeout_s: float, allow_loopback: bool) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._allow_loopback = allow_loopback
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=SafeResolver(allow_loopback=self._allow_loopback), limit=100)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, url: str, body: str, headers: dict[str, str]) -> AttemptResult:
+        assert self._session is not None, "start() first"
+        started = time.monotonic()
+        try:
+            async with self._session.post(
+                url,
+                data=body.encode(),
+                headers={**headers, "content-type": "application/json", "user-agent": "lethe-webhooks/1"},
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                return AttemptResult(
+                    status_code=response.status,
+                    error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    retry_after_s=_retry_after(response.headers.get("Retry-After")),
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return AttemptResult(None, f"{type(exc).__name__}: {exc}"[:500], int((time.monotonic() - started) * 1000))

@@ -1,0 +1,220 @@
+"""notifier's MongoDB state: webhook endpoints, deliveries with their attempts, and per-request notices.
+
+Deliveries waiting for an attempt are also listed in a small ledger with a lease, so the delivery worker
+reads only what is pending (never the whole delivery history) and two notifier instances never send the
+same attempt at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pymongo import AsyncMongoClient, ReturnDocument
+
+EndpointStatus = Literal["active", "disabled"]
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+@dataclass(frozen=True)
+class Secret:
+    value: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    endpoint_id: str
+    url: str
+    event_types: tuple[str, ...]
+    secrets: tuple[Secret, ...]
+    created_at: datetime
+    status: EndpointStatus = "active"
+    disabled_reason: str | None = None
+    owner_email: str | None = None
+    description: str | None = None
+
+    def live_secrets(self, now: datetime) -> list[str]:
+        """The secrets to sign with: every one not past the end of its rotation overlap."""
+        return [s.value for s in self.secrets if s.expires_at is None or s.expires_at > now]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message_id: str
+    endpoint_id: str
+    event_type: str
+    payload: str
+    request_id: str | None
+    created_at: datetime
+    status: DeliveryStatus = "pending"
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+    next_attempt_at: datetime | None = None
+
+
+def _endpoint(doc: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        endpoint_id=doc["_id"],
+        url=doc["url"],
+        event_types=tuple(doc["event_types"]),
+        secrets=tuple(Secret(**s) for s in doc["secrets"]),
+        created_at=doc["created_at"],
+        status=doc["status"],
+        disabled_reason=doc.get("disabled_reason"),
+        owner_email=doc.get("owner_email"),
+        description=doc.get("description"),
+    )
+
+
+def _delivery(doc: dict[str, Any]) -> Delivery:
+    return Delivery(
+        message_id=doc["_id"],
+        endpoint_id=doc["endpoint_id"],
+        event_type=doc["event_type"],
+        payload=doc["payload"],
+        request_id=doc.get("request_id"),
+        created_at=doc["created_at"],
+        status=doc["status"],
+        attempts=tuple(Attempt(**a) for a in doc.get("attempts", [])),
+        next_attempt_at=doc.get("next_attempt_at"),
+    )
+
+
+class MongoWebhookStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        db = client[database]
+        self._endpoints = db["notifier_endpoints"]
+        self._deliveries = db["notifier_deliveries"]
+        self._pending = db["notifier_pending"]
+        self._notices = db["notifier_notices"]
+        self._counters = db["notifier_counters"]
+
+    async def ensure_indexes(self) -> None:
+        await self._deliveries.create_index("endpoint_id")
+
+    # Endpoints
+
+    async def add_endpoint(self, endpoint: Endpoint) -> None:
+        doc = asdict(endpoint)
+        doc["_id"] = doc.pop("endpoint_id")
+        await self._endpoints.insert_one(doc)
+
+    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        doc = await self._endpoints.find_one({"_id": endpoint_id})
+        return _endpoint(doc) if doc else None
+
+    async def endpoints(self, *, after: str | None = None, limit: int = 100) -> list[Endpoint]:
+        query = {"_id": {"$gt": after}} if after else {}
+        docs = await self._endpoints.find(query).sort("_id", 1).limit(limit).to_list(None)
+        return [_endpoint(d) for d in docs]
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        return (await self._endpoints.delete_one({"_id": endpoint_id})).deleted_count == 1
+
+    async def set_secrets(self, endpoint_id: str, secrets: tuple[Secret, ...]) -> None:
+        await self._endpoints.update_one({"_id": endpoint_id}, {"$set": {"secrets": [asdict(s) for s in secrets]}})
+
+    async def disable_endpoint(self, endpoint_id: str, reason: str) -> None:
+        await self._endpoints.update_one(
+            {"_id": endpoint_id}, {"$set": {"status": "disabled", "disabled_reason": reason}}
+        )
+
+    # Deliveries
+
+    async def schedule(self, delivery: Delivery) -> bool:
+        """Record a delivery once (its id is stable); returns False if it already existed."""
+        doc = asdict(delivery)
+        doc["_id"] = doc.pop("message_id")
+        result = await self._deliveries.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        if result.upserted_id is None:
+            return False
+        await self._pending.update_one(
+            {"_id": delivery.message_id},
+            {"$setOnInsert": {"next_attempt_at": delivery.next_attempt_at, "lease_until": None}},
+            upsert=True,
+        )
+        return True
+
+    async def claim_due(self, now: datetime, *, lease: timedelta, limit: int = 50) -> list[Delivery]:
+        # The ledger lists only pending deliveries, so reading it whole stays small.
+        entries = await self._pending.find({}).to_list(None)
+        due = sorted(
+            (
+                e
+                for e in entries
+                if e["next_attempt_at"] <= now and (e.get("lease_until") is None or e["lease_until"] <= now)
+            ),
+            key=lambda e: e["next_attempt_at"],
+        )[:limit]
+        claimed = []
+        for entry in due:
+            won = await self._pending.find_one_and_update(
+                {"_id": entry["_id"], "lease_until": entry.get("lease_until")},
+                {"$set": {"lease_until": now + lease}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if won is None:
+                continue  # another instance took it
+            doc = await self._deliveries.find_one({"_id": entry["_id"]})
+            if doc is None or doc["status"] != "pending":
+                await self._pending.delete_one({"_id": entry["_id"]})
+                continue
+            claimed.append(_delivery(doc))
+        return claimed
+
+    async def record_attempt(
+        self, message_id: str, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
+    ) -> None:
+        await self._deliveries.update_one(
+            {"_id": message_id},
+            {"$push": {"attempts": asdict(attempt)}, "$set": {"status": status, "next_attempt_at": next_attempt_at}},
+        )
+        if status == "pending":
+            await self._pending.update_one(
+                {"_id": message_id}, {"$set": {"next_attempt_at": next_attempt_at, "lease_until": None}}
+            )
+        else:
+            await self._pending.delete_one({"_id": message_id})
+
+    async def delivery(self, message_id: str) -> Delivery | None:
+        doc = await self._deliveries.find_one({"_id": message_id})
+        return _delivery(doc) if doc else None
+
+    async def deliveries_of(self, endpoint_id: str, *, after: str | None = None, limit: int = 100) -> list[Delivery]:
+        query: dict[str, Any] = {"endpoint_id": endpoint_id}
+        if after:
+            query["_id"] = {"$gt": after}
+        docs = await self._deliveries.find(query).sort("_id", 1).limit(limit).to_list(None)
+        return [_delivery(d) for d in docs]
+
+    async def redeliver(self, message_id: str, now: datetime) -> None:
+        await self._deliveries.update_one({"_id": message_id}, {"$set": {"status": "pending", "next_attempt_at": now}})
+        await self._pending.update_one(
+            {"_id": message_id}, {"$set": {"next_attempt_at": now, "lease_until": None}}, upsert=True
+        )
+
+    # Notices to people
+
+    async def notice(self, request_id: str) -> dict[str, Any] | None:
+        return await self._notices.find_one({"_id": request_id})
+
+    async def save_notice(self, request_id: str, fields: dict[str, Any]) -> None:
+        await self._notices.update_one({"_id": request_id}, {"$set": fields}, upsert=True)
+
+    async def count_mail(self, day: str) -> int:
+        """Count one more mail on ``day`` (YYYY-MM-DD); returns the day's total including it."""
+        doc = await self._counters.find_one_and_update(
+            {"_id": f"mail|{day}"}, {"$inc": {"sent": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        assert doc is not None  # an upsert always returns the document
+        return int(doc["sent"])
