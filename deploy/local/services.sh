@@ -7,12 +7,19 @@ source "$(dirname "$0")/lib.sh"
 SERVICES=(intake purger keyvault notifier audit)
 declare -A PORT=([intake]=8001 [purger]=8002 [keyvault]=8003 [notifier]=8004 [audit]=8005)
 export LETHE_LOG_FORMAT="${LETHE_LOG_FORMAT:-console}"
+# The local profile: webhooks may go to loopback receivers (off by default everywhere else).
+export NOTIFIER_ALLOW_LOOPBACK_WEBHOOKS="${NOTIFIER_ALLOW_LOOPBACK_WEBHOOKS:-true}"
 
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$1/readyz"; }
 
 start() {
   local name
   cd "$ROOT"
+  # notifier opens contact addresses and shreds their keys through keyvault, with a service token.
+  if [[ -z "${NOTIFIER_KEYVAULT_TOKEN:-}" ]]; then
+    NOTIFIER_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub notifier --scope "keys:use keys:destroy" --ttl 31536000)"
+    export NOTIFIER_KEYVAULT_TOKEN
+  fi
   for name in "${SERVICES[@]}"; do
     pid_alive "$VAR/run/svc-$name.pid" && continue
     port_open "${PORT[$name]}" && die "port ${PORT[$name]} is taken, so $name cannot start"

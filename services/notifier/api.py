@@ -23,14 +23,15 @@ EndpointId = Annotated[str, StringConstraints(pattern=r"^ep_[0-9a-f]{32}$")]
 MessageId = Annotated[str, StringConstraints(pattern=r"^msg_[0-9a-f]{32}$")]
 
 
+def _every_type() -> list[WebhookType]:
+    return ["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue"]
+
+
 class NewEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Annotated[str, StringConstraints(min_length=8, max_length=2000)]
-    event_types: list[WebhookType] = Field(
-        default_factory=lambda: ["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue"],
-        min_length=1,
-    )
+    event_types: list[WebhookType] = Field(default_factory=_every_type, min_length=1)
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     owner_email: EmailStr | None = Field(default=None, description="alerted when a delivery fails for good")
 

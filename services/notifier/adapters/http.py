@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
-from services.notifier.adapters.ssrf import SafeResolver
+from services.notifier.adapters.ssrf import SafeResolver, forbidden_reason, literal_ip
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class WebhookSender:
     async def send(self, url: str, body: str, headers: dict[str, str]) -> AttemptResult:
         assert self._session is not None, "start() first"
         started = time.monotonic()
+        # aiohttp does not resolve a literal IP, so SafeResolver never sees it: check it here.
+        ip = literal_ip(urlsplit(url).hostname or "")
+        reason = forbidden_reason(ip, allow_loopback=self._allow_loopback) if ip is not None else None
+        if reason:
+            return AttemptResult(None, f"refused: the URL points to {reason}", 0)
         try:
             async with self._session.post(
                 url,

@@ -1,0 +1,369 @@
+"""notifier on the real stack: signed deliveries to a loopback receiver, retries, 410, restarts, and the mail."""
+
+import asyncio
+import email
+import email.policy
+import socket
+import uuid
+from datetime import timedelta
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from services.keyvault.app import create_app as create_keyvault
+from services.keyvault.settings import KeyvaultSettings
+from services.notifier import handlers
+from services.notifier.adapters.http import WebhookSender
+from services.notifier.adapters.store import MongoWebhookStore
+from services.notifier.app import create_app as create_notifier
+from services.notifier.settings import NotifierSettings
+from shared import topics
+from shared.auth import KEYS_DESTROY, KEYS_USE, WEBHOOKS_ADMIN, issue_token
+from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore
+from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionNotified, decode_event, utcnow
+from shared.kafka import KafkaPublisher, ensure_topics
+from shared.keyvault_client import KeyvaultClient
+from shared.mongo import create_mongo_client
+from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+
+AUTH = AuthSettings(jwt_secret="notifier-test-secret-at-least-32-bytes")
+FAST = (0, 0.2, 0.2, 0.2, 0.2, 0.2)
+
+
+def token(*scopes: str) -> str:
+    return issue_token(AUTH, subject="svc-test", scopes=scopes, ttl=timedelta(minutes=10))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    """An integrator's endpoint on loopback: verifies each delivery with the official library."""
+
+    def __init__(self, answers: list[int]) -> None:
+        self.answers = answers  # status codes to give, in order; then 200
+        self.secret: str | None = None
+        self.seen: list[tuple[str, int]] = []  # (webhook-id, status answered)
+        self.rejected = 0
+        self.bodies: list[dict] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        try:
+            payload = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.rejected += 1
+            return web.Response(status=400)
+        status = self.answers.pop(0) if self.answers else 200
+        self.seen.append((request.headers["webhook-id"], status))
+        self.bodies.append(payload)
+        return web.Response(status=status)
+
+    async def __aenter__(self) -> "Receiver":
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def mongo(mongo_url):
+    client = create_mongo_client(MongoSettings(url=mongo_url))
+    database = f"lethe_nt_{uuid.uuid4().hex[:8]}"
+    yield client, database, mongo_url
+    await client.drop_database(database)
+    await client.close()
+
+
+def notifier_for(mongo, send_mail=None) -> handlers.Notifier:
+    client, database, _ = mongo
+
+    async def no_mail(_message) -> None:
+        raise AssertionError("no mail expected")
+
+    return handlers.Notifier(
+        store=MongoWebhookStore(client, database),
+        contacts=MongoContactStore(client, database),
+        keyvault=None,
+        send_mail=send_mail or no_mail,
+        sender="lethe <privacy@lethe.local>",
+        clock=utcnow,
+        schedule=FAST,
+        mail_daily_cap=10,
+    )
+
+
+async def register(n: handlers.Notifier, receiver: Receiver) -> str:
+    from services.notifier.adapters.store import Endpoint, Secret
+    from services.notifier.api import new_secret
+
+    receiver.secret = new_secret()
+    endpoint_id = "ep_" + uuid.uuid4().hex
+    await n.store.add_endpoint(
+        Endpoint(
+            endpoint_id, receiver.url, ("data_deletion.completed",), (Secret(receiver.secret, utcnow()),), utcnow()
+        )
+    )
+    return endpoint_id
+
+
+def completed() -> DeletionKeysDestroyed:
+    return DeletionKeysDestroyed(
+        request_id=f"req-{uuid.uuid4().hex[:8]}",
+        subject_id=f"user-{uuid.uuid4().hex[:8]}",
+        producer="test",
+        outcomes=(DatasetOutcome(dataset="profiles", store="mongo", outcome="erased"),),
+        result="completed",
+    )
+
+
+async def run_worker(n: handlers.Notifier, sender: WebhookSender, until, limit_s: float = 20) -> None:
+    async with asyncio.timeout(limit_s):
+        while not until():
+            await handlers.deliver_due(n, sender.send)
+            await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture
+async def sender():
+    sender = WebhookSender(timeout_s=5, allow_loopback=True)
+    await sender.start()
+    yield sender
+    await sender.stop()
+
+
+async def test_a_receiver_failing_three_times_gets_four_attempts_with_one_webhook_id(mongo, sender):
+    n = notifier_for(mongo)
+    async with Receiver([500, 503, 500]) as receiver:
+        await register(n, receiver)
+        await handlers.on_keys_destroyed(completed(), n)
+        await handlers.on_keys_destroyed(completed(), n)  # a different event: its own id
+        await run_worker(n, sender, lambda: sum(1 for _, s in receiver.seen if s == 200) == 2)
+    ids = {mid for mid, _ in receiver.seen}
+    assert len(ids) == 2
+    assert len(receiver.seen) == 5  # 3 failures and a success for the first, one success for the second
+    assert receiver.rejected == 0
+
+
+async def test_replaying_an_event_schedules_nothing_new(mongo, sender):
+    n = notifier_for(mongo)
+    event = completed()
+    async with Receiver([]) as receiver:
+        endpoint_id = await register(n, receiver)
+        await handlers.on_keys_destroyed(event, n)
+        await handlers.on_keys_destroyed(event, n)
+        await run_worker(n, sender, lambda: len(receiver.seen) >= 1)
+        await asyncio.sleep(0.5)
+        await handlers.deliver_due(n, sender.send)
+    assert len(receiver.seen) == 1
+    [delivery] = await n.store.deliveries_of(endpoint_id)
+    assert delivery.status == "delivered"
+
+
+async def test_an_endpoint_answering_410_is_disabled(mongo, sender):
+    n = notifier_for(mongo)
+    async with Receiver([410]) as receiver:
+        endpoint_id = await register(n, receiver)
+        await handlers.on_keys_destroyed(completed(), n)
+        await run_worker(n, sender, lambda: len(receiver.seen) == 1)
+    endpoint = await n.store.endpoint(endpoint_id)
+    assert endpoint.status == "disabled"
+    [delivery] = await n.store.deliveries_of(endpoint_id)
+    assert delivery.status == "dead"
+
+
+async def test_a_notifier_killed_between_attempts_resumes_with_the_same_webhook_id(mongo, sender):
+    first = notifier_for(mongo)
+    async with Receiver([500, 500]) as receiver:
+        endpoint_id = await register(first, receiver)
+        await handlers.on_keys_destroyed(completed(), first)
+        await run_worker(first, sender, lambda: len(receiver.seen) == 1)
+        del first  # the process dies here; only MongoDB remembers the schedule
+        second = notifier_for(mongo)
+        await run_worker(second, sender, lambda: any(s == 200 for _, s in receiver.seen))
+    assert len({mid for mid, _ in receiver.seen}) == 1
+    assert [s for _, s in receiver.seen] == [500, 500, 200]
+    [delivery] = await second.store.deliveries_of(endpoint_id)
+    assert [a.status_code for a in delivery.attempts] == [500, 500, 200]
+
+
+async def test_redirects_are_not_followed(mongo, sender):
+    n = notifier_for(mongo)
+    async with Receiver([]) as target:
+        target.secret = "whsec_" + "A" * 43
+        app = web.Application()
+
+        async def redirect(_: web.Request) -> web.Response:
+            raise web.HTTPFound(target.url)
+
+        app.router.add_post("/hook", redirect)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with Receiver([]) as receiver:
+                receiver.url = f"http://127.0.0.1:{port}/hook"
+                endpoint_id = await register(n, receiver)
+                await handlers.on_keys_destroyed(completed(), n)
+                async with asyncio.timeout(5):
+                    while not (await n.store.deliveries_of(endpoint_id))[0].attempts:
+                        await handlers.deliver_due(n, sender.send)
+                        await asyncio.sleep(0.05)
+        finally:
+            await runner.cleanup()
+    [delivery] = await n.store.deliveries_of(endpoint_id)
+    assert delivery.attempts[0].status_code == 302
+    assert delivery.status == "pending"
+    assert target.seen == []
+
+
+async def test_forbidden_addresses_are_refused_again_at_connect_time():
+    strict = WebhookSender(timeout_s=5, allow_loopback=False)
+    await strict.start()
+    try:
+        async with Receiver([]) as receiver:
+            receiver.secret = "whsec_" + "A" * 43
+            for url in (receiver.url, f"http://localhost:{receiver.port}/hook"):  # a literal IP, and a DNS name
+                result = await strict.send(url, "{}", {})
+                assert result.status_code is None, url
+                assert result.error, url
+        assert receiver.seen == []
+    finally:
+        await strict.stop()
+
+
+async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
+    mongo, kafka_bootstrap, smtp_catcher, tmp_path
+):
+    client, database, mongo_url = mongo
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
+    host, smtp_port, mail_dir = smtp_catcher
+    mongo_settings = MongoSettings(url=mongo_url, database=database)
+    keyvault = create_keyvault(
+        KeyvaultSettings(
+            http_port=free_port(),
+            kafka=kafka,
+            mongo=mongo_settings,
+            auth=AUTH,
+            local_keyring_file=tmp_path / "keyring.json",
+        )
+    )
+    await keyvault.start()
+    keyvault_url = f"http://127.0.0.1:{keyvault.port}"
+    settings = NotifierSettings(
+        http_port=free_port(),
+        kafka=kafka,
+        mongo=mongo_settings,
+        auth=AUTH,
+        smtp=SmtpSettings(host=host, port=smtp_port),
+        allow_loopback_webhooks=True,
+        retry_schedule_s=FAST,
+        worker_interval_s=0.05,
+        keyvault_url=keyvault_url,
+        keyvault_token=token(KEYS_USE, KEYS_DESTROY),
+    )
+    notifier = create_notifier(settings)
+    await notifier.start()
+    base = f"http://127.0.0.1:{settings.http_port}"
+    subject, request_id = f"user-{uuid.uuid4().hex[:8]}", f"req-{uuid.uuid4().hex[:8]}"
+    try:
+        async with KeyvaultClient(keyvault_url, token=token(KEYS_USE)) as kv:
+            sealed = await kv.encrypt(subject, CONTACT_DATASET, b"ada@example.test")
+        await MongoContactStore(client, database).put(Contact(request_id, subject, sealed))
+        async with Receiver([]) as receiver, aiohttp.ClientSession() as http:
+            admin = {"Authorization": f"Bearer {token(WEBHOOKS_ADMIN)}"}
+            async with http.get(f"{base}/webhooks/endpoints") as r:
+                assert r.status == 401
+            async with http.get(
+                f"{base}/webhooks/endpoints", headers={"Authorization": f"Bearer {token(KEYS_USE)}"}
+            ) as r:
+                assert r.status == 403
+            async with http.post(
+                f"{base}/webhooks/endpoints", json={"url": "http://10.0.0.7/hook"}, headers=admin
+            ) as r:
+                assert r.status == 422
+                assert "body.url" in (await r.json())["detail"]
+            async with http.post(f"{base}/webhooks/endpoints", json={"url": receiver.url}, headers=admin) as r:
+                assert r.status == 201
+                registered = await r.json()
+            receiver.secret = registered["secret"]
+
+            reader = AIOKafkaConsumer(
+                topics.DELETION_NOTIFIED, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="latest"
+            )
+            await reader.start()
+            await asyncio.sleep(1)
+            event = DeletionKeysDestroyed(
+                request_id=request_id,
+                subject_id=subject,
+                producer="test",
+                result="partial",
+                outcomes=(
+                    DatasetOutcome(dataset="profiles", store="mongo", outcome="erased"),
+                    DatasetOutcome(
+                        dataset="invoices",
+                        store="mongo",
+                        outcome="retained",
+                        rule_id="tax-10y",
+                        legal_basis="legal obligation",
+                        legal_ref="HGB §257",
+                    ),
+                ),
+            )
+            publisher = KafkaPublisher(kafka, client_id="test")
+            await publisher.start()
+            await publisher.publish(event)
+            await publisher.stop()
+            try:
+                async with asyncio.timeout(60):
+                    async for record in reader:
+                        notified = decode_event(record.topic, record.value)
+                        if notified.request_id == request_id:
+                            break
+            finally:
+                await reader.stop()
+            # The service's group may also be catching up on older events: look for this request's delivery.
+            async with asyncio.timeout(20):
+                while not (ours := [b for b in receiver.bodies if b["data"]["request_id"] == request_id]):
+                    await asyncio.sleep(0.05)
+            async with http.get(
+                f"{base}/webhooks/endpoints/{registered['id']}/deliveries", params={"limit": "100"}, headers=admin
+            ) as r:
+                [delivery] = [d for d in (await r.json())["items"] if d["request_id"] == request_id]
+
+        assert isinstance(notified, DeletionNotified)
+        assert notified.result == "partial"
+        assert notified.email_sent is True
+        assert [b["type"] for b in ours] == ["data_deletion.partial"]
+        assert delivery["status"] == "delivered"
+        assert delivery["last_response_code"] == 200
+        mails = [p for p in mail_dir.glob("*.eml") if request_id in p.read_text(errors="replace")]
+        [mail] = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in mails]
+        assert mail["To"] == "ada@example.test"
+        text = mail.get_body(preferencelist=("plain",)).get_content()
+        assert "invoices: legal obligation (HGB §257)" in text
+        # The address's key was shredded once the mail was accepted: the stored copy is now unreadable.
+        async with KeyvaultClient(keyvault_url, token=token(KEYS_USE)) as kv:
+            with pytest.raises(Exception, match="destroyed"):
+                await kv.decrypt(subject, CONTACT_DATASET, sealed)
+    finally:
+        await notifier.stop()
+        await keyvault.stop()
