@@ -2,27 +2,78 @@
 
 from __future__ import annotations
 
-from services.audit import handlers
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from services.audit import api, handlers
+from services.audit.adapters.log import MongoAuditLog
 from services.audit.settings import AuditSettings
+from shared.auth import TokenVerifier
+from shared.datamap import DataMap, load_datamap
+from shared.events import utcnow
 from shared.mongo import create_mongo_client, mongo_ping
+from shared.problems import problem_middleware
 from shared.service import Service
+from shared.signing import Signer
 from shared.wiring import ServiceDeps, build_service
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = "Keeps the append-only, hash-chained log of every event, and a receipt per request."
 
 
+def build_signer(settings: AuditSettings) -> Signer:
+    if settings.signing_key is not None:
+        return Signer.from_seed_b64(settings.signing_key.get_secret_value())
+    return Signer.load_or_create(settings.signing_key_file)
+
+
+async def checkpoint_periodically(audit_log: MongoAuditLog, signer: Signer, settings: AuditSettings) -> None:
+    """The checkpoint job: the only holder of the signing key besides the receipt endpoint."""
+    interval = min(settings.checkpoint_every_s, 5.0)
+    while True:
+        try:
+            await handlers.checkpoint_if_due(
+                audit_log,
+                signer,
+                now=utcnow(),
+                every_entries=settings.checkpoint_every_entries,
+                every_s=settings.checkpoint_every_s,
+            )
+        except Exception:
+            log.exception("audit.checkpoint_failed")
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
-    checks = {
-        "mongo": lambda: mongo_ping(mongo),
-    }
-    return build_service(
+    audit_log = MongoAuditLog(mongo, settings.mongo.database)
+    signer = build_signer(settings)
+    datamap: DataMap | None = load_datamap(settings.datamap_path) if settings.datamap_path.exists() else None
+    web_app = web.Application(client_max_size=16 * 1024, middlewares=[problem_middleware])
+    api.add_routes(
+        web_app,
+        audit_log=audit_log,
+        signer=signer,
+        verifier=TokenVerifier(settings.auth),
+        datamap=datamap,
+        clock=utcnow,
+        page_cap=settings.page_size_cap,
+    )
+    service = build_service(
         name="audit",
         description=DESCRIPTION,
         settings=settings,
         kafka=settings.kafka,
-        routes=handlers.routes(),
-        checks=checks,
+        routes=handlers.routes(audit_log, utcnow),
+        checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
+        api_paths=api.API_PATHS,
+        web_app=web_app,
+        on_start=[audit_log.ensure_indexes],
         on_stop=[mongo.close],
     )
+    service.background.append(lambda: checkpoint_periodically(audit_log, signer, settings))
+    return service

@@ -1,0 +1,148 @@
+"""The hash chain of the audit log: how an entry's hash is made, and how a whole log is checked."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from shared.events import Event
+from shared.signing import canonical, verify
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event, as logged: its content is what the hash covers."""
+
+    seq: int
+    event_id: str
+    type: str
+    request_id: str | None
+    subject_id: str | None
+    occurred_at: datetime
+    content: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    hash: str
+    signed_at: str
+    key_id: str
+    signature: str
+
+    def signed_part(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "signed_at": self.signed_at, "key_id": self.key_id}
+
+
+def content_of(event: Event, *, seq: int, recorded_at: datetime) -> dict[str, Any]:
+    """What an entry says. Events carry no personal data beyond pseudonymous ids, so the event is kept whole."""
+    return {"seq": seq, "recorded_at": recorded_at.isoformat(), "event": event.model_dump(mode="json")}
+
+
+def entry_hash(prev_hash: str, content: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical(content)).hexdigest()
+
+
+def chain(events: Iterable[tuple[Event, datetime]], *, start_seq: int = 1, prev_hash: str = GENESIS) -> list[Entry]:
+    """Entries for ``events`` appended after (start_seq - 1, prev_hash)."""
+    entries = []
+    for offset, (event, recorded_at) in enumerate(events):
+        seq = start_seq + offset
+        content = content_of(event, seq=seq, recorded_at=recorded_at)
+        digest = entry_hash(prev_hash, content)
+        entries.append(
+            Entry(
+                seq,
+                str(event.event_id),
+                event.type,
+                event.request_id,
+                event.subject_id,
+                event.occurred_at,
+                content,
+                prev_hash,
+                digest,
+            )
+        )
+        prev_hash = digest
+    return entries
+
+
+@dataclass(frozen=True)
+class Report:
+    ok: bool
+    entries_checked: int
+    checkpoints_checked: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "ok" if self.ok else "tampered",
+            "entries_checked": self.entries_checked,
+            "checkpoints_checked": self.checkpoints_checked,
+        }
+        if not self.ok:
+            body["first_bad_entry"] = {"seq": self.first_bad_seq, "reason": self.reason}
+        return body
+
+
+async def verify_log(
+    entries: AsyncIterator[Entry],
+    *,
+    head: tuple[int, str],
+    checkpoints: list[Checkpoint],
+    public_keys: dict[str, Ed25519PublicKey],
+) -> Report:
+    """Recompute the chain from the first entry and check every checkpoint; report the first bad entry."""
+    prev, expected, checked = GENESIS, 1, 0
+    hashes_at_checkpoints: dict[int, str] = {}
+    wanted = {c.seq for c in checkpoints}
+
+    def bad(seq: int, reason: str) -> Report:
+        return Report(False, checked, 0, seq, reason)
+
+    async for entry in entries:
+        if entry.seq != expected:
+            return bad(expected, f"entry {expected} is missing (the next entry found is {entry.seq})")
+        if entry.content.get("seq") != entry.seq:
+            return bad(entry.seq, f"entry {entry.seq} holds the content of entry {entry.content.get('seq')} (moved)")
+        if entry.prev_hash != prev:
+            return bad(entry.seq, "its link to the previous entry is broken (an entry was inserted or removed)")
+        if entry_hash(prev, entry.content) != entry.hash:
+            return bad(entry.seq, "its content does not match its hash (edited)")
+        if str(entry.content.get("event", {}).get("event_id")) != entry.event_id:
+            return bad(entry.seq, "its indexed fields disagree with its content (edited)")
+        if entry.seq in wanted:
+            hashes_at_checkpoints[entry.seq] = entry.hash
+        prev, expected, checked = entry.hash, expected + 1, checked + 1
+    last = expected - 1
+    if head != (last, prev):
+        return bad(
+            last + 1 if head[0] > last else head[0],
+            f"the log ends at entry {last} but its head says {head[0]} "
+            "(entries were removed from the end, or the head was changed)",
+        )
+    for number, checkpoint in enumerate(sorted(checkpoints, key=lambda c: c.seq), start=1):
+        key = public_keys.get(checkpoint.key_id)
+        if key is None or not verify(checkpoint.signed_part(), checkpoint.signature, key):
+            return Report(
+                False, checked, number - 1, checkpoint.seq, f"checkpoint at {checkpoint.seq} has a bad signature"
+            )
+        if hashes_at_checkpoints.get(checkpoint.seq) != checkpoint.hash:
+            return Report(
+                False,
+                checked,
+                number - 1,
+                checkpoint.seq,
+                f"the chain no longer matches the signed checkpoint at entry {checkpoint.seq} (rewritten)",
+            )
+    return Report(True, checked, len(checkpoints))
