@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import click
 
 from shared import topics
-from shared.auth import SCOPES, issue_token
+from shared.auth import AUDIT_READ, KEYS_ADMIN, SCOPES, issue_token
 from shared.kafka import ensure_topics
 from shared.logging import configure_logging
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.s3 import s3_ping
-from shared.settings import AuthSettings, KafkaSettings, LogSettings, MongoSettings, S3Settings, SmtpSettings
+from shared.settings import (
+    AuthSettings,
+    CliSettings,
+    KafkaSettings,
+    LogSettings,
+    MongoSettings,
+    S3Settings,
+    SmtpSettings,
+)
 from shared.smtp import smtp_ping
 
 
@@ -78,6 +88,109 @@ def token(subject: str, scope: str, ttl: int) -> None:
         click.echo(issue_token(AuthSettings(), subject=subject, scopes=scopes, ttl=timedelta(seconds=ttl)))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _admin_token(settings: CliSettings, *scopes: str) -> str | None:
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    auth = AuthSettings()
+    if auth.jwt_secret is None:
+        return None
+    return issue_token(auth, subject="lethe-cli", scopes=scopes, ttl=timedelta(minutes=5))
+
+
+async def _retained_from_audit(settings: CliSettings, subject_id: str, token: str) -> dict[str, str]:
+    """Datasets the latest purge of this subject kept under a rule or hold, as the audit log records them."""
+    import aiohttp
+
+    retained: dict[str, str] = {}
+    params = {"subject_id": subject_id, "event_type": "deletion.purged", "limit": "500"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.get(
+            f"{settings.audit_url.rstrip('/')}/audit/logs", params=params, headers={"Authorization": f"Bearer {token}"}
+        ) as response,
+    ):
+        response.raise_for_status()
+        items = (await response.json())["items"]
+    for item in items:  # oldest first: a later purge (after a hold is released) overrides
+        for outcome in item["event"]["outcomes"]:
+            if outcome["outcome"] == "retained":
+                retained[outcome["dataset"]] = (
+                    f"{outcome['rule_id']}: {outcome['legal_basis']} ({outcome['legal_ref']})"
+                )
+            else:
+                retained.pop(outcome["dataset"], None)
+    return retained
+
+
+@main.command(name="verify-erasure")
+@click.argument("subject_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON, for scripts.")
+@click.option(
+    "--retained",
+    multiple=True,
+    metavar="DATASET=REASON",
+    help="A dataset kept under a rule or hold (repeatable); by default read from the audit log.",
+)
+@click.option("--no-audit", is_flag=True, help="Do not ask the audit log which datasets were retained.")
+def verify_erasure(subject_id: str, as_json: bool, retained: tuple[str, ...], no_audit: bool) -> None:
+    """Look for SUBJECT_ID in every dataset of the data map; exit 1 if anything remains that was not retained.
+
+    Looks at MongoDB records (tagged or not), S3 versions and delete markers, Milvus vectors and the subject's
+    data keys in keyvault, independently of what the services reported. Exit codes: 0 clean, 1 data remains,
+    2 a store could not be checked.
+    """
+    import json as json_module
+    from pathlib import Path
+
+    from services.audit.erasure import check_erasure
+    from shared.datamap import DataMapError, load_datamap
+    from shared.settings import MilvusSettings
+
+    settings = CliSettings()
+    try:
+        datamap = load_datamap(Path(settings.datamap_path))
+    except DataMapError as exc:
+        raise click.ClickException(str(exc)) from exc
+    kept = dict(item.split("=", 1) for item in retained if "=" in item)
+    token = _admin_token(settings, AUDIT_READ, KEYS_ADMIN)
+
+    async def run() -> Any:
+        if not no_audit and not retained and token:
+            try:
+                kept.update(await _retained_from_audit(settings, subject_id, token))
+            except Exception as exc:  # strict without the audit log: nothing counts as retained
+                click.echo(f"warning: could not read retained datasets from the audit log: {exc!r}", err=True)
+        return await check_erasure(
+            subject_id,
+            datamap,
+            mongo=MongoSettings(),
+            s3=S3Settings(),
+            milvus=MilvusSettings(),
+            retained=kept,
+            keyvault_url=settings.keyvault_url if token else None,
+            keyvault_token=token,
+        )
+
+    report = asyncio.run(run())
+    if as_json:
+        click.echo(json_module.dumps(report.as_json(), indent=2))
+    else:
+        for finding in report.findings:
+            mark = {
+                "clean": "ok",
+                "remains": "REMAINS",
+                "retained": "kept",
+                "exempt": "exempt",
+                "error": "ERROR",
+                "skipped": "skipped",
+            }[finding.status]
+            click.echo(f"{mark:>8}  {finding.dataset:<16} {finding.store:<8} {finding.detail}")
+        click.echo("erased: nothing remains" if report.clean else "NOT ERASED: data remains (see above)")
+    if any(f.status == "error" for f in report.findings):
+        sys.exit(2)
+    sys.exit(0 if report.clean else 1)
 
 
 @main.command(name="wait-for")

@@ -83,3 +83,15 @@ class AuthSettings(BaseSettings):
     issuer: str = "lethe"
     audience: str = "lethe"
     leeway_s: int = Field(default=30, ge=0, le=300)
+
+
+class CliSettings(BaseSettings):
+    """What the ``lethe`` operator commands need to reach the services."""
+
+    model_config = SettingsConfigDict(env_prefix="LETHE_", extra="ignore")
+
+    audit_url: str = "http://127.0.0.1:8005"
+    keyvault_url: str = "http://127.0.0.1:8003"
+    # An admin token; without one, the commands sign a short-lived one with LETHE_AUTH_JWT_SECRET (local use).
+    admin_token: SecretStr | None = None
+    datamap_path: str = "deploy/datamap.yaml"
