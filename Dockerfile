@@ -5,7 +5,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN pip install . && useradd --system --uid 10001 lethe && mkdir -p /app/var/keyvault && chown -R lethe /app/var
+COPY deploy/datamap.yaml ./deploy/datamap.yaml
+RUN pip install . && useradd --system --uid 10001 lethe && mkdir -p /app/var/keyvault /app/var/audit && chown -R lethe /app/var
 USER lethe
 ENV LETHE_LOG_FORMAT=json
 CMD ["python", "-m", "services.intake"]

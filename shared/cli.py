@@ -193,6 +193,29 @@ def verify_erasure(subject_id: str, as_json: bool, retained: tuple[str, ...], no
     sys.exit(0 if report.clean else 1)
 
 
+@main.command(name="verify-receipt")
+@click.argument("receipt", type=click.File("r"))
+@click.option("--public-key", required=True, help="The audit service's public key (base64), from /audit/public_key.")
+def verify_receipt(receipt: Any, public_key: str) -> None:
+    """Check a signed receipt (a JSON file, or - for stdin) offline, with the public key alone."""
+    import json as json_module
+
+    from shared.signing import verify_document
+
+    try:
+        signed = json_module.load(receipt)
+    except ValueError as exc:
+        raise click.ClickException(f"not JSON: {exc}") from exc
+    if verify_document(signed, public_key):
+        click.echo(
+            f"valid: receipt of request {signed['document'].get('request_id')} signed by "
+            f"{signed['signature'].get('key_id')}"
+        )
+        return
+    click.echo("INVALID: the receipt was changed, or not signed by this key", err=True)
+    sys.exit(1)
+
+
 @main.command(name="wait-for")
 @click.argument("servers", nargs=-1, type=click.Choice(sorted(_PROBES)), required=True)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each server.")

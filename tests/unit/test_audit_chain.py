@@ -177,3 +177,20 @@ def test_a_signed_receipt_verifies_with_the_public_key_alone_and_fails_after_any
     assert not verify_document(tampered, key)
     other = Signer.from_seed_b64("HxwdHh8YGRobFBUWFxAREhMMDQ4PCAkKCwQFBgcAAQI=")
     assert not verify_document(signed, public_key_b64(other.public_key))
+
+
+def test_lethe_verify_receipt_checks_a_receipt_file_offline(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from shared.cli import main
+
+    signed = SIGNER.sign_document(receipt("r1", story(), datamap=None, checkpoint=None, generated_at=T0))
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(signed))
+    bad.write_text(json.dumps({**signed, "document": {**signed["document"], "request_id": "r2"}}))
+    key = public_key_b64(SIGNER.public_key)
+    runner = CliRunner()
+    assert runner.invoke(main, ["verify-receipt", str(good), "--public-key", key]).exit_code == 0
+    assert runner.invoke(main, ["verify-receipt", str(bad), "--public-key", key]).exit_code == 1
