@@ -177,7 +177,7 @@ class KafkaConsumerLoop:
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=settings.start_from,
             isolation_level="read_committed",
         )
         self._stopping = asyncio.Event()
@@ -201,7 +201,11 @@ class KafkaConsumerLoop:
         """Consume until asked to stop; finishes the message in hand, commits what is done, then returns."""
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
-            self._joined = True
+            if not self._joined and self._consumer.assignment():
+                # Resolve every assigned partition's position now, so "ready" means "will see what comes next".
+                for tp in self._consumer.assignment():
+                    await self._consumer.position(tp)
+                self._joined = True
             for tp, messages in batches.items():
                 done = None
                 for record in messages:

@@ -15,6 +15,9 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LETHE_KAFKA_", extra="ignore")
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    # Consumer groups are "<group_prefix>-<service>"; a new group starts at the earliest offset unless told otherwise.
+    group_prefix: str = "lethe"
+    start_from: Literal["earliest", "latest"] = "earliest"
     # How long a transient failure is retried (with exponential backoff) before the service gives up.
     retry_attempts: int = Field(default=8, ge=1)
     retry_initial_delay_s: float = Field(default=0.2, gt=0)

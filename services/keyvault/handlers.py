@@ -17,6 +17,7 @@ from services.keyvault.adapters.kek import KeyEncryptionKey
 from services.keyvault.adapters.store import KeyRecord, KeyStore
 from shared import topics
 from shared.consumer import Handler
+from shared.contacts import CONTACT_DATASET
 from shared.crypto import DataKey, new_data_key
 from shared.events import (
     DeletionKeysDestroyed,
@@ -145,6 +146,8 @@ async def destroy_keys(event: DeletionPurged, vault: Vault) -> Sequence[Event]:
     retained: list[RetainedKey] = []
     grace_until = None
     for record in await vault.store.keys_of(event.subject_id):
+        if record.dataset == CONTACT_DATASET:
+            continue  # the address for the final notice: notifier shreds its key once the mail is sent
         outcome = kept.get(record.dataset)
         if outcome is not None:
             assert outcome.rule_id and outcome.legal_basis and outcome.legal_ref  # DatasetOutcome guarantees it

@@ -202,3 +202,12 @@ async def test_one_key_can_be_shredded_at_once_even_with_a_grace_window_and_only
     assert (await v.store.get("u1", "contact")).wrapped is None
     assert await handlers.key_by_id(v, "u1", "profiles", profile.key_id) == profile
     assert await handlers.shred_now(v, "u1", "contact", request_id="req-1") is None
+
+
+async def test_the_contact_key_outlives_the_deletion_until_the_notice_is_sent():
+    v = vault()
+    contact = await handlers.current_key(v, "u1", "contact")
+    await handlers.current_key(v, "u1", "profiles")
+    [event] = await handlers.destroy_keys(purged("u1"), v)
+    assert "contact" not in {k.dataset for k in event.destroyed}
+    assert await handlers.key_by_id(v, "u1", "contact", contact.key_id) == contact
