@@ -78,7 +78,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(ProblemError(exc.status, exc.reason, exc.text or exc.reason, headers=exc.headers))
+        # Keep headers such as Allow (405); the body is ours, so its type and length are too.
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return problem_response(ProblemError(exc.status, exc.reason, exc.reason, headers=kept))
     except Exception:
         log.exception("http.unhandled_error", path=request.path, method=request.method)
         return problem_response(ProblemError(500, "Internal Server Error", "an unexpected error; it was logged"))

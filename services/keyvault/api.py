@@ -159,6 +159,11 @@ def _op(summary: str, scopes: str, responses: dict[str, str], params: list[str])
     }
 
 
+BODY_ERRORS = {
+    "400": "the body is not JSON",
+    "413": "the body is too large",
+    "415": "the body is not application/json",
+}
 KEY_RESPONSE = "the data key: key_id, dek (base64, 32 bytes), cache_ttl_s"
 API_PATHS: dict[str, Any] = {
     "/v1/keys/{subject_id}/{dataset}": {
@@ -190,7 +195,7 @@ API_PATHS: dict[str, Any] = {
             **_op(
                 "Shred one key at once, beyond restore (body: request_id); emits deletion.keys_shredded",
                 f"{KEYS_DESTROY} or {KEYS_ADMIN}",
-                {"200": "the key's status", "404": "no such key"},
+                {"200": "the key's status", "404": "no such key", **BODY_ERRORS},
                 ["subject_id", "dataset"],
             ),
             "requestBody": {

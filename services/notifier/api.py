@@ -219,6 +219,11 @@ def _op(
         },
     }
     if body is not None:
+        op["responses"] |= {
+            "400": {"description": "the body is not JSON"},
+            "413": {"description": "the body is too large"},
+            "415": {"description": "the body is not application/json"},
+        }
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body.model_json_schema()}}}
     return op
 
