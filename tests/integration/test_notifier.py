@@ -55,9 +55,11 @@ class Receiver:
         self.seen: list[tuple[str, int]] = []  # (webhook-id, status answered)
         self.rejected = 0
         self.bodies: list[dict] = []
+        self.raw: list[tuple[str, dict[str, str]]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
+        self.raw.append((body, dict(request.headers)))
         try:
             payload = Webhook(self.secret).verify(body, dict(request.headers))
         except WebhookVerificationError:
@@ -234,6 +236,48 @@ async def test_redirects_are_not_followed(mongo, sender):
     assert target.seen == []
 
 
+async def test_a_delivery_that_fails_for_good_alerts_the_owner_and_can_be_redelivered(mongo, sender, smtp_catcher):
+    host, port, mail_dir = smtp_catcher
+    from email.message import EmailMessage
+
+    from services.notifier.adapters.store import Endpoint, Secret
+    from services.notifier.api import new_secret
+    from shared.smtp import send_mail
+
+    async def mail(message: EmailMessage) -> None:
+        await send_mail(SmtpSettings(host=host, port=port), message)
+
+    n = notifier_for(mongo, send_mail=mail)
+    n.schedule = (0, 0.1)
+    owner = f"ops-{uuid.uuid4().hex[:8]}@integrator.test"
+    async with Receiver([500, 500]) as receiver:
+        receiver.secret = new_secret()
+        endpoint_id = "ep_" + uuid.uuid4().hex
+        await n.store.add_endpoint(
+            Endpoint(
+                endpoint_id,
+                receiver.url,
+                ("data_deletion.completed",),
+                (Secret(receiver.secret, utcnow()),),
+                utcnow(),
+                owner_email=owner,
+            )
+        )
+        await handlers.on_keys_destroyed(completed(), n)
+        await run_worker(n, sender, lambda: len(receiver.seen) == 2)
+        [delivery] = await n.store.deliveries_of(endpoint_id)
+        assert delivery.status == "dead"
+        async with asyncio.timeout(10):
+            while not [p for p in mail_dir.glob("*.eml") if owner in p.read_text(errors="replace")]:
+                await asyncio.sleep(0.05)
+        await n.store.redeliver(delivery.message_id, utcnow())
+        await run_worker(n, sender, lambda: len(receiver.seen) == 3)
+    assert [s for _, s in receiver.seen] == [500, 500, 200]
+    assert len({mid for mid, _ in receiver.seen}) == 1
+    [delivery] = await n.store.deliveries_of(endpoint_id)
+    assert delivery.status == "delivered"
+
+
 async def test_forbidden_addresses_are_refused_again_at_connect_time():
     strict = WebhookSender(timeout_s=5, allow_loopback=False)
     await strict.start()
@@ -304,7 +348,14 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
             async with http.post(f"{base}/webhooks/endpoints", json={"url": receiver.url}, headers=admin) as r:
                 assert r.status == 201
                 registered = await r.json()
-            receiver.secret = registered["secret"]
+            # Rotate the secret: for the overlap, deliveries carry signatures by the old and the new one.
+            async with http.post(
+                f"{base}/webhooks/endpoints/{registered['id']}/rotate_secret", json={"overlap_hours": 1}, headers=admin
+            ) as r:
+                assert r.status == 200
+                rotated = (await r.json())["secret"]
+            receiver.secret = rotated
+            old_secret = registered["secret"]
 
             reader = AIOKafkaConsumer(
                 topics.DELETION_NOTIFIED, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="latest"
@@ -353,6 +404,10 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
         assert notified.result == "partial"
         assert notified.email_sent is True
         assert [b["type"] for b in ours] == ["data_deletion.partial"]
+        assert receiver.rejected == 0  # verified with the new secret
+        body, headers = next((b, h) for b, h in receiver.raw if request_id in b)
+        assert Webhook(old_secret).verify(body, headers)  # and the old one still verifies during the overlap
+        assert len({k.lower(): v for k, v in headers.items()}["webhook-signature"].split(" ")) == 2
         assert delivery["status"] == "delivered"
         assert delivery["last_response_code"] == 200
         mails = [p for p in mail_dir.glob("*.eml") if request_id in p.read_text(errors="replace")]
