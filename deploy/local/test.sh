@@ -6,7 +6,11 @@ source "$(dirname "$0")/lib.sh"
 
 "$LOCAL/setup.sh"
 started_here=0
-if ! pid_alive "$VAR/run/kafka.pid"; then started_here=1; fi
+if ! pid_alive "$VAR/run/kafka.pid"; then
+  started_here=1
+  # A stack started for the tests gets a fresh Kafka log, so no test waits behind events left by earlier runs.
+  rm -rf "$VAR/kafka"
+fi
 cleanup() { if (( started_here )); then "$LOCAL/stack.sh" down; fi; }
 trap cleanup EXIT
 "$LOCAL/stack.sh" up

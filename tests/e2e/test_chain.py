@@ -167,12 +167,12 @@ async def test_a_partial_deletion_is_shredded_relayed_mailed_audited_and_receipt
             )
             await publisher.stop()
 
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(120):
                 while not [b for b in received if b["data"]["request_id"] == request_id]:
                     await asyncio.sleep(0.2)
             audit = {"Authorization": f"Bearer {token(AUDIT_READ)}"}
             types: set[str] = set()
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(120):
                 while True:
                     async with http.get(
                         f"{urls['audit']}/audit/logs",
