@@ -3,7 +3,6 @@ undocumented status code, no response that breaks the document."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ import pytest
 
 from shared.auth import SCOPES, issue_token
 from shared.settings import AuthSettings
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 SECRET = "openapi-fuzz-secret-of-at-least-32-bytes"
 SERVICES = ("keyvault", "notifier", "audit")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ready(port: int) -> bool:

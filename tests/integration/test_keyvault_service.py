@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import socket
 import uuid
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionPurged,
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, KeyvaultClient
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
+from tests.support import free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -28,12 +28,6 @@ AUTH = AuthSettings(jwt_secret="test-secret-of-at-least-32-bytes-long")
 
 def token(*scopes: str, subject: str = "svc-test") -> str:
     return issue_token(AUTH, subject=subject, scopes=scopes, ttl=timedelta(minutes=5))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest_asyncio.fixture

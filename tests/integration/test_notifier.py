@@ -3,7 +3,6 @@
 import asyncio
 import email
 import email.policy
-import socket
 import uuid
 from datetime import timedelta
 
@@ -29,6 +28,7 @@ from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
+from tests.support import PARTIAL, free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -38,12 +38,6 @@ FAST = (0, 0.2, 0.2, 0.2, 0.2, 0.2)
 
 def token(*scopes: str) -> str:
     return issue_token(AUTH, subject="svc-test", scopes=scopes, ttl=timedelta(minutes=10))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:
@@ -367,17 +361,7 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
                 subject_id=subject,
                 producer="test",
                 result="partial",
-                outcomes=(
-                    DatasetOutcome(dataset="profiles", store="mongo", outcome="erased"),
-                    DatasetOutcome(
-                        dataset="invoices",
-                        store="mongo",
-                        outcome="retained",
-                        rule_id="tax-10y",
-                        legal_basis="legal obligation",
-                        legal_ref="HGB §257",
-                    ),
-                ),
+                outcomes=PARTIAL,
             )
             publisher = KafkaPublisher(kafka, client_id="test")
             await publisher.start()

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,17 +23,12 @@ from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, S3Settings
+from tests.support import free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 ROOT = Path(__file__).parents[2]
 DATAMAP = load_datamap(ROOT / "deploy" / "datamap.yaml")
 AUTH = AuthSettings(jwt_secret="verify-erasure-secret-at-least-32-bytes")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Milvus Lite locks its file for the life of the process that opened it, so this test touches it only from
