@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,6 +22,9 @@ from aiokafka.errors import (
     NodeNotReadyError,
     RequestTimedOutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import EndpointConnectionError
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from shared.events import Event, InvalidEventError, decode_event
 from shared.kafka import Publisher
@@ -47,26 +50,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     KafkaTimeoutError,
     NodeNotReadyError,
     RequestTimedOutError,
+    AutoReconnect,
+    ServerSelectionTimeoutError,
+    EndpointConnectionError,
+    BotoConnectionError,
 )
-
-
-def _transient_types() -> tuple[type[BaseException], ...]:
-    # Imported lazily so a service that uses neither driver does not pay for it.
-    extra: list[type[BaseException]] = []
-    try:
-        from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
-
-        extra += [AutoReconnect, ServerSelectionTimeoutError]
-    except ImportError:  # pragma: no cover - pymongo is a dependency
-        pass
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import EndpointConnectionError
-
-        extra += [EndpointConnectionError, BotoConnectionError]
-    except ImportError:  # pragma: no cover - botocore comes with aioboto3
-        pass
-    return TRANSIENT_ERRORS + tuple(extra)
 
 
 @dataclass(frozen=True)
@@ -89,7 +77,7 @@ class MessageProcessor:
     settings: KafkaSettings
     metrics: Metrics
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    transient: tuple[type[BaseException], ...] = field(default_factory=_transient_types)
+    transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
 
     async def process(self, message: Message) -> str:
         """Returns ``ok`` or ``dead_lettered``. Raises only when asked to stop (cancellation)."""
@@ -187,9 +175,6 @@ class KafkaConsumerLoop:
     def ready(self) -> bool:
         """Joined its group (with partitions assigned, or none left over when there are more consumers)."""
         return self._joined and not self._stopping.is_set()
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment())
 
     async def start(self) -> None:
         await self._consumer.start()

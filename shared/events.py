@@ -7,7 +7,7 @@ person's events stay in order on one partition.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -259,8 +259,3 @@ def decode_event(topic: str, raw: bytes | None) -> Event:
     if event.type != topic:
         raise InvalidEventError(f"event type {event.type!r} does not belong on topic {topic!r}")
     return event
-
-
-def event_schemas() -> dict[str, Any]:
-    """JSON Schema of every event, by type, for documentation and contract tests."""
-    return {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}

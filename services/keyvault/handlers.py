@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -231,9 +231,7 @@ async def restore(vault: Vault, subject_id: str, dataset: str, *, restored_by: s
         raise UnknownKeyError(f"no key for subject and dataset {dataset!r}")
     if record.state != "disabled" or record.purge_at is None or record.purge_at <= vault.clock():
         raise KeyUnavailableError(record.state if record.state != "disabled" else "past its grace window")
-    active = KeyRecord(
-        record.subject_id, dataset, record.key_id, record.kek_id, record.wrapped, "active", record.created_at
-    )
+    active = replace(record, state="active", disabled_at=None, purge_at=None, request_id=None)
     if not await vault.store.put_if_current(active, expected_key_id=record.key_id):
         raise ConcurrentUpdateError("the key changed while being restored")
     await vault.store.remove_from_purge_ledger(subject_id, dataset, record.key_id)
@@ -255,7 +253,7 @@ async def rotate(vault: Vault) -> int:
             continue
         key = await _unwrap(vault, record)
         kek_id, wrapped = await vault.kek.wrap(key.material, _context(record.subject_id, record.dataset, key.key_id))
-        rewrapped = KeyRecord(**{**record.__dict__, "kek_id": kek_id, "wrapped": wrapped})
+        rewrapped = replace(record, kek_id=kek_id, wrapped=wrapped)
         if await vault.store.put_if_current(rewrapped, expected_key_id=record.key_id):
             count += 1
     log.info("kek.rotated", rewrapped=count, kek_id=vault.kek.current_id)
