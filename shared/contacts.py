@@ -6,6 +6,8 @@ is accepted by the SMTP server, notifier has keyvault destroy that key, and the 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,3 +44,9 @@ class MongoContactStore:
 
     async def mark_mailed(self, request_id: str, at: datetime) -> None:
         await self._contacts.update_one({"_id": request_id}, {"$set": {"mailed_at": at}})
+
+
+def email_lookup_hash(address: str, key: str) -> str:
+    """The keyed hash an account stores beside its encrypted address, so the address can be found, not read."""
+    normalized = address.strip().lower().encode()
+    return hmac.new(key.encode(), normalized, hashlib.sha256).hexdigest()

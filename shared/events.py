@@ -248,14 +248,20 @@ class InvalidEventError(ValueError):
     """A message that is not a valid lethe event for its topic; it can never succeed, so it is dead-lettered."""
 
 
-def decode_event(topic: str, raw: bytes | None) -> Event:
-    """Decode and validate one Kafka message value; the event's type must match the topic it came from."""
-    if raw is None:
-        raise InvalidEventError("empty message value")
+def decode_any(raw: str | bytes) -> Event:
+    """Decode and validate an event of any type (e.g. one read back from an outbox)."""
     try:
         event: Event = _ANY_EVENT.validate_json(raw)
     except ValueError as exc:
         raise InvalidEventError(f"not a valid event: {exc}") from exc
+    return event
+
+
+def decode_event(topic: str, raw: bytes | None) -> Event:
+    """Decode and validate one Kafka message value; the event's type must match the topic it came from."""
+    if raw is None:
+        raise InvalidEventError("empty message value")
+    event = decode_any(raw)
     if event.type != topic:
         raise InvalidEventError(f"event type {event.type!r} does not belong on topic {topic!r}")
     return event

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from shared.events import Event
+from shared.retention import Hold, Rule, RuleSet, StaleRuleSetError
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,54 @@ class InMemoryPublisher:
 
     def on(self, topic: str) -> list[RawMessage]:
         return [m for m in self.raw if m.topic == topic]
+
+
+@dataclass
+class InMemoryRetentionStore:
+    """The retention port (rules and holds) in memory, with the same optimistic versioning as MongoDB's."""
+
+    current: RuleSet = field(default_factory=lambda: RuleSet(version=0, rules=()))
+    history: dict[int, RuleSet] = field(default_factory=dict)
+    all_holds: dict[str, Hold] = field(default_factory=dict)
+    outbox: list[Event] = field(default_factory=list)
+
+    async def rule_set(self) -> RuleSet:
+        return self.current
+
+    async def replace_rules(
+        self, rules: tuple[Rule, ...], *, expected_version: int, by: str, at: datetime, outbox: Sequence[Event] = ()
+    ) -> RuleSet:
+        if expected_version != self.current.version:
+            raise StaleRuleSetError
+        self.current = RuleSet(version=expected_version + 1, rules=rules, changed_at=at, changed_by=by)
+        self.history[self.current.version] = self.current
+        self.outbox += outbox
+        return self.current
+
+    async def place_hold(self, hold: Hold, *, outbox: Sequence[Event] = ()) -> Hold:
+        if hold.hold_id not in self.all_holds:
+            self.outbox += outbox
+        return self.all_holds.setdefault(hold.hold_id, hold)
+
+    async def release_hold(self, hold_id: str, *, by: str, at: datetime, outbox: Sequence[Event] = ()) -> Hold | None:
+        hold = self.all_holds.get(hold_id)
+        if hold is not None and hold.active:
+            hold = self.all_holds[hold_id] = hold.model_copy(update={"released_at": at, "released_by": by})
+            self.outbox += outbox
+        return hold
+
+    async def hold(self, hold_id: str) -> Hold | None:
+        return self.all_holds.get(hold_id)
+
+    async def holds(self, *, subject_id: str | None, active_only: bool, limit: int, after: str | None) -> list[Hold]:
+        found = [
+            h
+            for h_id, h in sorted(self.all_holds.items())
+            if (subject_id is None or h.subject_id == subject_id)
+            and (h.active or not active_only)
+            and (after is None or h_id > after)
+        ]
+        return found[:limit]
+
+    async def holds_for(self, subject_id: str) -> list[Hold]:
+        return [h for h in self.all_holds.values() if h.active and h.subject_id in (subject_id, None)]

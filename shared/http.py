@@ -52,14 +52,24 @@ _OPS_PATHS: dict[str, Any] = {
 
 
 def openapi_document(
-    *, title: str, description: str, version: str = "0.1.0", paths: Mapping[str, Any] | None = None
+    *,
+    title: str,
+    description: str,
+    version: str = "0.1.0",
+    paths: Mapping[str, Any] | None = None,
+    schemas: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An OpenAPI 3.1 document with the operational endpoints plus the service's own ``paths``."""
+    """An OpenAPI 3.1 document with the operational endpoints plus the service's own ``paths`` and ``schemas``."""
+    components: dict[str, Any] = {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+    }
+    if schemas:
+        components["schemas"] = dict(schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": {**_OPS_PATHS, **(paths or {})},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "components": components,
     }
 
 

@@ -40,6 +40,7 @@ def build_service(
     checks: Mapping[str, ReadinessCheck],
     deps: ServiceDeps | None = None,
     api_paths: Mapping[str, Any] | None = None,
+    api_schemas: Mapping[str, Any] | None = None,
     web_app: web.Application | None = None,
     on_start: Sequence[Hook] = (),
     on_stop: Sequence[Hook] = (),
@@ -72,7 +73,7 @@ def build_service(
         service=name,
         metrics=metrics,
         checks=all_checks,
-        openapi=openapi_document(title=f"lethe {name}", description=description, paths=api_paths),
+        openapi=openapi_document(title=f"lethe {name}", description=description, paths=api_paths, schemas=api_schemas),
     )
     return Service(
         name=name,

@@ -20,6 +20,10 @@ start() {
     NOTIFIER_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub notifier --scope "keys:use keys:destroy" --ttl 31536000)"
     export NOTIFIER_KEYVAULT_TOKEN
   fi
+  if [[ -z "${INTAKE_KEYVAULT_TOKEN:-}" ]]; then
+    INTAKE_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub intake --scope "keys:use" --ttl 31536000)"
+    export INTAKE_KEYVAULT_TOKEN
+  fi
   for name in "${SERVICES[@]}"; do
     pid_alive "$VAR/run/svc-$name.pid" && continue
     port_open "${PORT[$name]}" && die "port ${PORT[$name]} is taken, so $name cannot start"

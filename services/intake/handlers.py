@@ -1,18 +1,418 @@
-"""What the intake service decides for each event it consumes (no I/O here).
+"""What intake decides, with no I/O: a request's record and status, folded from the events of its chain.
 
-The routes below are consumed for real; their decisions are built in issue #3.
+A request's status is computed from the stages seen so far, not stored as a moving pointer, so events from
+different topics may arrive in any order and any number of times and the result is the same.
 """
 
-from collections.abc import Mapping
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from shared import topics
 from shared.consumer import Handler
-from shared.wiring import not_yet_handled
+from shared.datamap import DataMap
+from shared.events import (
+    DatasetOutcome,
+    DeletionBackupsExpired,
+    DeletionHardDeleted,
+    DeletionKeysDestroyed,
+    DeletionKeysRestored,
+    DeletionKeysShredded,
+    DeletionNotified,
+    DeletionOverdue,
+    DeletionPurged,
+    DeletionRequested,
+    Event,
+)
+from shared.retention import Rule
+
+if TYPE_CHECKING:
+    from services.intake.adapters.store import RequestStore
 
 CONSUMES: tuple[str, ...] = topics.DELETION_TOPICS
+PRODUCER = "intake"
+
+Status = Literal[
+    "verification_pending",
+    "received",
+    "purging",
+    "keys_destroyed",
+    "completed",
+    "partial",
+    "hard_deleted",
+    "erased",
+]
+# While a request is open, a second one for the same subject returns it instead of starting another.
+OPEN_STATUSES: frozenset[str] = frozenset({"received", "purging", "keys_destroyed"})
+# Stages in the order a request normally passes them (each carries the time it was first seen).
+STAGES = (
+    "verification_pending",
+    "received",
+    "purging",
+    "purged",
+    "keys_destroyed",
+    "notified",
+    "hard_deleted",
+    "backups_expired",
+)
+_IDS = uuid.UUID("8d6f1f0e-5b55-4c38-9a3c-6a8f3c1f7a10")  # namespace of intake's deterministic event ids
 
 
-def routes() -> Mapping[str, Handler]:
-    """The registry of what intake reacts to: topic -> handler."""
-    pending = not_yet_handled("#3")
-    return {topic: pending for topic in CONSUMES}
+class RecordedOutcome(DatasetOutcome):
+    """A dataset's outcome, with when it was decided (a follow-up purge replaces an earlier one)."""
+
+    decided_at: datetime
+
+
+class DeletionRequest(BaseModel):
+    """One request as intake tracks it; ``version`` guards concurrent writers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    subject_id: str
+    channel: Literal["api", "email"] = "api"
+    requested_by: str | None = None
+    created_at: datetime | None = None
+    deadline_at: datetime | None = None
+    backups_purged_by: datetime | None = None
+    stages: dict[str, datetime] = {}
+    outcomes: dict[str, RecordedOutcome] = {}
+    keys_destroyed: tuple[str, ...] = ()
+    keys_retained: tuple[str, ...] = ()
+    hard_deleted: dict[str, int] = {}
+    webhook_endpoints: int | None = None
+    email_sent: bool | None = None
+    overdue_warned_at: datetime | None = None
+    past_deadline_at: datetime | None = None
+    superseded_by: str | None = None
+    version: int = 0
+
+    @property
+    def result(self) -> Literal["completed", "partial"] | None:
+        if not self.outcomes:
+            return None
+        return "partial" if any(o.outcome == "retained" for o in self.outcomes.values()) else "completed"
+
+    @property
+    def status(self) -> Status:
+        return status_of(self)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+def status_of(r: DeletionRequest) -> Status:
+    stages = r.stages
+    if "notified" in stages and r.result is not None:
+        tagged = any(o.outcome == "tagged" for o in r.outcomes.values())
+        hard = "hard_deleted" in stages or not tagged
+        if hard and "backups_expired" in stages:
+            return "erased"
+        if tagged and hard:
+            return "hard_deleted"
+        return r.result
+    for stage, status in (("keys_destroyed", "keys_destroyed"), ("purged", "purging"), ("purging", "purging")):
+        if stage in stages:
+            return status  # type: ignore[return-value]  # each literal above is a Status
+    return "received" if "received" in stages else "verification_pending"
+
+
+def new_request(
+    *,
+    subject_id: str,
+    requested_by: str,
+    channel: Literal["api", "email"],
+    now: datetime,
+    deadline: timedelta,
+    backups: timedelta,
+    request_id: str | None = None,
+) -> tuple[DeletionRequest, DeletionRequested]:
+    """A received request and the event that hands it to the purger (its id is fixed, so a re-send is the same)."""
+    request_id = request_id or f"req_{uuid.uuid4().hex}"
+    event = DeletionRequested(
+        event_id=uuid.uuid5(_IDS, f"{request_id}:requested"),
+        occurred_at=now,
+        request_id=request_id,
+        subject_id=subject_id,
+        producer=PRODUCER,
+        channel=channel,
+        requested_by=requested_by,
+        deadline_at=now + deadline,
+        backups_purged_by=now + backups,
+    )
+    return from_requested(event), event
+
+
+def pending_verification(*, subject_id: str, now: datetime) -> DeletionRequest:
+    """A request from the email channel, waiting for the person to follow the link."""
+    return DeletionRequest(
+        request_id=f"req_{uuid.uuid4().hex}",
+        subject_id=subject_id,
+        channel="email",
+        requested_by="email",
+        created_at=now,
+        stages={"verification_pending": now},
+    )
+
+
+def from_requested(event: DeletionRequested) -> DeletionRequest:
+    return DeletionRequest(
+        request_id=event.request_id,
+        subject_id=event.subject_id,
+        channel=event.channel,
+        requested_by=event.requested_by,
+        created_at=event.occurred_at,
+        deadline_at=event.deadline_at,
+        backups_purged_by=event.backups_purged_by,
+        stages={"received": event.occurred_at},
+    )
+
+
+def _first(stages: Mapping[str, datetime], **seen: datetime) -> dict[str, datetime]:
+    """Stages keep the time they were first seen: a replayed event changes nothing."""
+    merged = dict(stages)
+    for name, at in seen.items():
+        merged[name] = min(merged.get(name, at), at)
+    return merged
+
+
+def fold(record: DeletionRequest | None, event: Event, *, seen_at: datetime) -> DeletionRequest | None:
+    """The request after ``event``; ``None`` if the event says nothing about a request."""
+    if event.request_id is None or event.subject_id is None:
+        return record
+    r = record or DeletionRequest(request_id=event.request_id, subject_id=event.subject_id)
+    at = event.occurred_at
+    changes: dict[str, Any] = {}
+    match event:
+        case DeletionRequested():
+            base = from_requested(event)
+            # The request came back from Kafka: the purger has it now.
+            changes = {
+                **{k: getattr(r, k) or getattr(base, k) for k in ("created_at", "deadline_at", "backups_purged_by")},
+                "requested_by": r.requested_by or base.requested_by,
+                "channel": event.channel,
+                "stages": _first(r.stages, received=at, purging=max(at, seen_at)),
+            }
+        case DeletionPurged():
+            outcomes = dict(r.outcomes)
+            for o in event.outcomes:
+                known = outcomes.get(o.dataset)
+                if known is None or known.decided_at < at:
+                    outcomes[o.dataset] = RecordedOutcome(**o.model_dump(), decided_at=at)
+            changes = {"outcomes": outcomes, "stages": _first(r.stages, purged=at)}
+        case DeletionKeysDestroyed():
+            changes = {
+                "keys_destroyed": tuple(sorted({*r.keys_destroyed, *(k.dataset for k in event.destroyed)})),
+                "keys_retained": tuple(sorted({k.dataset for k in event.retained})),
+                "stages": _first(r.stages, keys_destroyed=at),
+            }
+        case DeletionNotified():
+            changes = {
+                "webhook_endpoints": event.webhook_endpoints,
+                "email_sent": event.email_sent,
+                "stages": _first(r.stages, notified=at),
+            }
+        case DeletionHardDeleted():
+            counts = dict(r.hard_deleted)
+            counts.update({d.dataset: d.records_purged for d in event.datasets})
+            changes = {"hard_deleted": counts, "stages": _first(r.stages, hard_deleted=at)}
+        case DeletionBackupsExpired():
+            changes = {"stages": _first(r.stages, backups_expired=at)}
+        case DeletionOverdue():
+            field = "past_deadline_at" if event.past_deadline else "overdue_warned_at"
+            changes = {field: min(getattr(r, field) or at, at)}
+        case DeletionKeysShredded():
+            changes = {"stages": _first(r.stages, keys_shredded=at)}
+        case DeletionKeysRestored():
+            changes = {"stages": {**r.stages, "keys_restored": max(r.stages.get("keys_restored", at), at)}}
+        case _:
+            return r
+    return r.model_copy(update=changes)
+
+
+def due_overdue(r: DeletionRequest, *, now: datetime, warn_fraction: float) -> DeletionOverdue | None:
+    """The overdue notice an open request is due, if any: once past ``warn_fraction`` of its time, once past it."""
+    if not r.is_open or r.deadline_at is None or r.created_at is None:
+        return None
+    if now >= r.deadline_at:
+        if r.past_deadline_at is not None:
+            return None
+        past = True
+    elif now >= r.created_at + (r.deadline_at - r.created_at) * warn_fraction:
+        if r.overdue_warned_at is not None or r.past_deadline_at is not None:
+            return None
+        past = False
+    else:
+        return None
+    return DeletionOverdue(
+        event_id=uuid.uuid5(_IDS, f"{r.request_id}:overdue:{'past' if past else 'warn'}"),
+        occurred_at=now,
+        request_id=r.request_id,
+        subject_id=r.subject_id,
+        producer=PRODUCER,
+        deadline_at=r.deadline_at,
+        status=r.status,
+        past_deadline=past,
+    )
+
+
+class RulePatchError(ValueError):
+    """A rule change that cannot be applied; ``errors`` name the offending fields."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+def patch_rules(
+    current: Sequence[Rule], *, upsert: Sequence[Rule], remove: Sequence[str], datamap: DataMap
+) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """The rule set after adding or replacing ``upsert`` and dropping ``remove``, and the ids that changed."""
+    errors: list[dict[str, str]] = []
+    known = set(datamap.names)
+    for i, rule in enumerate(upsert):
+        errors += [
+            {"field": f"body.rules.{i}.datasets.{j}", "message": f"the data map has no dataset {name!r}"}
+            for j, name in enumerate(rule.datasets)
+            if name not in known
+        ]
+    ids = [rule.rule_id for rule in upsert]
+    errors += [
+        {"field": f"body.rules.{i}.rule_id", "message": f"rule {rid!r} appears twice"}
+        for i, rid in enumerate(ids)
+        if ids.index(rid) != i
+    ]
+    by_id = {rule.rule_id: rule for rule in current}
+    errors += [
+        {"field": f"body.remove.{i}", "message": f"there is no rule {rid!r}"}
+        for i, rid in enumerate(remove)
+        if rid not in by_id and rid not in ids
+    ]
+    errors += [
+        {"field": f"body.remove.{i}", "message": f"rule {rid!r} is both replaced and removed"}
+        for i, rid in enumerate(remove)
+        if rid in ids
+    ]
+    if errors:
+        raise RulePatchError(errors)
+    changed = [rule.rule_id for rule in upsert if by_id.get(rule.rule_id) != rule] + list(remove)
+    for rule in upsert:
+        by_id[rule.rule_id] = rule
+    for rid in remove:
+        by_id.pop(rid, None)
+    return tuple(sorted(by_id.values(), key=lambda r: r.rule_id)), tuple(sorted(set(changed)))
+
+
+def routes(requests: RequestStore, clock: Callable[[], datetime]) -> Mapping[str, Handler]:
+    """The registry of what intake reacts to: every deletion topic feeds the request's status."""
+
+    async def on_event(event: Event) -> Sequence[Event]:
+        return await track(event, requests, now=clock())
+
+    return {topic: on_event for topic in CONSUMES}
+
+
+# --- Decisions that read and write through the ports (the wiring supplies them) ---
+
+
+class RequestNotReadyError(Exception):
+    """A subject's open request is claimed but not stored yet (a writer is mid-way); retry shortly."""
+
+
+async def request_deletion(
+    requests: RequestStore,
+    *,
+    subject_id: str,
+    requested_by: str,
+    channel: Literal["api", "email"],
+    now: datetime,
+    deadline: timedelta,
+    backups: timedelta,
+    request_id: str | None = None,
+) -> tuple[bool, DeletionRequest]:
+    """Start a deletion, or return the subject's open one: (started, request).
+
+    The claim is written first, with the event in its outbox, so a crash after it loses nothing: the relay stores
+    the request if it is missing and then publishes the event.
+    """
+    for _ in range(3):
+        record, event = new_request(
+            subject_id=subject_id,
+            requested_by=requested_by,
+            channel=channel,
+            now=now,
+            deadline=deadline,
+            backups=backups,
+            request_id=request_id,
+        )
+        existing = await requests.claim(event)
+        if existing is None:
+            return True, await _store_accepted(requests, record, event)
+        found = await requests.get(existing)
+        if found is None:
+            raise RequestNotReadyError(existing)
+        if found.is_open:
+            return False, found
+        # Finished, but its claim is not released yet (the status consumer lags): release it and claim again.
+        await requests.release(subject_id, existing)
+    raise RequestNotReadyError(subject_id)
+
+
+async def _store_accepted(requests: RequestStore, record: DeletionRequest, event: DeletionRequested) -> DeletionRequest:
+    """Store the accepted request, or move a pending one (email channel) to received."""
+    while True:
+        stored = await requests.get(record.request_id)
+        if stored is None:
+            await requests.ensure(record)
+            continue
+        if "received" in stored.stages:
+            return stored
+        accepted = stored.model_copy(
+            update={
+                **{k: getattr(record, k) for k in ("created_at", "deadline_at", "backups_purged_by", "requested_by")},
+                "stages": _first(stored.stages, received=event.occurred_at),
+            }
+        )
+        if (saved := await requests.save(accepted)) is not None:
+            return saved
+
+
+async def supersede(requests: RequestStore, request_id: str, *, by: str) -> None:
+    """A pending request that became part of the subject's already open one."""
+    while (pending := await requests.get(request_id)) is not None and pending.superseded_by is None:
+        if await requests.save(pending.model_copy(update={"superseded_by": by})) is not None:
+            return
+
+
+async def track(event: Event, requests: RequestStore, *, now: datetime) -> Sequence[Event]:
+    """Fold one event into its request, retrying when another writer got there first; emits nothing."""
+    if event.request_id is None:
+        return ()
+    while True:
+        record = await requests.get(event.request_id)
+        updated = fold(record, event, seen_at=now)
+        if updated is None or updated == record:
+            break
+        if await requests.save(updated) is not None:
+            record = updated
+            break
+    if record is not None and not record.is_open and "received" in record.stages:
+        await requests.release(record.subject_id, record.request_id)
+    return ()
+
+
+async def open_requests_due(requests: RequestStore, *, now: datetime, warn_fraction: float) -> list[DeletionOverdue]:
+    """The overdue notices that open requests are due now."""
+    due = []
+    for request_id in await requests.open_request_ids():
+        record = await requests.get(request_id)
+        if record is not None and (notice := due_overdue(record, now=now, warn_fraction=warn_fraction)):
+            due.append(notice)
+    return due

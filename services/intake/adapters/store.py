@@ -1,0 +1,217 @@
+"""Where intake keeps requests: the RequestStore port and its MongoDB adapter.
+
+- ``deletion_requests``: one document per request (``_id`` = request id), guarded by a ``version`` field.
+- ``open_requests``: one document per subject with an open request (``_id`` = subject id). Inserting it is
+  how "one open request per subject" is enforced atomically, and it carries the ``deletion.requested`` event in
+  its outbox until the relay has published it. It stays small: a request leaves it when it completes.
+- ``idempotency_keys``: the first answer to each ``Idempotency-Key``.
+
+Every lookup is an exact ``_id`` match, which FerretDB serves from its index; the relay and the deadline watch
+read only ``open_requests`` and documents with a non-empty outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from services.intake.handlers import DeletionRequest
+from shared.events import DeletionRequested
+from shared.liveread import live
+from shared.retention import HOLDS_COLLECTION, OUTBOX_FIELD, RULES_COLLECTION
+
+REQUESTS, CLAIMS, IDEMPOTENCY = "deletion_requests", "open_requests", "idempotency_keys"
+OUTBOX_COLLECTIONS = (CLAIMS, RULES_COLLECTION, HOLDS_COLLECTION)
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    """The first answer to an idempotent request, replayed to every retry."""
+
+    fingerprint: str
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingEvents:
+    """Events a document holds for publication: ``raw`` as stored, so they can be cleared exactly."""
+
+    collection: str
+    doc_id: str
+    raw: tuple[str, ...]
+
+
+# reserved: go ahead; busy: a first request with this key is still running; mismatch: the key was used for another.
+Reservation = Literal["reserved", "busy", "mismatch"]
+
+
+class RequestStore(Protocol):
+    async def get(self, request_id: str) -> DeletionRequest | None: ...
+
+    async def save(self, record: DeletionRequest) -> DeletionRequest | None:
+        """Write ``record`` if the stored one is still at ``record.version``; the stored copy, or None if it moved."""
+        ...
+
+    async def ensure(self, record: DeletionRequest) -> None:
+        """Insert ``record`` unless the request is already stored (repairs a crash between claim and insert)."""
+        ...
+
+    async def claim(self, event: DeletionRequested) -> str | None:
+        """Make this the subject's open request; None if it now is, else the id of the request that already is."""
+        ...
+
+    async def release(self, subject_id: str, request_id: str) -> None: ...
+
+    async def open_request_ids(self) -> list[str]: ...
+
+    async def reserve_key(
+        self, key: str, *, fingerprint: str, now: datetime, lease: timedelta
+    ) -> Reservation | StoredReply: ...
+
+    async def complete_key(self, key: str, *, reply: StoredReply, now: datetime) -> None: ...
+
+    async def forget_key(self, key: str) -> None: ...
+
+
+def _doc(record: DeletionRequest) -> dict[str, Any]:
+    return record.model_dump(mode="python", exclude={"request_id"})
+
+
+def _record(doc: dict[str, Any]) -> DeletionRequest:
+    return DeletionRequest.model_validate({"request_id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}})
+
+
+class MongoRequestStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *, idempotency_ttl: timedelta) -> None:
+        db = client[database]
+        self._requests = db[REQUESTS]
+        self._claims = db[CLAIMS]
+        self._keys = db[IDEMPOTENCY]
+        self._ttl = idempotency_ttl
+
+    async def get(self, request_id: str) -> DeletionRequest | None:
+        doc = await self._requests.find_one({"_id": request_id})
+        return None if doc is None else _record(doc)
+
+    async def save(self, record: DeletionRequest) -> DeletionRequest | None:
+        stored = record.model_copy(update={"version": record.version + 1})
+        if record.version == 0:
+            try:
+                await self._requests.insert_one({"_id": record.request_id, **_doc(stored)})
+            except DuplicateKeyError:
+                return None
+            return stored
+        result = await self._requests.update_one(
+            {"_id": record.request_id, "version": record.version}, {"$set": _doc(stored)}
+        )
+        return stored if result.matched_count else None
+
+    async def ensure(self, record: DeletionRequest) -> None:
+        stored = record.model_copy(update={"version": 1})
+        await self._requests.update_one({"_id": record.request_id}, {"$setOnInsert": _doc(stored)}, upsert=True)
+
+    async def claim(self, event: DeletionRequested) -> str | None:
+        try:
+            await self._claims.insert_one(
+                {"_id": event.subject_id, "request_id": event.request_id, OUTBOX_FIELD: [event.model_dump_json()]}
+            )
+        except DuplicateKeyError:
+            doc = await self._claims.find_one({"_id": event.subject_id})
+            if doc is None:  # released in between: try once more
+                return await self.claim(event)
+            return None if doc["request_id"] == event.request_id else str(doc["request_id"])
+        return None
+
+    async def release(self, subject_id: str, request_id: str) -> None:
+        await self._claims.delete_one({"_id": subject_id, "request_id": request_id})
+
+    async def open_request_ids(self) -> list[str]:
+        return [str(doc["request_id"]) async for doc in self._claims.find({}, {"request_id": 1})]
+
+    async def reserve_key(
+        self, key: str, *, fingerprint: str, now: datetime, lease: timedelta
+    ) -> Reservation | StoredReply:
+        fresh = {"fingerprint": fingerprint, "state": "pending", "lease_until": now + lease, "created_at": now}
+        try:
+            await self._keys.insert_one({"_id": key, **fresh})
+            return "reserved"
+        except DuplicateKeyError:
+            pass
+        doc = await self._keys.find_one({"_id": key})
+        if doc is None:
+            return "busy"
+        if doc["created_at"] + self._ttl < now:
+            # Expired: the key may be used afresh (nothing removes old keys in FerretDB, which has no TTL index).
+            result = await self._keys.replace_one({"_id": key, "created_at": doc["created_at"]}, fresh)
+            return "reserved" if result.modified_count else "busy"
+        if doc["fingerprint"] != fingerprint:
+            return "mismatch"
+        if doc["state"] == "done":
+            return StoredReply(doc["fingerprint"], doc["status"], doc["body"])
+        if doc["lease_until"] < now:  # its first holder died mid-way: take over
+            result = await self._keys.update_one(
+                {"_id": key, "state": "pending", "lease_until": doc["lease_until"]},
+                {"$set": {"lease_until": now + lease}},
+            )
+            return "reserved" if result.modified_count else "busy"
+        return "busy"
+
+    async def complete_key(self, key: str, *, reply: StoredReply, now: datetime) -> None:
+        await self._keys.update_one(
+            {"_id": key}, {"$set": {"state": "done", "status": reply.status, "body": reply.body, "completed_at": now}}
+        )
+
+    async def forget_key(self, key: str) -> None:
+        await self._keys.delete_one({"_id": key, "state": "pending"})
+
+
+class MongoOutbox:
+    """The events documents carry for publication, across every collection that has an outbox."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._db = client[database]
+
+    async def pending(self, limit: int = 100) -> list[PendingEvents]:
+        found: list[PendingEvents] = []
+        for name in OUTBOX_COLLECTIONS:
+            cursor = self._db[name].find({f"{OUTBOX_FIELD}.0": {"$exists": True}}, {OUTBOX_FIELD: 1}).limit(limit)
+            found += [PendingEvents(name, doc["_id"], tuple(doc[OUTBOX_FIELD])) async for doc in cursor]
+        return found
+
+    async def clear(self, entry: PendingEvents) -> None:
+        """Drop the published events, keeping any appended since they were read."""
+        await self._db[entry.collection].update_one(
+            {"_id": entry.doc_id}, {"$pullAll": {OUTBOX_FIELD: list(entry.raw)}}
+        )
+
+
+class AccountDirectory(Protocol):
+    async def subject_for(self, email_hash: str) -> str | None: ...
+
+
+class MongoAccountDirectory:
+    """Finds the account behind an address through its keyed hash (the address itself is stored encrypted)."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        *,
+        collection: str,
+        subject_field: str,
+        hash_field: str,
+    ) -> None:
+        self._accounts = client[database][collection]
+        self._subject_field, self._hash_field = subject_field, hash_field
+
+    async def ensure_indexes(self) -> None:
+        await self._accounts.create_index(self._hash_field)
+
+    async def subject_for(self, email_hash: str) -> str | None:
+        doc = await self._accounts.find_one(live({self._hash_field: email_hash}), {self._subject_field: 1})
+        return None if doc is None else str(doc[self._subject_field])
