@@ -5,7 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-COPY deploy/datamap.yaml ./deploy/datamap.yaml
+COPY deploy/datamap.yaml deploy/retention-rules.yaml ./deploy/
 RUN pip install . && useradd --system --uid 10001 lethe && mkdir -p /app/var/keyvault /app/var/audit && chown -R lethe /app/var
 USER lethe
 ENV LETHE_LOG_FORMAT=json

@@ -11,9 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 import click
+import typer
 
 from shared import topics
 from shared.auth import AUDIT_READ, KEYS_ADMIN, SCOPES, issue_token
+from shared.cli_requests import app as requests_app
 from shared.kafka import ensure_topics
 from shared.logging import configure_logging
 from shared.mongo import create_mongo_client, mongo_ping
@@ -235,6 +237,27 @@ def wait_for(servers: tuple[str, ...], timeout: float) -> None:
             time.sleep(0.3)
         click.echo(f"{name} ready after {time.monotonic() - started:.1f} s")
 
+
+def _forward(name: str, command: Any) -> click.Command:
+    """A click command that hands its arguments to a typer command (typer ships its own click, so the two cannot
+    share one command tree): the typer command parses, prints its rich help and exits by itself."""
+
+    @click.command(
+        name=name,
+        help=command.help,
+        short_help=(command.help or "").split("\n")[0],
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    @click.pass_context
+    def forward(ctx: click.Context) -> None:
+        command.main(args=ctx.args, prog_name=f"lethe {name}", standalone_mode=True)
+
+    return forward
+
+
+for _name, _command in typer.main.get_group(requests_app).commands.items():
+    main.add_command(_forward(_name, _command))
 
 if __name__ == "__main__":
     main()

@@ -93,6 +93,7 @@ class CliSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LETHE_", extra="ignore")
 
+    intake_url: str = "http://127.0.0.1:8001"
     audit_url: str = "http://127.0.0.1:8005"
     keyvault_url: str = "http://127.0.0.1:8003"
     # An admin token; without one, the commands sign a short-lived one with LETHE_AUTH_JWT_SECRET (local use).

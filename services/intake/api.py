@@ -141,7 +141,8 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
         "created_at": iso(r.created_at),
         "deadline_at": iso(r.deadline_at),
         "backups_purged_by": iso(r.backups_purged_by),
-        "stages": {name: at.isoformat() for name, at in sorted(r.stages.items(), key=lambda kv: kv[1])},
+        # In the order a request passes them (events from different topics may be recorded in another order).
+        "stages": {name: r.stages[name].isoformat() for name in sorted(r.stages, key=handlers.stage_rank)},
         "outcomes": [o.model_dump(mode="json") for _, o in sorted(r.outcomes.items())],
         "keys": {"destroyed": list(r.keys_destroyed), "retained": list(r.keys_retained)},
         "hard_deleted": r.hard_deleted,
@@ -422,7 +423,8 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             errors = [
                 {"field": f"body.datasets.{i}", "message": f"the data map has no dataset {d!r}"} for i, d in unknown
             ]
-            raise ProblemError(422, "Unprocessable Content", "; ".join(e["message"] for e in errors), errors=errors)
+            detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            raise ProblemError(422, "Unprocessable Content", detail, errors=errors)
         now = api.clock()
         hold = Hold(
             hold_id=f"hold_{uuid.uuid4().hex}",

@@ -6,6 +6,7 @@ different topics may arrive in any order and any number of times and the result 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -60,6 +61,12 @@ STAGES = (
     "hard_deleted",
     "backups_expired",
 )
+
+
+def stage_rank(stage: str) -> int:
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)
+
+
 _IDS = uuid.UUID("8d6f1f0e-5b55-4c38-9a3c-6a8f3c1f7a10")  # namespace of intake's deterministic event ids
 
 
@@ -355,14 +362,22 @@ async def request_deletion(
         existing = await requests.claim(event)
         if existing is None:
             return True, await _store_accepted(requests, record, event)
-        found = await requests.get(existing)
-        if found is None:
-            raise RequestNotReadyError(existing)
+        found = await _stored(requests, existing)
         if found.is_open:
             return False, found
         # Finished, but its claim is not released yet (the status consumer lags): release it and claim again.
         await requests.release(subject_id, existing)
     raise RequestNotReadyError(subject_id)
+
+
+async def _stored(requests: RequestStore, request_id: str, *, wait_s: float = 5.0) -> DeletionRequest:
+    """A claimed request, once its writer has stored it (moments after the claim, unless the writer crashed: then
+    the outbox relay stores it from the claim's event)."""
+    for _ in range(int(wait_s / 0.05)):
+        if (found := await requests.get(request_id)) is not None:
+            return found
+        await asyncio.sleep(0.05)
+    raise RequestNotReadyError(request_id)
 
 
 async def _store_accepted(requests: RequestStore, record: DeletionRequest, event: DeletionRequested) -> DeletionRequest:
