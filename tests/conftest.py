@@ -95,3 +95,38 @@ def smtp_catcher() -> Iterator[tuple[str, int, Path]]:
 def milvus_uri(tmp_path: Path) -> str:
     """Milvus Lite is embedded: a fresh database file per test. LETHE_MILVUS_TEST_URI points at a server instead."""
     return os.environ.get("LETHE_MILVUS_TEST_URI") or str(tmp_path / "milvus.db")
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[object]:
+    """A broker this test alone uses and may stop and restart (``.stop()``, ``.start()``, ``.bootstrap``).
+
+    From the local stack's jars (LETHE_TEST_KAFKA_CLASSPATH, set by the stack scripts); with Docker instead, a
+    container that ``stop`` pauses and ``start`` resumes, so its address stays the same.
+    """
+    classpath = os.environ.get("LETHE_TEST_KAFKA_CLASSPATH")
+    if classpath:
+        from tests.support import OwnKafkaBroker
+
+        broker = OwnKafkaBroker(classpath, os.environ.get("LETHE_TEST_KAFKA_LOG4J", ""), tmp_path / "kafka")
+        broker.format()
+        broker.start()
+        yield broker
+        broker.stop()
+        return
+    if not _docker_available():
+        pytest.fail(HOW_TO_START.format(var="LETHE_TEST_KAFKA_CLASSPATH"), pytrace=False)
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
+
+        class Paused:
+            bootstrap = kafka.get_bootstrap_server()
+
+            def stop(self) -> None:
+                kafka.get_wrapped_container().pause()
+
+            def start(self) -> None:
+                kafka.get_wrapped_container().unpause()
+
+        yield Paused()

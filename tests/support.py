@@ -1,6 +1,10 @@
-"""Small helpers the test layers share: free ports and the outcomes of a typical partial deletion."""
+"""Small helpers the test layers share: free ports, the outcomes of a typical partial deletion, a broker of one's own."""
 
+import signal
 import socket
+import subprocess
+import time
+from pathlib import Path
 
 from shared.events import DatasetOutcome
 
@@ -21,3 +25,77 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class OwnKafkaBroker:
+    """A single-node KRaft broker of a test's own, from the local stack's jars, that the test may stop and restart.
+
+    It keeps its data directory across restarts, as a real broker restart does.
+    """
+
+    def __init__(self, classpath: str, log4j: str, data_dir: Path) -> None:
+        self.classpath, self.log4j, self.data_dir = classpath, log4j, data_dir
+        self.port, self.controller_port = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._props = data_dir / "server.properties"
+
+    def _java(self, *args: str) -> list[str]:
+        return ["java", f"-Dlog4j2.configurationFile={self.log4j}", "-cp", self.classpath, *args]
+
+    def format(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'logs'}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                ]
+            )
+        )
+        cluster = subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"), check=True, capture_output=True, text=True
+        ).stdout.strip()
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster, "-c", str(self._props)),
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, timeout_s: float = 90) -> None:
+        self._process = subprocess.Popen(
+            self._java("kafka.Kafka", str(self._props)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            assert self._process.poll() is None, "the test broker exited"
+            time.sleep(0.2)
+        raise TimeoutError("the test broker did not listen in time")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None

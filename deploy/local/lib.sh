@@ -26,6 +26,9 @@ export LETHE_TEST_KMS_ENDPOINT_URL="${LETHE_TEST_KMS_ENDPOINT_URL:-http://127.0.
 # The HS256 secret that the local stack's services accept and `lethe token` signs with (local use only).
 export LETHE_AUTH_JWT_SECRET="${LETHE_AUTH_JWT_SECRET:-lethe-local-only-secret-not-for-production}"
 export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-$VAR/milvus/lethe.db}"
+# The Kafka jars, for tests that start a broker of their own (to stop and restart it under a running service).
+export LETHE_TEST_KAFKA_CLASSPATH="${LETHE_TEST_KAFKA_CLASSPATH:-$CACHE/kafka/libs/*}"
+export LETHE_TEST_KAFKA_LOG4J="${LETHE_TEST_KAFKA_LOG4J:-$LOCAL/kafka/log4j2.properties}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

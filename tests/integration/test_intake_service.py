@@ -461,3 +461,39 @@ async def test_the_deadline_watch_warns_then_reports_past_the_deadline(stack):
             await asyncio.sleep(0.1)
     notices = await events_on(stack["kafka"], topics.DELETION_OVERDUE, subject_id=subject, count=2)
     assert [n.past_deadline for n in notices] == [False, True]
+
+
+async def test_a_deletion_accepted_while_kafka_is_down_is_published_exactly_once_when_it_is_back(
+    own_kafka, mongo_url, tmp_path
+):
+    kafka = KafkaSettings(bootstrap_servers=own_kafka.bootstrap, group_prefix="outage")
+    await ensure_topics(kafka, topics.ALL_TOPICS, partitions=1)
+    settings = IntakeSettings(
+        http_port=free_port(),
+        kafka=kafka,
+        mongo=MongoSettings(url=mongo_url, database=f"lethe_out_{uuid.uuid4().hex[:8]}"),
+        auth=AUTH,
+        outbox_interval_s=0.5,
+    )
+    intake = create_app(settings)
+    await intake.start()
+    subject = f"user-{uuid.uuid4().hex[:8]}"
+    try:
+        await asyncio.to_thread(own_kafka.stop)
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{settings.http_port}") as http:
+            async with asyncio.timeout(10):  # answered at once: nothing waits for Kafka
+                async with http.delete(f"/users/{subject}/data", headers=bearer(token(DELETION_ANY))) as r:
+                    assert r.status == 202
+                    rid = (await r.json())["request_id"]
+            await asyncio.sleep(3)  # the relay tries, and fails, meanwhile
+            assert (await _status(http, rid))["status"] == "received"
+            await asyncio.to_thread(own_kafka.start)
+            published = await events_on(kafka, topics.DELETION_REQUESTED, subject_id=subject, count=1, within_s=120)
+            await asyncio.sleep(5)  # give a duplicate every chance to appear, then read the topic again
+            again = await events_on(kafka, topics.DELETION_REQUESTED, subject_id=subject, count=1)
+            assert [e.request_id for e in published] == [e.request_id for e in again] == [rid]
+            async with asyncio.timeout(60):
+                while (await _status(http, rid))["status"] != "purging":
+                    await asyncio.sleep(0.2)
+    finally:
+        await intake.stop()
