@@ -1,4 +1,4 @@
-"""Small helpers the test layers share: free ports, the outcomes of a typical partial deletion, a broker of one's own."""
+"""Helpers the test layers share: free ports, a typical partial deletion, and a Kafka broker of a test's own."""
 
 import signal
 import socket

@@ -44,6 +44,10 @@ HoldId = Annotated[str, StringConstraints(pattern=r"^hold_[0-9a-f]{32}$")]
 SUBJECT_ID: TypeAdapter[str] = TypeAdapter(SubjectId)
 REQUEST_ID: TypeAdapter[str] = TypeAdapter(RequestId)
 HOLD_ID: TypeAdapter[str] = TypeAdapter(HoldId)
+# A link's token is a JWT: three base64url parts.
+LINK_TOKEN: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){2}$")]
+)
 IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(
     Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 )
@@ -62,7 +66,7 @@ class EmailRequestBody(_Body):
 
 
 class VerifyBody(_Body):
-    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 
 
 class RulesPatch(_Body):
@@ -316,14 +320,15 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             log.exception("email_request.failed")
 
     async def verify_page(request: web.Request) -> web.Response:
-        token = request.query.get("token", "")
-        if not token or len(token) > 4096:
+        try:
+            token = LINK_TOKEN.validate_python(request.query.get("token", ""))
+        except ValidationError as exc:
             raise ProblemError(
                 422,
                 "Unprocessable Content",
-                "query.token: the link's token is missing or too long",
-                errors=[{"field": "query.token", "message": "missing or too long"}],
-            )
+                "query.token: the link's token is missing or malformed",
+                errors=[{"field": "query.token", "message": "missing or malformed"}],
+            ) from exc
         # Following the link only shows a form: mail scanners that open links must not start a deletion.
         page = (
             "<!doctype html><meta charset=utf-8><title>Confirm deletion</title>"
@@ -538,6 +543,7 @@ def _op(
     codes = {"429": "too many requests; Retry-After says when to try again", **responses}
     if params:
         codes["422"] = "a parameter is malformed; the body names it"
+        codes["400"] = "a malformed request, e.g. a request line over 8 KiB"
     op: dict[str, Any] = {"summary": summary, "parameters": list(params)}
     if auth is not None:
         op |= {"description": f"Needs a bearer token with {auth}.", "security": [{"bearer": []}]}
@@ -596,7 +602,7 @@ API_PATHS: dict[str, Any] = {
             "The page a confirmation link opens: a form that confirms the deletion",
             {"200": "an HTML form"},
             auth=None,
-            params=[_param("token", "query", {"type": "string", "minLength": 1, "maxLength": 4096})],
+            params=[_param("token", "query", LINK_TOKEN.json_schema())],
         ),
         "post": _op(
             "Confirm an email-channel request with the link's token: starts the deletion",

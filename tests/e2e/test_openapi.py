@@ -20,7 +20,7 @@ from tests.support import free_port
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 SECRET = "openapi-fuzz-secret-of-at-least-32-bytes"
-SERVICES = ("keyvault", "notifier", "audit")
+SERVICES = ("intake", "keyvault", "notifier", "audit")
 
 
 def ready(port: int) -> bool:
@@ -46,6 +46,10 @@ def services(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path_factory):
         "LETHE_SMTP_PORT": str(smtp_catcher[1]),
         "KEYVAULT_LOCAL_KEYRING_FILE": str(tmp / "keyring.json"),
         "AUDIT_SIGNING_KEY_FILE": str(tmp / "audit.key"),
+        # The fuzzer is one client sending hundreds of requests: the limits are tested on their own elsewhere.
+        "INTAKE_RATE_LIMIT": "1000000/minute",
+        "INTAKE_EMAIL_RATE_LIMIT_PER_ADDRESS": "1000000/hour",
+        "INTAKE_EMAIL_RATE_LIMIT_PER_CLIENT": "1000000/hour",
         **{f"{name.upper()}_HTTP_PORT": str(port) for name, port in ports.items()},
     }
     procs = [

@@ -3,8 +3,11 @@ channel through the SMTP catcher, retention rules, legal holds, rate limits and 
 
 import asyncio
 import email
+import os
 import re
+import sys
 import uuid
+from asyncio.subprocess import PIPE, STDOUT
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -497,3 +500,75 @@ async def test_a_deletion_accepted_while_kafka_is_down_is_published_exactly_once
                     await asyncio.sleep(0.2)
     finally:
         await intake.stop()
+
+
+async def lethe(stack, *args: str) -> tuple[int, str]:
+    """Run the ``lethe`` command against this test's intake (the service keeps serving meanwhile)."""
+    env = os.environ | {
+        "LETHE_INTAKE_URL": stack["url"],
+        "LETHE_AUTH_JWT_SECRET": AUTH.jwt_secret.get_secret_value(),
+        "COLUMNS": "200",
+    }
+    env.pop("LETHE_ADMIN_TOKEN", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.cli", *args, env=env, stdout=PIPE, stderr=STDOUT
+    )
+    out, _ = await process.communicate()
+    return process.returncode, out.decode()
+
+
+async def test_the_operator_commands_delete_watch_and_manage_rules_and_holds(stack, tmp_path):
+    subject = f"user-{uuid.uuid4().hex[:8]}"
+    code, out = await lethe(stack, "delete", subject)
+    assert code == 0, out
+    rid = re.search(r"lethe status (req_[0-9a-f]{32}) --watch", out).group(1)
+
+    async def finish():  # the rest of the chain, as the other services would report it
+        await asyncio.sleep(2)
+        ids = {"request_id": rid, "subject_id": subject, "producer": "test"}
+        publisher = KafkaPublisher(stack["kafka"], client_id="test")
+        await publisher.start()
+        await publisher.publish(DeletionPurged(**ids, outcomes=PARTIAL))
+        await publisher.publish(DeletionNotified(**ids, result="partial", webhook_endpoints=0, email_sent=False))
+        await publisher.stop()
+
+    finishing = asyncio.create_task(finish())
+    code, out = await lethe(stack, "status", rid, "--watch", "--interval", "0.2", "--timeout", "60")
+    await finishing
+    assert code == 0, out
+    assert "partial" in out and "tax-10y" in out
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - {rule_id: aml-5y, datasets: [invoices], legal_basis: legal obligation, legal_ref: GwG §8}\n"
+    )
+    code, out = await lethe(stack, "rules", "apply", str(rules))
+    assert code == 0 and "version 2" in out, out
+    code, out = await lethe(stack, "rules")
+    assert code == 0 and "aml-5y" in out and "tax-10y" in out, out
+    code, out = await lethe(
+        stack,
+        "holds",
+        "place",
+        "--subject",
+        subject,
+        "--dataset",
+        "chat_messages",
+        "--reason",
+        "litigation",
+        "--legal-basis",
+        "legal claims",
+        "--legal-ref",
+        "case 7",
+    )
+    assert code == 0, out
+    hold_id = re.search(r"hold_[0-9a-f]{32}", out).group(0)
+    code, out = await lethe(stack, "holds", "--subject", subject)
+    assert code == 0 and hold_id in out, out
+    code, out = await lethe(stack, "holds", "release", hold_id)
+    assert code == 0 and "released" in out, out
+    code, out = await lethe(stack, "rules", "apply", str(rules), "--remove", "no-such-rule")
+    assert code == 1 and "no-such-rule" in out, out
+    for command in ("delete", "status", "rules", "holds"):
+        code, out = await lethe(stack, command, "--help")
+        assert code == 0 and "Usage" in out, (command, out)
