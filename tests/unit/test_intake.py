@@ -211,3 +211,21 @@ async def test_a_subject_has_one_open_request_and_may_start_another_once_it_is_d
     assert store.claims == {}
     started, second = await handlers.request_deletion(store, now=T0 + DAY, **kwargs)
     assert started and second.request_id != first.request_id
+
+
+@pytest.mark.asyncio
+async def test_a_client_over_its_limit_gets_429_with_retry_after_and_others_do_not():
+    from services.intake.limits import RateLimits
+    from shared.problems import ProblemError
+
+    limits = RateLimits(per_client="3/minute", per_address="1/hour", per_email_client="10/hour")
+    for _ in range(3):
+        await limits.client("10.0.0.1")
+    with pytest.raises(ProblemError) as caught:
+        await limits.client("10.0.0.1")
+    assert caught.value.status == 429
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 60
+    await limits.client("10.0.0.2")
+    await limits.email(address="a@example.com", client="10.0.0.3")
+    with pytest.raises(ProblemError):
+        await limits.email(address="a@example.com", client="10.0.0.4")  # the address's limit, from any client
