@@ -48,6 +48,12 @@ def invalid(exc: ValidationError, *, where: str = "body") -> ProblemError:
     )
 
 
+def field_problem(field: str, message: str, *, status: int = 422) -> ProblemError:
+    """A 4xx about one named field, e.g. ``field_problem("query.limit", "at most 100")``."""
+    title = "Unprocessable Content" if status == 422 else "Bad Request"
+    return ProblemError(status, title, f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
 async def parse_json(request: web.Request, model: type[Any]) -> Any:
     """Read and validate a JSON body against a pydantic model; 415/400/422 with the reason otherwise."""
     if request.content_type != "application/json":

@@ -32,7 +32,7 @@ from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore, email_l
 from shared.datamap import DataMap
 from shared.events import LegalHoldPlaced, LegalHoldReleased, RetentionRulesChanged
 from shared.keyvault_client import KeyvaultClient
-from shared.problems import ProblemError, invalid, parse_json
+from shared.problems import ProblemError, field_problem, invalid, parse_json
 from shared.retention import Hold, RetentionStore, Rule, StaleRuleSetError
 from shared.smtp import send_mail
 
@@ -178,12 +178,7 @@ def _idempotency_key(request: web.Request) -> str | None:
     try:
         return IDEMPOTENCY_KEY.validate_python(raw)
     except ValidationError as exc:
-        raise ProblemError(
-            422,
-            "Unprocessable Content",
-            "header.Idempotency-Key: 1 to 255 visible ASCII characters",
-            errors=[{"field": "header.Idempotency-Key", "message": "1 to 255 visible ASCII characters"}],
-        ) from exc
+        raise field_problem("header.Idempotency-Key", "1 to 255 visible ASCII characters") from exc
 
 
 def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per endpoint
@@ -234,12 +229,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             now = api.clock()
             reserved = await api.requests.reserve_key(scoped, fingerprint=fingerprint, now=now, lease=IDEMPOTENCY_LEASE)
             if reserved == "mismatch":
-                raise ProblemError(
-                    422,
-                    "Unprocessable Content",
-                    "header.Idempotency-Key: this key was already used for a different request",
-                    errors=[{"field": "header.Idempotency-Key", "message": "already used for a different request"}],
-                )
+                raise field_problem("header.Idempotency-Key", "already used for a different request")
             if isinstance(reserved, StoredReply):
                 return web.json_response(
                     reserved.body, status=reserved.status, headers={**NO_STORE, "Idempotent-Replayed": "true"}
@@ -323,12 +313,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         try:
             token = LINK_TOKEN.validate_python(request.query.get("token", ""))
         except ValidationError as exc:
-            raise ProblemError(
-                422,
-                "Unprocessable Content",
-                "query.token: the link's token is missing or malformed",
-                errors=[{"field": "query.token", "message": "missing or malformed"}],
-            ) from exc
+            raise field_problem("query.token", "missing or malformed") from exc
         # Following the link only shows a form: mail scanners that open links must not start a deletion.
         page = (
             "<!doctype html><meta charset=utf-8><title>Confirm deletion</title>"
@@ -348,12 +333,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         try:
             claims = read_link_token(api.link_secret, body.token, issuer=settings.auth.issuer)
         except InvalidLinkError as exc:
-            raise ProblemError(
-                422,
-                "Unprocessable Content",
-                f"body.token: {exc}",
-                errors=[{"field": "body.token", "message": str(exc)}],
-            ) from exc
+            raise field_problem("body.token", str(exc)) from exc
         pending = await api.requests.get(claims.request_id)
         if pending is None or pending.subject_id != claims.subject_id:
             raise ProblemError(404, "Not Found", "the request of this link no longer exists")
@@ -459,12 +439,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         api.verifier.require(request, RETENTION_ADMIN)
         query: HoldsQuery = _validated(HoldsQuery, dict(request.query), "query")
         if query.limit > settings.max_page_size:
-            raise ProblemError(
-                422,
-                "Unprocessable Content",
-                f"query.limit: at most {settings.max_page_size}",
-                errors=[{"field": "query.limit", "message": f"at most {settings.max_page_size}"}],
-            )
+            raise field_problem("query.limit", f"at most {settings.max_page_size}")
         holds = await api.retention.holds(
             subject_id=query.subject_id, active_only=query.active, limit=query.limit, after=query.after
         )
