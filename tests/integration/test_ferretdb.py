@@ -1,5 +1,6 @@
 """Our MongoDB adapter against the real MongoDB-protocol server of the stack (FerretDB locally)."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -54,3 +55,30 @@ async def test_a_unique_index_rejects_a_second_insert_so_upserts_can_be_idempote
         await collection.insert_one({"event_id": "e-1"})
     await collection.update_one({"event_id": "e-1"}, {"$set": {"seen": 2}}, upsert=True)
     assert await collection.count_documents({"event_id": "e-1"}) == 1
+
+
+async def test_concurrent_updates_of_one_document_are_all_applied(collection):
+    """MongoDB applies each update atomically; FerretDB on SQLite needs the stack's serializing proxy for that."""
+    await collection.insert_one({"_id": "counter", "n": 0, "m": 0, "version": 0})
+
+    async def bump(field, times):
+        for _ in range(times):
+            await collection.update_one({"_id": "counter"}, {"$inc": {field: 1}})
+
+    async def claim_next_version(times):
+        won = 0
+        for _ in range(times):
+            current = (await collection.find_one({"_id": "counter"}))["version"]
+            result = await collection.update_one(
+                {"_id": "counter", "version": current}, {"$set": {"version": current + 1}}
+            )
+            won += result.modified_count
+        return won
+
+    results = await asyncio.gather(
+        bump("n", 100), bump("m", 100), bump("n", 100), *(claim_next_version(50) for _ in range(3))
+    )
+    doc = await collection.find_one({"_id": "counter"})
+    assert (doc["n"], doc["m"]) == (200, 100)
+    # Every successful conditional update moved the version by exactly one: no two writers won the same version.
+    assert doc["version"] == sum(results[3:])

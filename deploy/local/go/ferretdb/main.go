@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -33,8 +35,12 @@ func main() {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	// FerretDB itself listens on a Unix socket; clients reach it through the serializing proxy (serialize.go).
+	socket := filepath.Join(os.TempDir(), fmt.Sprintf("lethe-ferretdb-%d.sock", os.Getpid()))
+	_ = os.Remove(socket)
+	defer os.Remove(socket)
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener:  ferretdb.ListenerConfig{Unix: socket},
 		Handler:   "sqlite",
 		SQLiteURL: *sqliteURL,
 		Logger:    logger,
@@ -46,6 +52,23 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	listener, err := net.Listen("tcp", *listen)
+	if err != nil {
+		logger.Error("cannot listen", "addr", *listen, "error", err)
+		os.Exit(1)
+	}
+	go func() {
+		<-ctx.Done()
+		listener.Close()
+	}()
+	go func() {
+		p := &proxy{backend: socket, logger: logger}
+		if err := p.serve(listener); err != nil && ctx.Err() == nil {
+			logger.Error("proxy stopped", "error", err)
+			os.Exit(1)
+		}
+	}()
 
 	logger.Warn("FerretDB listening", "addr", *listen, "sqlite", *sqliteURL)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {
