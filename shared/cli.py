@@ -25,6 +25,7 @@ from shared.settings import (
     CliSettings,
     KafkaSettings,
     LogSettings,
+    MilvusSettings,
     MongoSettings,
     S3Settings,
     SmtpSettings,
@@ -63,8 +64,25 @@ async def _mongo_ok() -> bool:
         await client.close()
 
 
+async def _milvus_ok() -> bool:
+    from pymilvus import MilvusClient
+
+    settings = MilvusSettings()
+
+    def probe() -> bool:
+        client = MilvusClient(uri=settings.uri, token=settings.token.get_secret_value() if settings.token else "")
+        try:
+            client.list_collections()
+            return True
+        finally:
+            client.close()
+
+    return await asyncio.to_thread(probe)
+
+
 _PROBES: dict[str, Callable[[], Awaitable[bool]]] = {
     "kafka": lambda: _kafka_ok(),
+    "milvus": _milvus_ok,
     "mongo": _mongo_ok,
     "s3": lambda: s3_ping(S3Settings()),
     "smtp": lambda: smtp_ping(SmtpSettings()),
@@ -148,7 +166,6 @@ def verify_erasure(subject_id: str, as_json: bool, retained: tuple[str, ...], no
 
     from services.audit.erasure import check_erasure
     from shared.datamap import DataMapError, load_datamap
-    from shared.settings import MilvusSettings
 
     settings = CliSettings()
     try:

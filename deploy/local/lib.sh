@@ -25,7 +25,7 @@ export LETHE_SMTP_CATCHER_DIR="${LETHE_SMTP_CATCHER_DIR:-$VAR/mail}"
 export LETHE_TEST_KMS_ENDPOINT_URL="${LETHE_TEST_KMS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 # The HS256 secret that the local stack's services accept and `lethe token` signs with (local use only).
 export LETHE_AUTH_JWT_SECRET="${LETHE_AUTH_JWT_SECRET:-lethe-local-only-secret-not-for-production}"
-export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-$VAR/milvus/lethe.db}"
+export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-http://127.0.0.1:19530}"
 # The Kafka jars, for tests that start a broker of their own (to stop and restart it under a running service).
 export LETHE_TEST_KAFKA_CLASSPATH="${LETHE_TEST_KAFKA_CLASSPATH:-$CACHE/kafka/libs/*}"
 export LETHE_TEST_KAFKA_LOG4J="${LETHE_TEST_KAFKA_LOG4J:-$LOCAL/kafka/log4j2.properties}"

@@ -42,9 +42,30 @@ build_go() {
   echo "$want" >"$out.stamp"
 }
 
+# FerretDB 1.24's SQLite backend creates its _id index on `_ferretdb_sjson->"_id"` but filters, updates and
+# deletes by `_ferretdb_sjson->'$._id'`: the same value, but SQLite matches index expressions by their text, so every
+# lookup, update and delete by _id scanned the whole table (FerretDB issue #3888). We build it with the one-line
+# fix, from a patched copy of the module; the build fails if the line ever changes.
+build_ferretdb() {
+  local dir="$LOCAL/go/ferretdb" out="$CACHE/bin/ferretdb" work="$CACHE/build/ferretdb" src want
+  want="$(fingerprint "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$LOCAL/setup.sh")"
+  if [[ -x "$out" && -f "$out.stamp" && "$(cat "$out.stamp")" == "$want" ]]; then return; fi
+  need go "Go 1.26, to build ferretdb from the Go module proxy"
+  say "building ferretdb from the Go module proxy, with its _id index fix (cached after the first build)"
+  src="$(cd "$dir" && go mod download -json github.com/FerretDB/FerretDB | "$PYTHON_BIN" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  rm -rf "$work" && mkdir -p "$work" && cp -r "$src" "$work/FerretDB" && chmod -R u+w "$work/FerretDB"
+  local meta="$work/FerretDB/internal/backends/sqlite/metadata/metadata.go"
+  grep -q "IDColumn = DefaultColumn + \"->'\$._id'\"" "$meta" || die "FerretDB's IDColumn line changed: review the fix"
+  sed -i "s|IDColumn = DefaultColumn + \"->'\$._id'\"|IDColumn = DefaultColumn + \"->'_id'\"|" "$meta"
+  cp "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$work/"
+  mkdir -p "$CACHE/bin"
+  (cd "$work" && go mod edit -replace github.com/FerretDB/FerretDB=./FerretDB && go build -ldflags="-s -w" -o "$out" .)
+  echo "$want" >"$out.stamp"
+}
+
 setup_venv
 setup_kafka
-build_go ferretdb ferretdb .
+build_ferretdb
 build_go seaweedfs weed github.com/seaweedfs/seaweedfs/weed
 mkdir -p "$VAR"/{log,run,mail,milvus,ferretdb,seaweedfs,kafka}
 say "setup done"

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # The local stack without Docker: Kafka (KRaft), FerretDB (MongoDB wire on SQLite), SeaweedFS S3, an SMTP catcher,
-# and moto's KMS-compatible server for the tests.
-# Milvus Lite needs no server: it is a file under var/milvus/.
+# Milvus Lite's gRPC server (so every process shares one vector store), and moto's KMS-compatible server for tests.
 # Usage: stack.sh up | down | status
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-SERVERS=(kafka ferretdb seaweedfs smtp kms)
-declare -A PORT=([kafka]=9092 [ferretdb]=27017 [seaweedfs]=8333 [smtp]=1025 [kms]=4566)
+SERVERS=(kafka ferretdb seaweedfs smtp milvus kms)
+declare -A PORT=([kafka]=9092 [ferretdb]=27017 [seaweedfs]=8333 [smtp]=1025 [milvus]=19530 [kms]=4566)
 KAFKA_CP="$CACHE/kafka/libs/*"
 KAFKA_LOG4J="-Dlog4j2.configurationFile=$LOCAL/kafka/log4j2.properties"
 
@@ -43,6 +42,13 @@ start_smtp() {
   start_bg smtp "$PY" "$LOCAL/smtp_catcher.py" --host 127.0.0.1 --port 1025 --dir "$LETHE_SMTP_CATCHER_DIR"
 }
 
+start_milvus() {
+  # Embedded Milvus Lite holds its file for the life of one process; its server lets the purger, `lethe seed` and
+  # `lethe verify-erasure` share one store.
+  mkdir -p "$VAR/milvus/data"
+  start_bg milvus "$PY" -m milvus_lite server --data-dir "$VAR/milvus/data" --host 127.0.0.1 --port 19530
+}
+
 start_kms() {
   # A KMS-compatible endpoint (moto, state in memory) for the tests of keyvault's KMS provider.
   start_bg kms "$VENV/bin/moto_server" -H 127.0.0.1 -p 4566
@@ -62,7 +68,7 @@ up() {
     "start_$name"
   done
   # Readiness is polled with a real request to each server, never slept for.
-  if ! "$PY" -m shared.cli wait-for kafka mongo s3 smtp --timeout 180; then
+  if ! "$PY" -m shared.cli wait-for kafka mongo s3 smtp milvus --timeout 180; then
     for name in "${SERVERS[@]}"; do
       pid_alive "$VAR/run/$name.pid" || { echo "--- $name is not running; end of var/log/$name.log:"; tail -20 "$VAR/log/$name.log"; }
     done
@@ -75,7 +81,7 @@ up() {
 
 down() {
   # The SMTP catcher first, Kafka last: each has its own data, so they can stop together.
-  stop_bg kms smtp seaweedfs ferretdb kafka
+  stop_bg kms milvus smtp seaweedfs ferretdb kafka
 }
 
 status() {
