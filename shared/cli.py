@@ -13,6 +13,7 @@ from typing import Any
 import click
 import typer
 
+from services.purger.cli import app as purger_commands
 from shared import topics
 from shared.auth import AUDIT_READ, KEYS_ADMIN, SCOPES, issue_token
 from shared.cli_requests import app as requests_app
@@ -39,6 +40,7 @@ def main() -> None:
     configure_logging(LogSettings(format="console"), service="lethe")
     # While a server is still starting, the Kafka client logs every refused connection; wait-for says enough.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would drown the live views
 
 
 @main.group(name="topics")
@@ -273,8 +275,9 @@ def _forward(name: str, command: Any) -> click.Command:
     return forward
 
 
-for _name, _command in typer.main.get_group(requests_app).commands.items():
-    main.add_command(_forward(_name, _command))
+for _app in (requests_app, purger_commands):
+    for _name, _command in typer.main.get_group(_app).commands.items():
+        main.add_command(_forward(_name, _command))
 
 if __name__ == "__main__":
     main()

@@ -2,29 +2,144 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+
+import structlog
+from pymongo import AsyncMongoClient
+
 from services.purger import handlers
+from services.purger.adapters.backups import BackupStore
+from services.purger.adapters.milvus import MilvusEraser
+from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger, MongoPurgeProgress
+from services.purger.adapters.s3 import S3Eraser
 from services.purger.settings import PurgerSettings
+from shared.datamap import load_datamap
+from shared.events import utcnow
+from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
+from shared.retention import MongoRetentionStore
 from shared.s3 import s3_ping
-from shared.service import Service
+from shared.service import Hook, Service
 from shared.wiring import ServiceDeps, build_service
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = "Erases a subject's data from every dataset of the data map; runs the nightly purge and backup expiry."
 
 
-def create_app(settings: PurgerSettings, *, deps: ServiceDeps | None = None) -> Service:
+@dataclass
+class PurgerParts:
+    """The purger's decisions' dependencies, plus what starts and stops them (shared by the service and the CLI)."""
+
+    purger: handlers.Purger
+    backups: BackupStore
+    on_start: list[Hook]
+    on_stop: list[Hook]
+
+
+def build_purger(
+    settings: PurgerSettings, mongo: AsyncMongoClient[dict[str, Any]], *, clock: Callable[[], datetime] = utcnow
+) -> PurgerParts:
+    datamap = load_datamap(settings.datamap_path)
+    db = settings.mongo.database
+    mongo_eraser = MongoEraser(mongo, db, chunk_size=settings.purge_batch_size)
+    milvus = MilvusEraser(settings.milvus)
+    ledger = MongoPurgeLedger(mongo, db)
+    progress = MongoPurgeProgress(mongo, db)
+    retention = MongoRetentionStore(mongo, db)
+    purger = handlers.Purger(
+        datamap=datamap,
+        erasers={
+            "mongo": mongo_eraser,
+            "s3": S3Eraser(settings.s3, attempts=settings.s3_delete_attempts),
+            "milvus": milvus,
+        },
+        retention=retention,
+        progress=progress,
+        ledger=ledger,
+        clock=clock,
+        purge_after=timedelta(hours=settings.purge_after_hours),
+    )
+
+    async def ensure_indexes() -> None:
+        await mongo_eraser.ensure_indexes(datamap.datasets)
+        await ledger.ensure_indexes()
+        await progress.ensure_indexes()
+        await retention.ensure_indexes()
+
+    backups = BackupStore(mongo, db, settings.s3, bucket=settings.backups_bucket)
+    return PurgerParts(purger, backups, on_start=[ensure_indexes], on_stop=[milvus.close])
+
+
+def seconds_until(at: str, now: datetime) -> float:
+    """Seconds from ``now`` to the next ``HH:MM`` (UTC)."""
+    hours, minutes = (int(x) for x in at.split(":"))
+    target = datetime.combine(now.date(), time(hours, minutes), tzinfo=now.tzinfo)
+    if target <= now:
+        target += timedelta(days=1)
+    return (target - now).total_seconds()
+
+
+async def run_nightly(parts: PurgerParts, publisher: Publisher, *, pause_s: float) -> handlers.NightlyReport:
+    """One nightly purge: delete what is due, publish each finished request's report, then record it."""
+    report = await handlers.nightly_purge(parts.purger, pause_s=pause_s)
+    for event in report.hard_deleted:
+        await publisher.publish(event)
+    await handlers.reported_hard_deleted(parts.purger, report)
+    log.info("nightly.done", chunks=report.chunks, records=report.records, requests=len(report.hard_deleted))
+    return report
+
+
+async def nightly_schedule(parts: PurgerParts, publisher: Publisher, settings: PurgerSettings) -> None:
+    while True:
+        wait = seconds_until(settings.nightly_at, parts.purger.clock())
+        log.info("nightly.scheduled", at=settings.nightly_at, in_s=round(wait))
+        await asyncio.sleep(wait)
+        try:
+            await run_nightly(parts, publisher, pause_s=settings.purge_batch_pause_s)
+        except Exception:
+            log.exception("nightly.failed")  # the ledger still lists what is left: tomorrow, or `lethe purge --now`
+
+
+async def run_backup_expiry(parts: PurgerParts, publisher: Publisher, *, retention: timedelta) -> int:
+    events = await handlers.expire_backups(parts.purger, parts.backups, retention=retention)
+    for event in events:
+        await publisher.publish(event)
+        await parts.purger.progress.mark_backups_expired(event.request_id, event.occurred_at)
+    return len(events)
+
+
+async def backup_expiry_schedule(parts: PurgerParts, publisher: Publisher, settings: PurgerSettings) -> None:
+    while True:
+        try:
+            await run_backup_expiry(parts, publisher, retention=timedelta(days=settings.backup_retention_days))
+        except Exception:
+            log.exception("backup_expiry.failed")
+        await asyncio.sleep(settings.backup_expiry_interval_s)
+
+
+def create_app(
+    settings: PurgerSettings, *, deps: ServiceDeps | None = None, clock: Callable[[], datetime] = utcnow
+) -> Service:
     mongo = create_mongo_client(settings.mongo)
-    checks = {
-        "mongo": lambda: mongo_ping(mongo),
-        "s3": lambda: s3_ping(settings.s3),
-    }
-    return build_service(
+    parts = build_purger(settings, mongo, clock=clock)
+    service = build_service(
         name="purger",
         description=DESCRIPTION,
         settings=settings,
         kafka=settings.kafka,
-        routes=handlers.routes(),
-        checks=checks,
+        routes=handlers.routes(parts.purger),
+        checks={"mongo": lambda: mongo_ping(mongo), "s3": lambda: s3_ping(settings.s3)},
         deps=deps,
-        on_stop=[mongo.close],
+        on_start=parts.on_start,
+        on_stop=[*parts.on_stop, mongo.close],
     )
+    service.background += [
+        lambda: nightly_schedule(parts, service.publisher, settings),
+        lambda: backup_expiry_schedule(parts, service.publisher, settings),
+    ]
+    return service

@@ -27,6 +27,7 @@ ADDRESS_OF = {
     "mongo": "LETHE_MONGO_URL",
     "s3": "LETHE_S3_ENDPOINT_URL",
     "smtp": "LETHE_SMTP_HOST",
+    "milvus": "LETHE_MILVUS_URI",
     "auth": "LETHE_AUTH_JWT_SECRET",
 }
 
@@ -64,7 +65,7 @@ def test_the_servers_are_the_real_images():
 
 
 def test_every_server_and_service_has_a_healthcheck_and_the_services_restart():
-    for name in ("kafka", "mongo", "s3", "smtp", *SERVICES):
+    for name in ("kafka", "mongo", "s3", "smtp", "milvus", *SERVICES):
         assert "healthcheck" in COMPOSE["services"][name], name
     for name in SERVICES:
         assert COMPOSE["services"][name]["restart"] == "unless-stopped"

@@ -1,0 +1,250 @@
+"""The purger's MongoDB side: erasing and tagging a subject's records, the purge ledger, and each request's progress.
+
+- Records are found through the dataset's subject field (indexed at start) and erased, or tagged with
+  ``deletion.tagged_at`` / ``deletion.purge_after`` / ``deletion.request_id``.
+- What was tagged is written to ``purge_ledger`` first, in chunks of primary keys, so the nightly job deletes by
+  ``_id`` in bounded batches and never searches a collection: its cost follows the number of tagged records.
+- ``purger_requests`` holds each request's per-dataset outcomes, per round, so a replayed or re-consumed event
+  finishes the datasets not yet done and reports the very same outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
+
+from shared.datamap import Dataset
+from shared.events import DatasetCounts, DatasetOutcome
+from shared.liveread import PURGE_AFTER, TAGGED_AT
+
+LEDGER, PROGRESS = "purge_ledger", "purger_requests"
+TAGGED_BY = "deletion.request_id"
+
+
+@dataclass(frozen=True)
+class LedgerChunk:
+    """Up to one batch of tagged records of one request in one dataset, deleted together by primary key."""
+
+    chunk_id: str
+    request_id: str
+    subject_id: str
+    dataset: str
+    collection: str
+    ids: tuple[Any, ...]
+    purge_after: datetime
+    done: bool = False
+
+
+@dataclass
+class PurgeRecord:
+    """A request as the purger tracks it: the outcomes of each round (0: the request; 1+: re-evaluations)."""
+
+    request_id: str
+    subject_id: str
+    rounds: dict[int, dict[str, DatasetOutcome]] = field(default_factory=dict)
+    completed: dict[int, datetime] = field(default_factory=dict)
+    hard_deleted_at: datetime | None = None
+    clean_since: datetime | None = None
+    backups_expired_at: datetime | None = None
+
+    @property
+    def last_round(self) -> int:
+        return max(self.completed, default=-1)
+
+    @property
+    def outcomes(self) -> dict[str, DatasetOutcome]:
+        """The latest outcome of each dataset over the completed rounds."""
+        latest: dict[str, DatasetOutcome] = {}
+        for number in sorted(self.completed):
+            latest.update(self.rounds.get(number, {}))
+        return latest
+
+    @property
+    def retained(self) -> list[str]:
+        return sorted(name for name, o in self.outcomes.items() if o.outcome == "retained")
+
+    @property
+    def tagged(self) -> list[str]:
+        return sorted(name for name, o in self.outcomes.items() if o.outcome == "tagged")
+
+
+class MongoEraser:
+    """Erases (``erase``) or tags (``tag_then_purge``) one subject's records in one collection."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *, chunk_size: int) -> None:
+        self._db = client[database]
+        self._ledger = self._db[LEDGER]
+        self._chunk_size = chunk_size
+
+    async def ensure_indexes(self, datasets: Sequence[Dataset]) -> None:
+        for dataset in datasets:
+            if dataset.mongo is not None:
+                await self._db[dataset.mongo.collection].create_index(dataset.mongo.subject_field)
+
+    async def erase(
+        self, dataset: Dataset, subject_id: str, *, request_id: str, now: datetime, purge_after: datetime
+    ) -> DatasetOutcome:
+        assert dataset.mongo is not None
+        coll = self._db[dataset.mongo.collection]
+        field_ = dataset.mongo.subject_field
+        if dataset.mode == "erase":
+            result = await coll.delete_many({field_: subject_id})
+            return DatasetOutcome(
+                dataset=dataset.name,
+                store="mongo",
+                outcome="erased",
+                counts=DatasetCounts(records_erased=result.deleted_count),
+            )
+        # This request's records: untagged ones, and those it tagged in an earlier, interrupted run.
+        query = {field_: subject_id, "$or": [{TAGGED_AT: {"$exists": False}}, {TAGGED_BY: request_id}]}
+        ids = sorted([doc["_id"] async for doc in coll.find(query, {"_id": 1})], key=str)
+        # The ledger first: a crash after it leaves records listed but not yet tagged, which the re-run tags.
+        for number, start in enumerate(range(0, len(ids), self._chunk_size)):
+            chunk = ids[start : start + self._chunk_size]
+            await self._ledger.update_one(
+                {"_id": f"{request_id}:{dataset.name}:{number}"},
+                {
+                    "$setOnInsert": {
+                        "request_id": request_id,
+                        "subject_id": subject_id,
+                        "dataset": dataset.name,
+                        "collection": dataset.mongo.collection,
+                        "ids": chunk,
+                        "purge_after": purge_after,
+                        "done": False,
+                    }
+                },
+                upsert=True,
+            )
+        if ids:
+            tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
+            await coll.bulk_write(
+                [UpdateOne({"_id": i, TAGGED_AT: {"$exists": False}}, tag) for i in ids], ordered=False
+            )
+        return DatasetOutcome(
+            dataset=dataset.name,
+            store="mongo",
+            outcome="tagged",
+            counts=DatasetCounts(records_tagged=len(ids)),
+            purge_after=purge_after,
+        )
+
+
+class MongoPurgeLedger:
+    """The nightly job's work list: chunks of primary keys, each deleted in one ``_id``-only call."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._db = client[database]
+        self._ledger = self._db[LEDGER]
+
+    async def ensure_indexes(self) -> None:
+        await self._ledger.create_index([("done", 1), ("purge_after", 1)])
+
+    async def due(self, now: datetime) -> AsyncIterator[LedgerChunk]:
+        cursor = self._ledger.find({"done": False, "purge_after": {"$lte": now}}).sort("_id", 1)
+        async for doc in cursor:
+            yield _chunk(doc)
+
+    async def count_due(self, now: datetime) -> tuple[int, int]:
+        """(chunks, records) due now: for progress bars."""
+        chunks = records = 0
+        async for doc in self._ledger.find({"done": False, "purge_after": {"$lte": now}}, {"ids": 1}):
+            chunks, records = chunks + 1, records + len(doc["ids"])
+        return chunks, records
+
+    async def delete_chunk(self, chunk: LedgerChunk) -> int:
+        """Delete the chunk's records by primary key and mark it done; the records of the chunk gone now."""
+        # One delete per primary key, in one bulk write: each is an index lookup, where `$in` makes FerretDB scan.
+        await self._db[chunk.collection].bulk_write([DeleteOne({"_id": i}) for i in chunk.ids], ordered=False)
+        # Done means every listed record is gone, whoever deleted it (this call, an earlier interrupted one, the app).
+        await self._ledger.update_one({"_id": chunk.chunk_id}, {"$set": {"done": True, "purged": len(chunk.ids)}})
+        return len(chunk.ids)
+
+    async def request_totals(self, request_id: str) -> tuple[bool, dict[str, int]]:
+        """(all done, records purged per dataset) over the request's chunks."""
+        done, totals = True, dict[str, int]()
+        async for doc in self._ledger.find({"request_id": request_id}):
+            done = done and doc["done"]
+            totals[doc["dataset"]] = totals.get(doc["dataset"], 0) + (len(doc["ids"]) if doc["done"] else 0)
+        return done, totals
+
+
+def _chunk(doc: dict[str, Any]) -> LedgerChunk:
+    return LedgerChunk(
+        chunk_id=doc["_id"],
+        request_id=doc["request_id"],
+        subject_id=doc["subject_id"],
+        dataset=doc["dataset"],
+        collection=doc["collection"],
+        ids=tuple(doc["ids"]),
+        purge_after=doc["purge_after"],
+        done=doc["done"],
+    )
+
+
+class MongoPurgeProgress:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._requests = client[database][PROGRESS]
+
+    async def ensure_indexes(self) -> None:
+        await self._requests.create_index("retained")
+
+    async def get(self, request_id: str) -> PurgeRecord | None:
+        doc = await self._requests.find_one({"_id": request_id})
+        return None if doc is None else _record(doc)
+
+    async def save_outcome(self, request_id: str, subject_id: str, round_: int, outcome: DatasetOutcome) -> None:
+        await self._requests.update_one(
+            {"_id": request_id},
+            {
+                "$setOnInsert": {"subject_id": subject_id},
+                "$set": {f"rounds.{round_}.{outcome.dataset}": outcome.model_dump(mode="json")},
+            },
+            upsert=True,
+        )
+
+    async def complete_round(self, record: PurgeRecord, round_: int, at: datetime) -> PurgeRecord:
+        record.completed[round_] = at
+        fields: dict[str, Any] = {f"completed.{round_}": at, "retained": record.retained, "tagged": record.tagged}
+        if record.clean_since is None and not record.tagged:
+            record.clean_since = at  # nothing waits for the nightly job: the erased data is gone from live stores
+            fields["clean_since"] = at
+        await self._requests.update_one({"_id": record.request_id}, {"$set": fields})
+        return record
+
+    async def with_retained(self, datasets: Sequence[str], subject_id: str | None) -> list[PurgeRecord]:
+        query: dict[str, Any] = {"retained": {"$in": list(datasets)}}
+        if subject_id is not None:
+            query["subject_id"] = subject_id
+        return [_record(doc) async for doc in self._requests.find(query)]
+
+    async def mark_hard_deleted(self, request_id: str, at: datetime) -> None:
+        await self._requests.update_one(
+            {"_id": request_id, "hard_deleted_at": None}, {"$set": {"hard_deleted_at": at, "clean_since": at}}
+        )
+
+    async def awaiting_backup_expiry(self) -> list[PurgeRecord]:
+        cursor = self._requests.find({"clean_since": {"$ne": None}, "backups_expired_at": None})
+        return [_record(doc) async for doc in cursor]
+
+    async def mark_backups_expired(self, request_id: str, at: datetime) -> None:
+        await self._requests.update_one({"_id": request_id}, {"$set": {"backups_expired_at": at}})
+
+
+def _record(doc: dict[str, Any]) -> PurgeRecord:
+    return PurgeRecord(
+        request_id=doc["_id"],
+        subject_id=doc["subject_id"],
+        rounds={
+            int(n): {name: DatasetOutcome.model_validate(o) for name, o in outcomes.items()}
+            for n, outcomes in doc.get("rounds", {}).items()
+        },
+        completed={int(n): at for n, at in doc.get("completed", {}).items()},
+        hard_deleted_at=doc.get("hard_deleted_at"),
+        clean_since=doc.get("clean_since"),
+        backups_expired_at=doc.get("backups_expired_at"),
+    )

@@ -1,0 +1,201 @@
+"""Demo data for ``lethe seed``: realistic records for N people in every dataset of the data map.
+
+Fields the data map marks as encrypted are sealed through keyvault under each person's key for the dataset, so a
+deletion later shows crypto-shredding at work; accounts carry the keyed hash intake's email channel looks up.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+from botocore.exceptions import ClientError
+from pymilvus import DataType, MilvusClient
+from pymongo import ReplaceOne
+
+from services.intake.settings import IntakeSettings
+from services.purger.settings import PurgerSettings
+from shared.auth import KEYS_USE, issue_token
+from shared.contacts import email_lookup_hash
+from shared.datamap import DataMap, Dataset, load_datamap
+from shared.keyvault_client import KeyvaultClient, KeyvaultError
+from shared.mongo import create_mongo_client
+from shared.s3 import s3_client
+from shared.settings import AuthSettings, CliSettings
+
+FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim", "Hedy", "Linus")
+LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lee")
+CITIES = ("Berlin", "Lyon", "Porto", "Tallinn", "Utrecht", "Krakow", "Ghent", "Turin")
+PHRASES = ("Can you export my report?", "The invoice looks wrong", "Thanks, that fixed it", "How do I rotate keys?")
+DIM = 8
+
+
+class SeedError(Exception):
+    """A server the seed needs is missing or refused; the message says which and what to do."""
+
+
+class Seeder:
+    def __init__(self, settings: PurgerSettings, datamap: DataMap, keyvault: KeyvaultClient, lookup_key: str) -> None:
+        self._settings = settings
+        self._datamap = datamap
+        self._keyvault = keyvault
+        self._lookup_key = lookup_key
+        self._mongo = create_mongo_client(settings.mongo)
+        self._db = self._mongo[settings.mongo.database]
+        self._s3_cm = s3_client(settings.s3)
+        self._s3: Any = None
+        self._milvus: MilvusClient | None = None
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: PurgerSettings) -> Seeder:
+        cli = CliSettings()
+        if cli.admin_token is not None:
+            token = cli.admin_token.get_secret_value()
+        else:
+            auth = AuthSettings()
+            if auth.jwt_secret is None:
+                raise SeedError("set LETHE_ADMIN_TOKEN (scope keys:use) or LETHE_AUTH_JWT_SECRET to reach keyvault")
+            token = issue_token(auth, subject="lethe-seed", scopes=[KEYS_USE], ttl=timedelta(hours=1))
+        keyvault = KeyvaultClient(cli.keyvault_url, token=token)
+        lookup_key = IntakeSettings().email_lookup_key.get_secret_value()
+        return cls(settings, load_datamap(settings.datamap_path), keyvault, lookup_key)
+
+    async def __aenter__(self) -> Self:
+        self._s3 = await self._s3_cm.__aenter__()
+        for dataset in self._datamap.datasets:
+            if dataset.s3 is not None:
+                await self._ensure_bucket(dataset.s3.bucket)
+            if dataset.milvus is not None:
+                self._ensure_milvus(dataset)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._s3_cm.__aexit__(*exc)
+        await self._keyvault.close()
+        await self._mongo.close()
+        if self._milvus is not None:
+            self._milvus.close()
+
+    async def _ensure_bucket(self, bucket: str) -> None:
+        try:
+            await self._s3.create_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        await self._s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def _ensure_milvus(self, dataset: Dataset) -> None:
+        assert dataset.milvus is not None
+        settings = self._settings.milvus
+        self._milvus = self._milvus or MilvusClient(
+            uri=settings.uri, token=settings.token.get_secret_value() if settings.token else ""
+        )
+        if self._milvus.has_collection(dataset.milvus.collection):
+            return
+        schema = self._milvus.create_schema(auto_id=True)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field(dataset.milvus.filter_field, DataType.VARCHAR, max_length=200)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
+        index = self._milvus.prepare_index_params()
+        index.add_index(field_name="embedding", index_type="FLAT", metric_type="L2")
+        self._milvus.create_collection(dataset.milvus.collection, schema=schema, index_params=index)
+
+    async def _seal(self, dataset: Dataset, subject: str, record: dict[str, Any]) -> dict[str, Any]:
+        for name in dataset.encrypted_fields:
+            if name in record:
+                try:
+                    record[name] = await self._keyvault.encrypt(subject, dataset.name, str(record[name]).encode())
+                except (KeyvaultError, OSError) as exc:
+                    raise SeedError(f"keyvault refused to encrypt ({exc}): is it running (`make services`)?") from exc
+        return record
+
+    def _records(self, dataset: Dataset, subject: str, rng: random.Random) -> list[dict[str, Any]]:
+        assert dataset.mongo is not None
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        email = f"{first}.{last}.{subject}@example.com".lower()
+        now = datetime.now(UTC)
+
+        def when() -> datetime:
+            return now - timedelta(days=rng.randint(0, 400), seconds=rng.randint(0, 86400))
+
+        templates: dict[str, list[dict[str, Any]]] = {
+            "accounts": [
+                {
+                    "email": email,
+                    "email_hash": email_lookup_hash(email, self._lookup_key),
+                    "phone": f"+49 30 {rng.randint(1000000, 9999999)}",
+                    "plan": rng.choice(("free", "pro", "team")),
+                    "created_at": when(),
+                }
+            ],
+            "profiles": [{"display_name": f"{first} {last}", "bio": f"Lives in {rng.choice(CITIES)}", "theme": "dark"}],
+            "usage_logs": [
+                {"ip_address": f"203.0.113.{rng.randint(1, 254)}", "endpoint": "/v1/search", "at": when()}
+                for _ in range(rng.randint(3, 8))
+            ],
+            "api_keys": [{"label": "ci", "key_hash": f"{rng.getrandbits(128):032x}", "created_at": when()}],
+            "chat_messages": [{"body": rng.choice(PHRASES), "at": when()} for _ in range(rng.randint(2, 6))],
+            "invoices": [
+                {
+                    "billing_address": f"{rng.randint(1, 99)} Main St, {rng.choice(CITIES)}",
+                    "total_eur": rng.randint(9, 499),
+                }
+                for _ in range(rng.randint(1, 3))
+            ],
+        }
+        records = templates.get(dataset.name, [{"note": f"demo record of {dataset.name}"}])
+        return [
+            {"_id": f"{subject}:{dataset.name}:{i}", dataset.mongo.subject_field: subject, **r}
+            for i, r in enumerate(records)
+        ]
+
+    async def person(self, subject: str, rng: random.Random) -> None:
+        for dataset in self._datamap.datasets:
+            if dataset.exempt:
+                continue
+            if dataset.mongo is not None:
+                records = [await self._seal(dataset, subject, r) for r in self._records(dataset, subject, rng)]
+                await self._db[dataset.mongo.collection].bulk_write(
+                    [ReplaceOne({"_id": r["_id"]}, r, upsert=True) for r in records], ordered=False
+                )
+                self._count(dataset.name, len(records))
+            elif dataset.s3 is not None:
+                prefix = dataset.s3.prefix_for(subject)
+                # An avatar replaced once (two versions) and a document deleted (a delete marker over its version).
+                for body in (b"avatar v1", b"avatar v2"):
+                    await self._s3.put_object(Bucket=dataset.s3.bucket, Key=f"{prefix}avatar.png", Body=body)
+                await self._s3.put_object(Bucket=dataset.s3.bucket, Key=f"{prefix}cv.pdf", Body=b"%PDF-1.7 demo")
+                await self._s3.delete_object(Bucket=dataset.s3.bucket, Key=f"{prefix}cv.pdf")
+                self._count(dataset.name, 4)
+            elif dataset.milvus is not None and self._milvus is not None:
+                rows = [
+                    {dataset.milvus.filter_field: subject, "embedding": [rng.random() for _ in range(DIM)]}
+                    for _ in range(3)
+                ]
+                self._milvus.insert(dataset.milvus.collection, rows)
+                self._count(dataset.name, len(rows))
+
+    async def aggregates(self, rng: random.Random) -> None:
+        """Anonymised daily aggregates for the exempt datasets: cohorts, never a person."""
+        for dataset in self._datamap.datasets:
+            if dataset.exempt and dataset.mongo is not None:
+                day = datetime.now(UTC).date()
+                docs = [
+                    {
+                        "_id": f"{day - timedelta(days=d)}:{cohort}",
+                        dataset.mongo.subject_field: cohort,
+                        "day": str(day - timedelta(days=d)),
+                        "requests": rng.randint(1000, 90000),
+                    }
+                    for d in range(7)
+                    for cohort in ("free", "pro", "team")
+                ]
+                await self._db[dataset.mongo.collection].bulk_write(
+                    [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False
+                )
+                self._count(dataset.name, len(docs))
+
+    def _count(self, dataset: str, n: int) -> None:
+        self.counts[dataset] = self.counts.get(dataset, 0) + n
