@@ -163,7 +163,7 @@ async def test_a_held_dataset_is_erased_with_a_follow_up_report_once_the_hold_is
 
 
 async def test_a_rule_that_ends_frees_what_it_kept(world):
-    purger, stores, retention, clock = world
+    purger, stores, retention, _clock = world
     await retention.replace_rules((TAX,), expected_version=0, by="dpo", at=T0)
     await handlers.purge(requested(), purger)
     await retention.replace_rules((), expected_version=1, by="dpo", at=T0 + DAY)
