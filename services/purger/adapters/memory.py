@@ -58,6 +58,8 @@ class InMemoryStores:
             )
         for record in ids:
             tags[record] = request_id
+        if not ids:
+            return DatasetOutcome(dataset=dataset.name, store=dataset.store, outcome="erased")
         return DatasetOutcome(
             dataset=dataset.name,
             store=dataset.store,

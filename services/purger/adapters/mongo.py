@@ -125,6 +125,8 @@ class MongoEraser:
             await coll.bulk_write(
                 [UpdateOne({"_id": i, TAGGED_AT: {"$exists": False}}, tag) for i in ids], ordered=False
             )
+        if not ids:  # nothing to wait for: the dataset holds nothing of the subject now
+            return DatasetOutcome(dataset=dataset.name, store="mongo", outcome="erased")
         return DatasetOutcome(
             dataset=dataset.name,
             store="mongo",

@@ -1,0 +1,402 @@
+"""The purger's adapters and service on the real stack: S3 versions and Object Lock, tagging and the nightly job in
+FerretDB, Milvus vectors, and the service driven through Kafka (holds, exemptions, backups on a simulated clock)."""
+
+import asyncio
+import os
+import sys
+import uuid
+from asyncio.subprocess import PIPE, STDOUT
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+import yaml
+from aiokafka import AIOKafkaConsumer
+from pymilvus import DataType, MilvusClient
+
+from services.purger.adapters.backups import BackupStore
+from services.purger.adapters.milvus import MilvusEraser
+from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger, MongoPurgeProgress
+from services.purger.adapters.s3 import MAX_KEYS_PER_DELETE, S3Eraser, list_versions
+from services.purger.app import create_app
+from services.purger.handlers import Purger, nightly_purge
+from services.purger.settings import PurgerSettings
+from shared import topics
+from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location, load_datamap
+from shared.events import DeletionRequested, InvalidEventError, LegalHoldReleased, decode_event
+from shared.fakes import InMemoryRetentionStore
+from shared.kafka import KafkaPublisher, ensure_topics
+from shared.liveread import live
+from shared.mongo import create_mongo_client
+from shared.retention import Hold, MongoRetentionStore
+from shared.s3 import s3_client
+from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings
+from tests.support import free_port
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+T0 = datetime.now(UTC).replace(microsecond=0)
+DAY = timedelta(days=1)
+
+
+def s3_settings(endpoint):
+    return S3Settings(endpoint_url=endpoint)
+
+
+async def make_bucket(s3, name, *, lock=False):
+    if lock:
+        await s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    else:
+        await s3.create_bucket(Bucket=name)
+    await s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+
+
+def uploads(bucket):
+    return Dataset(name="uploads", store="s3", s3=S3Location(bucket=bucket, prefix="users/{subject_id}/"))
+
+
+async def test_every_version_and_delete_marker_under_the_prefix_is_erased_in_batches_of_1000(s3_endpoint):
+    bucket = f"t-{uuid.uuid4().hex[:10]}"
+    async with s3_client(s3_settings(s3_endpoint)) as s3:
+        await make_bucket(s3, bucket)
+        for i in range(340):  # three versions each: 1,020 versions, more than one DeleteObjects call
+            for body in (b"v1", b"v2", b"v3"):
+                await s3.put_object(Bucket=bucket, Key=f"users/u1/file-{i}", Body=body)
+        await s3.delete_object(Bucket=bucket, Key="users/u1/file-0")  # a delete marker on top
+        await s3.put_object(Bucket=bucket, Key="users/u10/kept", Body=b"someone else")
+        await s3.put_object(Bucket=bucket, Key="users/u1", Body=b"not under the prefix users/u1/")
+        before = await list_versions(s3, bucket, "users/u1/")
+        assert len(before) == 1021 > MAX_KEYS_PER_DELETE
+        outcome = await S3Eraser(s3_settings(s3_endpoint), attempts=3).erase(uploads(bucket), "u1")
+        assert outcome.outcome == "erased"
+        assert (outcome.counts.object_versions_deleted, outcome.counts.delete_markers_deleted) == (1020, 1)
+        assert await list_versions(s3, bucket, "users/u1/") == []
+        assert [v.key for v in await list_versions(s3, bucket, "users/u10/")] == ["users/u10/kept"]
+        assert len(await list_versions(s3, bucket, "users/u1")) == 2  # users/u1 and users/u10/kept
+        again = await S3Eraser(s3_settings(s3_endpoint), attempts=3).erase(uploads(bucket), "u1")
+        assert again.outcome == "erased" and again.counts.object_versions_deleted == 0
+
+
+async def test_an_object_under_an_object_lock_legal_hold_survives_and_is_reported_retained(s3_endpoint):
+    bucket = f"t-{uuid.uuid4().hex[:10]}"
+    async with s3_client(s3_settings(s3_endpoint)) as s3:
+        await make_bucket(s3, bucket, lock=True)
+        await s3.put_object(Bucket=bucket, Key="users/u1/contract.pdf", Body=b"signed")
+        await s3.put_object_legal_hold(Bucket=bucket, Key="users/u1/contract.pdf", LegalHold={"Status": "ON"})
+        await s3.put_object(Bucket=bucket, Key="users/u1/avatar.png", Body=b"a")
+        await s3.put_object(Bucket=bucket, Key="users/u1/avatar.png", Body=b"b")
+        outcome = await S3Eraser(s3_settings(s3_endpoint), attempts=2, retry_delay_s=0.05).erase(uploads(bucket), "u1")
+        left = await list_versions(s3, bucket, "users/u1/")
+        await s3.put_object_legal_hold(Bucket=bucket, Key="users/u1/contract.pdf", LegalHold={"Status": "OFF"})
+    assert outcome.outcome == "retained"
+    assert outcome.rule_id == "s3-object-lock" and "legal hold" in outcome.legal_basis
+    assert outcome.counts.object_versions_deleted == 2
+    assert [v.key for v in left] == ["users/u1/contract.pdf"]
+
+
+@pytest_asyncio.fixture
+async def mongo_db(mongo_url):
+    name = f"lethe_pg_{uuid.uuid4().hex[:8]}"
+    client = create_mongo_client(MongoSettings(url=mongo_url, database=name))
+    yield client, name
+    await client.drop_database(name)
+    await client.close()
+
+
+def mongo_dataset(name, mode):
+    return Dataset(name=name, store="mongo", mongo=MongoLocation(collection=name, subject_field="user_id"), mode=mode)
+
+
+async def test_tagged_records_are_invisible_to_live_reads_then_gone_after_the_nightly_job_which_resumes_exactly(
+    mongo_db,
+):
+    client, db = mongo_db
+    messages = mongo_dataset("chat_messages", "tag_then_purge")
+    coll = client[db]["chat_messages"]
+    await coll.insert_many([{"_id": f"m{i}", "user_id": "u1" if i < 7 else "u2", "body": "x"} for i in range(10)])
+    eraser = MongoEraser(client, db, chunk_size=2)
+    await eraser.ensure_indexes([messages])
+    outcome = await eraser.erase(messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+    assert (outcome.outcome, outcome.counts.records_tagged) == ("tagged", 7)
+    assert await coll.count_documents(live({"user_id": "u1"})) == 0
+    assert await coll.count_documents(live({"user_id": "u2"})) == 3
+    assert await coll.count_documents({"user_id": "u1"}) == 7  # still stored until the nightly job
+    again = await eraser.erase(messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+    assert again.counts.records_tagged == 7  # the replay reports the same
+
+    clock = [T0]
+    purger = Purger(
+        datamap=DataMap(datasets=(messages,)),
+        erasers={},
+        retention=InMemoryRetentionStore(),
+        progress=MongoPurgeProgress(client, db),
+        ledger=MongoPurgeLedger(client, db),
+        clock=lambda: clock[0],
+        purge_after=DAY,
+    )
+    assert (await nightly_purge(purger, pause_s=0)).records == 0  # nothing due yet
+    clock[0] = T0 + 2 * DAY
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(chunk, purged, seen=[]):  # noqa: B006  # counts the chunks across the call
+        seen.append(chunk)
+        if len(seen) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        await nightly_purge(purger, pause_s=0, on_chunk=kill_after_two)
+    assert await coll.count_documents({"user_id": "u1"}) == 3  # 2 of 4 chunks done
+    report = await nightly_purge(purger, pause_s=0)
+    assert report.records == 3
+    [event] = report.hard_deleted
+    assert [(d.dataset, d.records_purged) for d in event.datasets] == [("chat_messages", 7)]
+    assert await coll.count_documents({"user_id": "u1"}) == 0
+    assert await coll.count_documents({"user_id": "u2"}) == 3
+
+
+async def test_a_subjects_vectors_are_erased_by_filter_even_with_quotes_in_the_id(milvus_uri):
+    client = MilvusClient(uri=milvus_uri)
+    schema = client.create_schema(auto_id=True)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("subject_id", DataType.VARCHAR, max_length=128)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=4)
+    index = client.prepare_index_params()
+    index.add_index(field_name="embedding", index_type="FLAT", metric_type="L2")
+    client.create_collection("vec", schema=schema, index_params=index)
+    odd = 'u"1\\'
+    client.insert("vec", [{"subject_id": s, "embedding": [0.1] * 4} for s in (odd, odd, "u2")])
+    client.close()
+    dataset = Dataset(
+        name="embeddings", store="milvus", milvus=MilvusLocation(collection="vec", filter_field="subject_id")
+    )
+    eraser = MilvusEraser(MilvusSettings(uri=milvus_uri))
+
+    try:
+        outcome, nothing = await eraser.erase(dataset, odd), await eraser.erase(dataset, "nobody")
+    finally:
+        await eraser.close()
+    assert (outcome.outcome, outcome.counts.vectors_deleted) == ("erased", 2)
+    assert nothing.counts.vectors_deleted == 0
+
+
+# --- the service, through Kafka -----------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime.now(UTC)
+
+    def __call__(self):
+        return self.now
+
+
+@pytest_asyncio.fixture
+async def purger_service(kafka_bootstrap, mongo_url, s3_endpoint, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, group_prefix=f"t{tag}", start_from="latest")
+    await ensure_topics(kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
+    bucket = f"t-{tag}"
+    datamap = tmp_path / "datamap.yaml"
+    datamap.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": [
+                    {
+                        "name": "accounts",
+                        "store": "mongo",
+                        "mode": "tag_then_purge",
+                        "mongo": {"collection": "accounts", "subject_field": "user_id"},
+                    },
+                    {
+                        "name": "profiles",
+                        "store": "mongo",
+                        "mongo": {"collection": "profiles", "subject_field": "user_id"},
+                    },
+                    {"name": "uploads", "store": "s3", "s3": {"bucket": bucket, "prefix": "users/{subject_id}/"}},
+                    {
+                        "name": "usage_daily",
+                        "store": "mongo",
+                        "category": "anonymized_analytics",
+                        "mongo": {"collection": "usage_daily", "subject_field": "cohort"},
+                    },
+                ]
+            }
+        )
+    )
+    settings = PurgerSettings(
+        http_port=free_port(),
+        datamap_path=datamap,
+        kafka=kafka,
+        mongo=MongoSettings(url=mongo_url, database=f"lethe_pu_{tag}"),
+        s3=S3Settings(endpoint_url=s3_endpoint),
+        milvus=MilvusSettings(uri=str(tmp_path / "milvus.db")),
+        backups_bucket=f"t-{tag}-backups",
+        backup_expiry_interval_s=0.3,
+    )
+    clock = Clock()
+    service = create_app(settings, clock=clock)
+    await service.start()
+    client = create_mongo_client(settings.mongo)
+    db = client[settings.mongo.database]
+    async with s3_client(settings.s3) as s3:
+        await make_bucket(s3, bucket)
+        yield {
+            "settings": settings,
+            "kafka": kafka,
+            "db": db,
+            "client": client,
+            "s3": s3,
+            "bucket": bucket,
+            "clock": clock,
+        }
+    await service.stop()
+    await client.drop_database(settings.mongo.database)
+    await client.close()
+
+
+async def events_for(kafka, topic, request_id, *, count, within_s=60):
+    """The first ``count`` events of ``request_id`` on ``topic``, read from the start."""
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest")
+    await reader.start()
+    found = []
+    try:
+        async with asyncio.timeout(within_s):
+            async for record in reader:
+                try:
+                    event = decode_event(record.topic, record.value)
+                except InvalidEventError:
+                    continue
+                if event.request_id == request_id:
+                    found.append(event)
+                    if len(found) == count:
+                        return found
+    finally:
+        await reader.stop()
+    return found
+
+
+async def next_event(kafka, topic, request_id, *, within_s=60):
+    return (await events_for(kafka, topic, request_id, count=1, within_s=within_s))[0]
+
+
+async def publish(kafka, *events):
+    publisher = KafkaPublisher(kafka, client_id="test")
+    await publisher.start()
+    for event in events:
+        await publisher.publish(event)
+    await publisher.stop()
+
+
+def requested(subject, request_id):
+    now = datetime.now(UTC)
+    return DeletionRequested(
+        request_id=request_id,
+        subject_id=subject,
+        producer="test",
+        requested_by="svc",
+        deadline_at=now + 30 * DAY,
+        backups_purged_by=now + 90 * DAY,
+    )
+
+
+async def test_the_service_erases_keeps_and_skips_per_the_data_map_then_erases_what_a_released_hold_kept(
+    purger_service,
+):
+    env, db = purger_service, purger_service["db"]
+    subject, rid = f"u-{uuid.uuid4().hex[:6]}", f"req_{uuid.uuid4().hex}"
+    await db["accounts"].insert_many([{"_id": f"{subject}-a{i}", "user_id": subject} for i in range(2)])
+    await db["profiles"].insert_one({"_id": f"{subject}-p", "user_id": subject})
+    await db["usage_daily"].insert_one({"_id": "2026-11-27:pro", "cohort": "pro", "requests": 5})
+    await env["s3"].put_object(Bucket=env["bucket"], Key=f"users/{subject}/a.png", Body=b"1")
+    hold = Hold(
+        hold_id=f"hold_{uuid.uuid4().hex}",
+        subject_id=subject,
+        datasets=("profiles",),
+        reason="litigation",
+        legal_basis="legal claims (Art. 17(3)(e))",
+        legal_ref="case 9",
+        placed_by="legal",
+        placed_at=datetime.now(UTC),
+    )
+    retention = MongoRetentionStore(env["client"], env["settings"].mongo.database)
+    await retention.place_hold(hold)
+    await publish(env["kafka"], requested(subject, rid))
+    purged = await next_event(env["kafka"], topics.DELETION_PURGED, rid)
+    outcomes = {o.dataset: o for o in purged.outcomes}
+    assert {n: o.outcome for n, o in outcomes.items()} == {
+        "accounts": "tagged",
+        "profiles": "retained",
+        "uploads": "erased",
+        "usage_daily": "exempt",
+    }
+    assert outcomes["profiles"].rule_id == hold.hold_id
+    assert await db["usage_daily"].count_documents({}) == 1  # anonymised analytics untouched
+    assert await db["profiles"].count_documents({"user_id": subject}) == 1
+
+    await retention.release_hold(hold.hold_id, by="legal", at=datetime.now(UTC))
+    await publish(
+        env["kafka"],
+        LegalHoldReleased(producer="test", subject_id=subject, hold_id=hold.hold_id, datasets=("profiles",)),
+    )
+    first, follow_up = await events_for(env["kafka"], topics.DELETION_PURGED, rid, count=2)
+    assert first == purged and follow_up.event_id != purged.event_id
+    assert [(o.dataset, o.outcome) for o in follow_up.outcomes] == [("profiles", "erased")]
+    assert await db["profiles"].count_documents({"user_id": subject}) == 0
+
+
+async def test_backup_expiry_reports_the_request_once_the_last_backup_holding_it_is_gone(purger_service):
+    env, db, clock = purger_service, purger_service["db"], purger_service["clock"]
+    subject, rid = f"u-{uuid.uuid4().hex[:6]}", f"req_{uuid.uuid4().hex}"
+    await db["profiles"].insert_one({"_id": f"{subject}-p", "user_id": subject, "bio": "lethe:v1:ciphertext"})
+    settings = env["settings"]
+    backups = BackupStore(env["client"], settings.mongo.database, settings.s3, bucket=settings.backups_bucket)
+    datamap = load_datamap(settings.datamap_path)
+    before = await backups.create([d for d in datamap.datasets if d.mongo], now=clock.now - DAY)
+    assert [r["user_id"] for r in await backups.read(before, "profiles")] == [subject]
+    await publish(env["kafka"], requested(subject, rid))
+    await next_event(env["kafka"], topics.DELETION_PURGED, rid)
+    clock.now += 88 * DAY
+    await asyncio.sleep(1.5)  # several expiry rounds: the backup is 89 days old, so nothing expires
+    assert [b.backup_id for b in await backups.live()] == [before.backup_id]
+    clock.now += 2 * DAY
+    expired = await next_event(env["kafka"], topics.DELETION_BACKUPS_EXPIRED, rid)
+    assert expired.subject_id == subject
+    assert await backups.live() == []
+    async with s3_client(settings.s3) as s3:
+        assert await list_versions(s3, settings.backups_bucket, before.backup_id) == []
+
+
+async def test_lethe_purge_now_runs_the_nightly_job_with_a_progress_bar(purger_service):
+    env, db = purger_service, purger_service["db"]
+    subject, rid = f"u-{uuid.uuid4().hex[:6]}", f"req_{uuid.uuid4().hex}"
+    await db["accounts"].insert_many([{"_id": f"{subject}-a{i}", "user_id": subject} for i in range(3)])
+    settings = env["settings"].model_copy(update={"purge_after_hours": 0.0})
+    eraser = MongoEraser(env["client"], settings.mongo.database, chunk_size=500)
+    await eraser.erase(
+        mongo_dataset("accounts", "tag_then_purge"), subject, request_id=rid, now=T0, purge_after=datetime.now(UTC)
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "purge",
+        "--now",
+        env=os.environ
+        | {
+            "PURGER_DATAMAP_PATH": str(settings.datamap_path),
+            "LETHE_MONGO_URL": settings.mongo.url.get_secret_value(),
+            "LETHE_MONGO_DATABASE": settings.mongo.database,
+            "LETHE_KAFKA_BOOTSTRAP_SERVERS": env["kafka"].bootstrap_servers,
+            "LETHE_MILVUS_URI": settings.milvus.uri + ".cli",
+            "COLUMNS": "120",
+        },
+        stdout=PIPE,
+        stderr=STDOUT,
+    )
+    out = (await process.communicate())[0].decode()
+    assert process.returncode == 0, out
+    assert "purged 3 record(s)" in out and "1 request(s) now hard-deleted" in out
+    assert await db["accounts"].count_documents({"user_id": subject}) == 0
+    event = await next_event(env["kafka"], topics.DELETION_HARD_DELETED, rid)
+    assert [(d.dataset, d.records_purged) for d in event.datasets] == [("accounts", 3)]
