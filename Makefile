@@ -5,7 +5,7 @@ PY := .venv/bin/python
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test up down status services services-stop test-unit test-integration test-e2e \
-        lint format typecheck bench logs clean
+        lint format typecheck bench bench-purger logs clean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,9 @@ typecheck: setup ## mypy, strict, on shared/ and services/
 
 bench: ## Benchmarks against the local stack; prints figures
 	@$(LOCAL)/bench.sh
+
+bench-purger: ## The nightly purge at 100k vs 1M documents (and S3 erasure); prints times and their ratio
+	@$(LOCAL)/bench.sh purger
 
 logs: ## Follow every log of the stack and the services
 	@tail -n 50 -F var/log/*.log

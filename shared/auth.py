@@ -12,7 +12,7 @@ from aiohttp import web
 
 from shared.events import utcnow
 from shared.problems import ProblemError
-from shared.settings import AuthSettings
+from shared.settings import AuthSettings, CliSettings
 
 # The scopes lethe knows (ARCHITECTURE.md, "Auth").
 DELETION_SELF = "deletion:self"
@@ -113,3 +113,13 @@ def issue_token(settings: AuthSettings, *, subject: str, scopes: Iterable[str], 
         "exp": now + ttl,
     }
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def operator_token(cli: CliSettings, *scopes: str, ttl: timedelta = timedelta(minutes=5)) -> str | None:
+    """The token an operator command sends: LETHE_ADMIN_TOKEN, or one signed with the local secret (None if neither)."""
+    if cli.admin_token is not None:
+        return cli.admin_token.get_secret_value()
+    auth = AuthSettings()
+    if auth.jwt_secret is None:
+        return None
+    return issue_token(auth, subject="lethe-cli", scopes=scopes, ttl=ttl)

@@ -15,7 +15,7 @@ import typer
 
 from services.purger.cli import app as purger_commands
 from shared import topics
-from shared.auth import AUDIT_READ, KEYS_ADMIN, SCOPES, issue_token
+from shared.auth import AUDIT_READ, KEYS_ADMIN, SCOPES, issue_token, operator_token
 from shared.cli_requests import app as requests_app
 from shared.kafka import ensure_topics
 from shared.logging import configure_logging
@@ -112,15 +112,6 @@ def token(subject: str, scope: str, ttl: int) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-def _admin_token(settings: CliSettings, *scopes: str) -> str | None:
-    if settings.admin_token is not None:
-        return settings.admin_token.get_secret_value()
-    auth = AuthSettings()
-    if auth.jwt_secret is None:
-        return None
-    return issue_token(auth, subject="lethe-cli", scopes=scopes, ttl=timedelta(minutes=5))
-
-
 async def _retained_from_audit(settings: CliSettings, subject_id: str, token: str) -> dict[str, str]:
     """Datasets the latest purge of this subject kept under a rule or hold, as the audit log records them."""
     import aiohttp
@@ -175,7 +166,7 @@ def verify_erasure(subject_id: str, as_json: bool, retained: tuple[str, ...], no
     except DataMapError as exc:
         raise click.ClickException(str(exc)) from exc
     kept = dict(item.split("=", 1) for item in retained if "=" in item)
-    token = _admin_token(settings, AUDIT_READ, KEYS_ADMIN)
+    token = operator_token(settings, AUDIT_READ, KEYS_ADMIN)
 
     async def run() -> Any:
         if not no_audit and not retained and token:

@@ -7,7 +7,6 @@ LETHE_ADMIN_TOKEN, or, for the local stack, one signed for five minutes with LET
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.auth import DELETION_ANY, RETENTION_ADMIN, issue_token
-from shared.settings import AuthSettings, CliSettings
+from shared.auth import DELETION_ANY, RETENTION_ADMIN, operator_token
+from shared.settings import CliSettings
 
 console = Console()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Deletion requests, rules and holds (via intake).")
@@ -35,13 +34,9 @@ FINAL = {"completed", "partial", "hard_deleted", "erased", "failed"}
 
 def _client() -> httpx.Client:
     settings = CliSettings()
-    if settings.admin_token is not None:
-        token = settings.admin_token.get_secret_value()
-    else:
-        auth = AuthSettings()
-        if auth.jwt_secret is None:
-            raise typer.BadParameter("set LETHE_ADMIN_TOKEN (or LETHE_AUTH_JWT_SECRET for the local stack)")
-        token = issue_token(auth, subject="lethe-cli", scopes=[DELETION_ANY, RETENTION_ADMIN], ttl=timedelta(minutes=5))
+    token = operator_token(settings, DELETION_ANY, RETENTION_ADMIN)
+    if token is None:
+        raise typer.BadParameter("set LETHE_ADMIN_TOKEN (or LETHE_AUTH_JWT_SECRET for the local stack)")
     return httpx.Client(base_url=settings.intake_url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# `make bench`: start the stack if needed, run every benchmark in bench/, print their figures.
+# `make bench`: start the stack if needed, run every benchmark in bench/ (or only bench/bench_$1.py), print figures.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$LOCAL/setup.sh"
 "$LOCAL/stack.sh" up
 cd "$ROOT"
-for script in bench/bench_*.py; do
+pattern="bench/bench_${1:-*}.py"
+for script in $pattern; do
   say "$script"
-  "$PY" "$script" "$@"
+  "$PY" "$script"
 done

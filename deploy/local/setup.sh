@@ -44,8 +44,8 @@ build_go() {
 
 # FerretDB 1.24's SQLite backend creates its _id index on `_ferretdb_sjson->"_id"` but filters, updates and
 # deletes by `_ferretdb_sjson->'$._id'`: the same value, but SQLite matches index expressions by their text, so every
-# lookup, update and delete by _id scanned the whole table (FerretDB issue #3888). We build it with the one-line
-# fix, from a patched copy of the module; the build fails if the line ever changes.
+# lookup, update and delete by _id scanned the whole table (FerretDB issue #3888). We build it with two one-line
+# fixes, from a patched copy of the module; the build fails if either line ever changes.
 build_ferretdb() {
   local dir="$LOCAL/go/ferretdb" out="$CACHE/bin/ferretdb" work="$CACHE/build/ferretdb" src want
   want="$(fingerprint "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$LOCAL/setup.sh")"
@@ -57,6 +57,11 @@ build_ferretdb() {
   local meta="$work/FerretDB/internal/backends/sqlite/metadata/metadata.go"
   grep -q "IDColumn = DefaultColumn + \"->'\$._id'\"" "$meta" || die "FerretDB's IDColumn line changed: review the fix"
   sed -i "s|IDColumn = DefaultColumn + \"->'\$._id'\"|IDColumn = DefaultColumn + \"->'_id'\"|" "$meta"
+  # It also uses that index only when the filter is `_id` alone; `{_id, version}` (a conditional update) scanned.
+  # The handlers filter every row again anyway, so narrowing by a top-level `_id` first is always safe.
+  local coll="$work/FerretDB/internal/backends/sqlite/collection.go"
+  [[ "$(grep -c 'if params.Filter.Len() == 1 {' "$coll")" == 2 ]] || die "FerretDB's _id pushdown changed: review the fix"
+  sed -i 's/if params.Filter.Len() == 1 {/if params.Filter.Len() >= 1 {/' "$coll"
   cp "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$work/"
   mkdir -p "$CACHE/bin"
   (cd "$work" && go mod edit -replace github.com/FerretDB/FerretDB=./FerretDB && go build -ldflags="-s -w" -o "$out" .)

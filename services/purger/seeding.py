@@ -16,13 +16,13 @@ from pymongo import ReplaceOne
 
 from services.intake.settings import IntakeSettings
 from services.purger.settings import PurgerSettings
-from shared.auth import KEYS_USE, issue_token
+from shared.auth import KEYS_USE, operator_token
 from shared.contacts import email_lookup_hash
 from shared.datamap import DataMap, Dataset, load_datamap
 from shared.keyvault_client import KeyvaultClient, KeyvaultError
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
-from shared.settings import AuthSettings, CliSettings
+from shared.settings import CliSettings
 
 FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim", "Hedy", "Linus")
 LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lee")
@@ -51,13 +51,9 @@ class Seeder:
     @classmethod
     def from_settings(cls, settings: PurgerSettings) -> Seeder:
         cli = CliSettings()
-        if cli.admin_token is not None:
-            token = cli.admin_token.get_secret_value()
-        else:
-            auth = AuthSettings()
-            if auth.jwt_secret is None:
-                raise SeedError("set LETHE_ADMIN_TOKEN (scope keys:use) or LETHE_AUTH_JWT_SECRET to reach keyvault")
-            token = issue_token(auth, subject="lethe-seed", scopes=[KEYS_USE], ttl=timedelta(hours=1))
+        token = operator_token(cli, KEYS_USE, ttl=timedelta(hours=1))
+        if token is None:
+            raise SeedError("set LETHE_ADMIN_TOKEN (scope keys:use) or LETHE_AUTH_JWT_SECRET to reach keyvault")
         keyvault = KeyvaultClient(cli.keyvault_url, token=token)
         lookup_key = IntakeSettings().email_lookup_key.get_secret_value()
         return cls(settings, load_datamap(settings.datamap_path), keyvault, lookup_key)

@@ -22,6 +22,9 @@ from shared.events import DatasetCounts, DatasetOutcome
 from shared.liveread import PURGE_AFTER, TAGGED_AT
 
 LEDGER, PROGRESS = "purge_ledger", "purger_requests"
+# FerretDB 1.24 keeps a SQLite connection open for every update statement of one command until the command ends,
+# from a pool of 100 per database: a bulk of 100 or more updates waits for itself forever. Deletes release theirs.
+UPDATES_PER_BULK = 50
 TAGGED_BY = "deletion.request_id"
 
 
@@ -101,7 +104,9 @@ class MongoEraser:
             )
         # This request's records: untagged ones, and those it tagged in an earlier, interrupted run.
         query = {field_: subject_id, "$or": [{TAGGED_AT: {"$exists": False}}, {TAGGED_BY: request_id}]}
-        ids = sorted([doc["_id"] async for doc in coll.find(query, {"_id": 1})], key=str)
+        found = [doc async for doc in coll.find(query, {"_id": 1, TAGGED_BY: 1})]
+        ids = sorted((doc["_id"] for doc in found), key=str)
+        untagged = [doc["_id"] for doc in found if doc.get("deletion", {}).get("request_id") is None]
         # The ledger first: a crash after it leaves records listed but not yet tagged, which the re-run tags.
         for number, start in enumerate(range(0, len(ids), self._chunk_size)):
             chunk = ids[start : start + self._chunk_size]
@@ -120,11 +125,11 @@ class MongoEraser:
                 },
                 upsert=True,
             )
-        if ids:
-            tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
-            await coll.bulk_write(
-                [UpdateOne({"_id": i, TAGGED_AT: {"$exists": False}}, tag) for i in ids], ordered=False
-            )
+        tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
+        # Filtered by _id alone, the one filter FerretDB answers from its index.
+        for start in range(0, len(untagged), UPDATES_PER_BULK):
+            batch = untagged[start : start + UPDATES_PER_BULK]
+            await coll.bulk_write([UpdateOne({"_id": i}, tag) for i in batch], ordered=False)
         if not ids:  # nothing to wait for: the dataset holds nothing of the subject now
             return DatasetOutcome(dataset=dataset.name, store="mongo", outcome="erased")
         return DatasetOutcome(
