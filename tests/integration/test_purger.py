@@ -7,6 +7,7 @@ import sys
 import uuid
 from asyncio.subprocess import PIPE, STDOUT
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -400,3 +401,80 @@ async def test_lethe_purge_now_runs_the_nightly_job_with_a_progress_bar(purger_s
     assert await db["accounts"].count_documents({"user_id": subject}) == 0
     event = await next_event(env["kafka"], topics.DELETION_HARD_DELETED, rid)
     assert [(d.dataset, d.records_purged) for d in event.datasets] == [("accounts", 3)]
+
+
+async def test_lethe_seed_fills_every_dataset_with_encrypted_fields_and_versions(
+    kafka_bootstrap, mongo_url, s3_endpoint, tmp_path
+):
+    from services.keyvault.app import create_app as create_keyvault
+    from services.keyvault.settings import KeyvaultSettings
+    from shared.settings import AuthSettings
+
+    tag = uuid.uuid4().hex[:8]
+    database = f"lethe_seed_{tag}"
+    datamap = yaml.safe_load(Path("deploy/datamap.yaml").read_text())  # noqa: ASYNC240  # a small file, once
+    for dataset in datamap["datasets"]:
+        if "s3" in dataset:
+            dataset["s3"]["bucket"] = f"t-{tag}-uploads"
+        if "milvus" in dataset:
+            dataset["milvus"]["collection"] = f"vec_{tag}"
+    (tmp_path / "datamap.yaml").write_text(yaml.safe_dump(datamap))
+    secret = "seed-test-secret-of-at-least-32-bytes!!"
+    kv_settings = KeyvaultSettings(
+        http_port=free_port(),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, group_prefix=f"t{tag}", start_from="latest"),
+        mongo=MongoSettings(url=mongo_url, database=database),
+        auth=AuthSettings(jwt_secret=secret),
+        local_keyring_file=tmp_path / "keyring.json",
+    )
+    keyvault = create_keyvault(kv_settings)
+    await keyvault.start()
+    milvus_uri = str(tmp_path / "seed-milvus.db")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "seed",
+            "--users",
+            "3",
+            env=os.environ
+            | {
+                "PURGER_DATAMAP_PATH": str(tmp_path / "datamap.yaml"),
+                "LETHE_MONGO_URL": mongo_url,
+                "LETHE_MONGO_DATABASE": database,
+                "LETHE_S3_ENDPOINT_URL": s3_endpoint,
+                "LETHE_MILVUS_URI": milvus_uri,
+                "LETHE_KEYVAULT_URL": f"http://127.0.0.1:{kv_settings.http_port}",
+                "LETHE_AUTH_JWT_SECRET": secret,
+                "COLUMNS": "120",
+            },
+            stdout=PIPE,
+            stderr=STDOUT,
+        )
+        out = (await process.communicate())[0].decode()
+        assert process.returncode == 0, out
+    finally:
+        await keyvault.stop()
+    client = create_mongo_client(MongoSettings(url=mongo_url, database=database))
+    try:
+        db = client[database]
+        account = await db["accounts"].find_one({"user_id": "user-000002"})
+        assert account["email"].startswith("lethe:v1:") and account["phone"].startswith("lethe:v1:")
+        assert len(account["email_hash"]) == 64
+        assert await db["chat_messages"].count_documents({"author_id": "user-000003"}) >= 2
+        assert await db["api_usage_daily"].count_documents({}) == 21
+        assert "user-" not in str(await db["api_usage_daily"].find_one({}))
+    finally:
+        await client.drop_database(database)
+        await client.close()
+    async with s3_client(S3Settings(endpoint_url=s3_endpoint)) as s3:
+        versions = await list_versions(s3, f"t-{tag}-uploads", "users/user-000001/")
+    assert sum(v.is_marker for v in versions) == 1 and sum(not v.is_marker for v in versions) == 3
+    vectors = MilvusClient(uri=milvus_uri)
+    try:
+        vectors.load_collection(f"vec_{tag}")
+        rows = vectors.query(f"vec_{tag}", filter='subject_id == "user-000001"', output_fields=["count(*)"])
+    finally:
+        vectors.close()
+    assert rows[0]["count(*)"] == 3
