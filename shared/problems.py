@@ -40,18 +40,26 @@ def problem_response(error: ProblemError) -> web.Response:
     return web.Response(status=error.status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=error.headers)
 
 
-def invalid(exc: ValidationError, *, where: str = "body") -> ProblemError:
-    """A 422 that names each invalid field, e.g. ``body.dataset``."""
-    errors = [{"field": ".".join([where, *(str(p) for p in e["loc"])]), "message": e["msg"]} for e in exc.errors()]
+def fields_problem(errors: list[dict[str, str]]) -> ProblemError:
+    """A 422 naming each invalid field: ``errors`` are ``{"field": "body.x", "message": "..."}``."""
     return ProblemError(
         422, "Unprocessable Content", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
     )
 
 
+def invalid(exc: ValidationError, *, where: str = "body") -> ProblemError:
+    """A 422 that names each invalid field, e.g. ``body.dataset``."""
+    return fields_problem(
+        [{"field": ".".join([where, *(str(p) for p in e["loc"])]), "message": e["msg"]} for e in exc.errors()]
+    )
+
+
 def field_problem(field: str, message: str, *, status: int = 422) -> ProblemError:
     """A 4xx about one named field, e.g. ``field_problem("query.limit", "at most 100")``."""
-    title = "Unprocessable Content" if status == 422 else "Bad Request"
-    return ProblemError(status, title, f"{field}: {message}", errors=[{"field": field, "message": message}])
+    problem = fields_problem([{"field": field, "message": message}])
+    if status != 422:
+        problem.status, problem.title = status, "Bad Request"
+    return problem
 
 
 async def parse_json(request: web.Request, model: type[Any]) -> Any:

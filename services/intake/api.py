@@ -32,7 +32,7 @@ from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore, email_l
 from shared.datamap import DataMap
 from shared.events import LegalHoldPlaced, LegalHoldReleased, RetentionRulesChanged
 from shared.keyvault_client import KeyvaultClient
-from shared.problems import ProblemError, field_problem, invalid, parse_json
+from shared.problems import ProblemError, field_problem, fields_problem, invalid, parse_json
 from shared.retention import Hold, RetentionStore, Rule, StaleRuleSetError
 from shared.smtp import send_mail
 
@@ -128,7 +128,7 @@ def _path(request: web.Request, name: str, kind: TypeAdapter[str]) -> str:
         return kind.validate_python(request.match_info[name])
     except ValidationError as exc:
         errors = [{"field": f"path.{name}", "message": e["msg"]} for e in exc.errors()]
-        raise ProblemError(422, "Unprocessable Content", f"path.{name}: {errors[0]['message']}", errors=errors) from exc
+        raise fields_problem(errors) from exc
 
 
 def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
@@ -377,7 +377,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
                     current.rules, upsert=patch.rules, remove=patch.remove, datamap=api.datamap
                 )
             except RulePatchError as exc:
-                raise ProblemError(422, "Unprocessable Content", str(exc), errors=exc.errors) from exc
+                raise fields_problem(exc.errors) from exc
             if not changed:
                 return web.json_response(
                     rule_set_view(current.version, current.rules, current.changed_at, current.changed_by)
@@ -408,8 +408,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             errors = [
                 {"field": f"body.datasets.{i}", "message": f"the data map has no dataset {d!r}"} for i, d in unknown
             ]
-            detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-            raise ProblemError(422, "Unprocessable Content", detail, errors=errors)
+            raise fields_problem(errors)
         now = api.clock()
         hold = Hold(
             hold_id=f"hold_{uuid.uuid4().hex}",

@@ -20,6 +20,12 @@ def subject_filter(field: str, subject_id: str) -> str:
     return f'{field} == "{escaped}"'
 
 
+def _unreachable(exc: MilvusException) -> bool:
+    """A lost server (retried for as long as it is lost), as opposed to a request it refuses (dead-lettered)."""
+    text = str(exc).lower()
+    return any(word in text for word in ("unavailable", "connect", "deadline exceeded", "closed channel"))
+
+
 class MilvusEraser:
     def __init__(self, settings: MilvusSettings) -> None:
         self._settings = settings
@@ -37,9 +43,15 @@ class MilvusEraser:
 
     def _delete(self, collection: str, expression: str) -> int:
         client = self._connect()
-        if not client.has_collection(collection):
-            return 0
-        result: Any = client.delete(collection, filter=expression)
+        try:
+            if not client.has_collection(collection):
+                return 0
+            result: Any = client.delete(collection, filter=expression)
+        except MilvusException as exc:
+            if _unreachable(exc):
+                self._client = None  # reconnect on the next try
+                raise ConnectionError(f"Milvus at {self._settings.uri} went away: {exc}") from exc
+            raise
         # Milvus Lite answers with the deleted primary keys, a server with {"delete_count": n}.
         return len(result) if isinstance(result, list) else int(result.get("delete_count", 0))
 
