@@ -107,8 +107,7 @@ async def main(args: argparse.Namespace) -> None:
     for size in args.sizes:
         times[size] = await one_size(size, args.tagged, args.batch)
         print(
-            f"  {size:>9,} documents: purge {times[size]:.2f} s "
-            f"({times[size] / args.tagged * 1000:.2f} ms per record)",
+            f"  {size:>9,} documents: purge {times[size]:.2f} s ({times[size] / args.tagged * 1000:.2f} ms per record)",
             flush=True,
         )
     small, large = min(args.sizes), max(args.sizes)
