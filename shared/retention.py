@@ -50,7 +50,7 @@ class Hold(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     hold_id: str
-    subject_id: str | None
+    subject_id: str | None = None  # None: the hold covers everyone in its datasets
     datasets: tuple[DatasetName, ...]
     reason: str
     legal_basis: str
@@ -158,8 +158,6 @@ class MongoRetentionStore:
     ) -> RuleSet:
         version = expected_version + 1
         fields = {"version": version, "rules": [_rule_doc(r) for r in rules], "changed_at": at, "changed_by": by}
-        # The history entry first: if the swap below loses a race, it is overwritten by the winner's retry.
-        await self._history.replace_one({"_id": version}, fields, upsert=True)
         pending = {"$push": {OUTBOX_FIELD: {"$each": [e.model_dump_json() for e in outbox]}}} if outbox else {}
         if expected_version == 0:
             try:
@@ -174,6 +172,8 @@ class MongoRetentionStore:
             )
             if result.matched_count == 0:
                 raise StaleRuleSetError
+        # Only the winner of the swap writes its version's history entry (the audit log has every change too).
+        await self._history.replace_one({"_id": version}, fields, upsert=True)
         return RuleSet(version=version, rules=rules, changed_at=at, changed_by=by)
 
     async def place_hold(self, hold: Hold, *, outbox: Sequence[Event] = ()) -> Hold:

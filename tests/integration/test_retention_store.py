@@ -1,0 +1,83 @@
+"""One contract for the retention store (rules and holds), run against the in-memory fake and MongoDB."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from shared.events import LegalHoldPlaced
+from shared.fakes import InMemoryRetentionStore
+from shared.mongo import create_mongo_client
+from shared.retention import Hold, MongoRetentionStore, Rule, StaleRuleSetError
+from shared.settings import MongoSettings
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+TAX = Rule(rule_id="tax-10y", datasets=("invoices",), legal_basis="legal obligation", legal_ref="HGB §257")
+AML = Rule(rule_id="aml-5y", datasets=("invoices",), legal_basis="legal obligation", legal_ref="GwG §8")
+
+
+@pytest_asyncio.fixture(params=["fake", "mongo"])
+async def store(request, mongo_url):
+    if request.param == "fake":
+        yield InMemoryRetentionStore()
+        return
+    name = f"lethe_ret_{uuid.uuid4().hex[:8]}"
+    client = create_mongo_client(MongoSettings(url=mongo_url, database=name))
+    retention = MongoRetentionStore(client, name)
+    await retention.ensure_indexes()
+    yield retention
+    await client.drop_database(name)
+    await client.close()
+
+
+def hold(hold_id, subject_id):
+    return Hold(
+        hold_id=hold_id,
+        subject_id=subject_id,
+        datasets=("chat_messages",),
+        reason="litigation",
+        legal_basis="legal claims",
+        legal_ref="case 1",
+        placed_by="legal",
+        placed_at=T0,
+    )
+
+
+async def test_rule_versions_move_one_at_a_time_and_a_stale_writer_loses(store):
+    assert (await store.rule_set()).version == 0
+    first = await store.replace_rules((TAX,), expected_version=0, by="a", at=T0)
+    assert first.version == 1
+    with pytest.raises(StaleRuleSetError):
+        await store.replace_rules((AML,), expected_version=0, by="b", at=T0)
+    second = await store.replace_rules((TAX, AML), expected_version=1, by="c", at=T0 + timedelta(hours=1))
+    with pytest.raises(StaleRuleSetError):
+        await store.replace_rules((), expected_version=1, by="loser", at=T0)
+    current = await store.rule_set()
+    assert (
+        (current.version, current.rules, current.changed_by)
+        == (2, (TAX, AML), "c")
+        == (
+            second.version,
+            second.rules,
+            second.changed_by,
+        )
+    )
+
+
+async def test_holds_are_placed_once_released_once_and_found_for_their_subject_or_everyone(store):
+    event = LegalHoldPlaced(producer="t", hold_id="hold_a", datasets=("chat_messages",), legal_basis="b", legal_ref="r")
+    placed = await store.place_hold(hold("hold_a", "u1"), outbox=[event])
+    assert await store.place_hold(hold("hold_a", "u2")) == placed  # the first one stays
+    await store.place_hold(hold("hold_b", None))
+    assert {h.hold_id for h in await store.holds_for("u1")} == {"hold_a", "hold_b"}
+    assert {h.hold_id for h in await store.holds_for("u9")} == {"hold_b"}
+    released = await store.release_hold("hold_a", by="legal", at=T0 + timedelta(days=1))
+    again = await store.release_hold("hold_a", by="someone else", at=T0 + timedelta(days=2))
+    assert released == again and not released.active and released.released_by == "legal"
+    assert {h.hold_id for h in await store.holds_for("u1")} == {"hold_b"}
+    page = await store.holds(subject_id=None, active_only=False, limit=1, after=None)
+    rest = await store.holds(subject_id=None, active_only=False, limit=10, after=page[0].hold_id)
+    assert [h.hold_id for h in page + rest] == ["hold_a", "hold_b"]
+    assert [h.hold_id for h in await store.holds(subject_id="u1", active_only=True, limit=10, after=None)] == []
