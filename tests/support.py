@@ -4,9 +4,12 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from shared.events import DatasetOutcome
+from shared.retention import Hold
 
 ERASED_PROFILES = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased")
 KEPT_INVOICES = DatasetOutcome(
@@ -99,3 +102,30 @@ class OwnKafkaBroker:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+
+def litigation_hold(hold_id: str, subject_id: str | None, *datasets: str, placed_at: datetime | None = None) -> Hold:
+    """A legal hold as the legal team would place it: litigation, under Art. 17(3)(e)."""
+    return Hold(
+        hold_id=hold_id,
+        subject_id=subject_id,
+        datasets=datasets,
+        reason="litigation",
+        legal_basis="legal claims (Art. 17(3)(e))",
+        legal_ref="case 7",
+        placed_by="legal",
+        placed_at=placed_at or datetime.now(UTC),
+    )
+
+
+async def drop_bucket(s3: Any, bucket: str) -> None:
+    """Delete a test's bucket with every version in it: SeaweedFS gives each bucket volumes of its own."""
+    from services.purger.adapters.s3 import list_versions
+
+    versions = await list_versions(s3, bucket, "")
+    for start in range(0, len(versions), 1000):
+        batch = versions[start : start + 1000]
+        await s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": v.key, "VersionId": v.version_id} for v in batch], "Quiet": True}
+        )
+    await s3.delete_bucket(Bucket=bucket)

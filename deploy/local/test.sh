@@ -8,8 +8,9 @@ source "$(dirname "$0")/lib.sh"
 started_here=0
 if ! pid_alive "$VAR/run/kafka.pid"; then
   started_here=1
-  # A stack started for the tests gets a fresh Kafka log, so no test waits behind events left by earlier runs.
-  rm -rf "$VAR/kafka"
+  # A stack started for the tests gets a fresh Kafka log, so no test waits behind events left by earlier runs,
+  # and fresh S3 storage: SeaweedFS gives every bucket its own volumes, and the tests' buckets would use them up.
+  rm -rf "$VAR/kafka" "$VAR/seaweedfs"
 fi
 cleanup() { if (( started_here )); then "$LOCAL/stack.sh" down; fi; }
 trap cleanup EXIT

@@ -2,6 +2,7 @@
 FerretDB, Milvus vectors, and the service driven through Kafka (holds, exemptions, backups on a simulated clock)."""
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -13,6 +14,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiokafka import AIOKafkaConsumer
+from botocore.exceptions import ClientError
 from pymilvus import DataType, MilvusClient
 
 from services.purger.adapters.backups import BackupStore
@@ -29,10 +31,10 @@ from shared.fakes import InMemoryRetentionStore
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.liveread import live
 from shared.mongo import create_mongo_client
-from shared.retention import Hold, MongoRetentionStore
+from shared.retention import MongoRetentionStore
 from shared.s3 import s3_client
 from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings
-from tests.support import free_port
+from tests.support import drop_bucket, free_port, litigation_hold
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -75,6 +77,7 @@ async def test_every_version_and_delete_marker_under_the_prefix_is_erased_in_bat
         assert len(await list_versions(s3, bucket, "users/u1")) == 2  # users/u1 and users/u10/kept
         again = await S3Eraser(s3_settings(s3_endpoint), attempts=3).erase(uploads(bucket), "u1")
         assert again.outcome == "erased" and again.counts.object_versions_deleted == 0
+        await drop_bucket(s3, bucket)
 
 
 async def test_an_object_under_an_object_lock_legal_hold_survives_and_is_reported_retained(s3_endpoint):
@@ -88,6 +91,7 @@ async def test_an_object_under_an_object_lock_legal_hold_survives_and_is_reporte
         outcome = await S3Eraser(s3_settings(s3_endpoint), attempts=2, retry_delay_s=0.05).erase(uploads(bucket), "u1")
         left = await list_versions(s3, bucket, "users/u1/")
         await s3.put_object_legal_hold(Bucket=bucket, Key="users/u1/contract.pdf", LegalHold={"Status": "OFF"})
+        await drop_bucket(s3, bucket)
     assert outcome.outcome == "retained"
     assert outcome.rule_id == "s3-object-lock" and "legal hold" in outcome.legal_basis
     assert outcome.counts.object_versions_deleted == 2
@@ -251,7 +255,10 @@ async def purger_service(kafka_bootstrap, mongo_url, s3_endpoint, tmp_path):
             "bucket": bucket,
             "clock": clock,
         }
-    await service.stop()
+        await service.stop()
+        for name in (bucket, settings.backups_bucket):
+            with contextlib.suppress(ClientError):  # the backups bucket exists only if a test made a backup
+                await drop_bucket(s3, name)
     await client.drop_database(settings.mongo.database)
     await client.close()
 
@@ -310,16 +317,7 @@ async def test_the_service_erases_keeps_and_skips_per_the_data_map_then_erases_w
     await db["profiles"].insert_one({"_id": f"{subject}-p", "user_id": subject})
     await db["usage_daily"].insert_one({"_id": "2026-11-27:pro", "cohort": "pro", "requests": 5})
     await env["s3"].put_object(Bucket=env["bucket"], Key=f"users/{subject}/a.png", Body=b"1")
-    hold = Hold(
-        hold_id=f"hold_{uuid.uuid4().hex}",
-        subject_id=subject,
-        datasets=("profiles",),
-        reason="litigation",
-        legal_basis="legal claims (Art. 17(3)(e))",
-        legal_ref="case 9",
-        placed_by="legal",
-        placed_at=datetime.now(UTC),
-    )
+    hold = litigation_hold(f"hold_{uuid.uuid4().hex}", subject, "profiles")
     retention = MongoRetentionStore(env["client"], env["settings"].mongo.database)
     await retention.place_hold(hold)
     await publish(env["kafka"], requested(subject, rid))

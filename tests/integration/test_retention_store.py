@@ -9,8 +9,9 @@ import pytest_asyncio
 from shared.events import LegalHoldPlaced
 from shared.fakes import InMemoryRetentionStore
 from shared.mongo import create_mongo_client
-from shared.retention import Hold, MongoRetentionStore, Rule, StaleRuleSetError
+from shared.retention import MongoRetentionStore, Rule, StaleRuleSetError
 from shared.settings import MongoSettings
+from tests.support import litigation_hold
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -33,16 +34,7 @@ async def store(request, mongo_url):
 
 
 def hold(hold_id, subject_id):
-    return Hold(
-        hold_id=hold_id,
-        subject_id=subject_id,
-        datasets=("chat_messages",),
-        reason="litigation",
-        legal_basis="legal claims",
-        legal_ref="case 1",
-        placed_by="legal",
-        placed_at=T0,
-    )
+    return litigation_hold(hold_id, subject_id, "chat_messages", placed_at=T0)
 
 
 async def test_rule_versions_move_one_at_a_time_and_a_stale_writer_loses(store):

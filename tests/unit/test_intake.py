@@ -21,8 +21,8 @@ from shared.events import (
     KeyRef,
 )
 from shared.fakes import InMemoryRetentionStore
-from shared.retention import Hold, Rule, StaleRuleSetError, retained_datasets
-from tests.support import PARTIAL
+from shared.retention import Rule, StaleRuleSetError, retained_datasets
+from tests.support import PARTIAL, litigation_hold
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -174,16 +174,7 @@ def test_rule_changes_report_only_what_changed():
 
 def test_holds_win_over_rules_and_expired_rules_keep_nothing():
     expired = Rule(rule_id="old", datasets=("profiles",), legal_basis="b", legal_ref="r", expires_at=T0 - DAY)
-    hold = Hold(
-        hold_id="hold_1",
-        subject_id="u1",
-        datasets=("invoices",),
-        reason="litigation",
-        legal_basis="legal claims",
-        legal_ref="case 42",
-        placed_by="ops",
-        placed_at=T0,
-    )
+    hold = litigation_hold("hold_1", "u1", "invoices", placed_at=T0)
     kept = retained_datasets((TAX, expired), (hold,), T0)
     assert set(kept) == {"invoices"}
     assert kept["invoices"].rule_id == "hold_1"

@@ -10,7 +10,8 @@ from services.purger.adapters.memory import InMemoryBackups, InMemoryProgress, I
 from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
 from shared.events import DeletionRequested, LegalHoldReleased, RetentionRulesChanged
 from shared.fakes import InMemoryRetentionStore
-from shared.retention import Hold, Rule
+from shared.retention import Rule
+from tests.support import litigation_hold
 
 pytestmark = pytest.mark.asyncio
 
@@ -138,16 +139,7 @@ async def test_a_store_down_mid_way_keeps_what_was_done_and_the_retry_finishes_w
 
 async def test_a_held_dataset_is_erased_with_a_follow_up_report_once_the_hold_is_released(world):
     purger, stores, retention, clock = world
-    hold = Hold(
-        hold_id="hold_1",
-        subject_id="u1",
-        datasets=("profiles",),
-        reason="litigation",
-        legal_basis="legal claims",
-        legal_ref="case 7",
-        placed_by="legal",
-        placed_at=T0,
-    )
+    hold = litigation_hold("hold_1", "u1", "profiles", placed_at=T0)
     await retention.place_hold(hold)
     [report] = await handlers.purge(requested(), purger)
     assert {o.dataset: o.outcome for o in report.outcomes}["profiles"] == "retained"
