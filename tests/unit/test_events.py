@@ -15,6 +15,7 @@ from shared.events import (
     decode_event,
     utcnow,
 )
+from tests.support import ERASED_PROFILES, KEPT_INVOICES
 
 
 def requested(**overrides: object) -> DeletionRequested:
@@ -88,15 +89,7 @@ def test_a_retained_dataset_must_say_why():
 
 
 def test_a_request_with_anything_retained_is_partial():
-    erased = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased")
-    kept = DatasetOutcome(
-        dataset="invoices",
-        store="mongo",
-        outcome="retained",
-        rule_id="tax-10y",
-        legal_basis="legal obligation",
-        legal_ref="HGB §257",
-    )
+    erased, kept = ERASED_PROFILES, KEPT_INVOICES
     base = {"request_id": "r", "subject_id": "s", "producer": "purger"}
     assert DeletionPurged(outcomes=(erased,), **base).result == "completed"
     assert DeletionPurged(outcomes=(erased, kept), **base).result == "partial"
