@@ -5,7 +5,7 @@ PY := .venv/bin/python
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test up down status services services-stop test-unit test-integration test-e2e \
-        lint format typecheck bench bench-purger logs clean
+        lint format typecheck bench bench-chain bench-purger chaos logs clean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,13 @@ typecheck: setup ## mypy, strict, on shared/ and services/
 
 bench: ## Benchmarks against the local stack; prints figures
 	@$(LOCAL)/bench.sh
+
+chaos: ## Faults at full size: 2,000 deletions; each service SIGKILLed 3 times, Kafka restarted, MongoDB down 30 s
+	@LETHE_CHAOS_N=$${LETHE_CHAOS_N:-2000} LETHE_CHAOS_KILLS=$${LETHE_CHAOS_KILLS:-3} \
+	  LETHE_CHAOS_FAULT_EVERY_S=$${LETHE_CHAOS_FAULT_EVERY_S:-20} $(LOCAL)/test.sh tests/e2e/test_chaos.py -s -p no:cacheprovider
+
+bench-chain: ## End-to-end deletions/s and latency (fixed rate, saturation) vs the raw store limit; peak RSS
+	@$(LOCAL)/bench.sh chain
 
 bench-purger: ## The nightly purge at 100k vs 1M documents (and S3 erasure); prints times and their ratio
 	@$(LOCAL)/bench.sh purger

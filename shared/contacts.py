@@ -42,6 +42,9 @@ class MongoContactStore:
             return None
         return Contact(doc["_id"], doc["subject_id"], doc["email_ciphertext"], doc.get("mailed_at"))
 
+    async def forget(self, request_id: str) -> None:
+        await self._contacts.delete_one({"_id": request_id})
+
     async def mark_mailed(self, request_id: str, at: datetime) -> None:
         await self._contacts.update_one({"_id": request_id}, {"$set": {"mailed_at": at}})
 

@@ -130,3 +130,20 @@ def own_kafka(tmp_path: Path) -> Iterator[object]:
                 kafka.get_wrapped_container().unpause()
 
         yield Paused()
+
+
+@pytest.fixture
+def own_mongo(tmp_path: Path) -> Iterator[object]:
+    """A MongoDB-protocol server this test alone uses and may stop and restart (``.stop()``, ``.start()``, ``.url``).
+
+    The local stack's FerretDB build (LETHE_TEST_FERRETDB_BIN, set by the stack scripts) on a directory of its own.
+    """
+    binary = os.environ.get("LETHE_TEST_FERRETDB_BIN")
+    if not (binary and Path(binary).exists()):
+        pytest.fail(HOW_TO_START.format(var="LETHE_TEST_FERRETDB_BIN"), pytrace=False)
+    from tests.support import OwnFerretDB
+
+    server = OwnFerretDB(Path(binary), tmp_path / "ferretdb")
+    server.start()
+    yield server
+    server.stop()

@@ -129,3 +129,39 @@ async def drop_bucket(s3: Any, bucket: str) -> None:
             Bucket=bucket, Delete={"Objects": [{"Key": v.key, "VersionId": v.version_id} for v in batch], "Quiet": True}
         )
     await s3.delete_bucket(Bucket=bucket)
+
+
+class OwnFerretDB:
+    """A FerretDB of a test's own (the local stack's build, on its own SQLite directory), to stop and restart."""
+
+    def __init__(self, binary: Path, data_dir: Path) -> None:
+        self.binary, self.data_dir = binary, data_dir
+        self.port = free_port()
+        self.url = f"mongodb://127.0.0.1:{self.port}/"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [str(self.binary), f"--listen-addr=127.0.0.1:{self.port}", f"--sqlite-url=file:{self.data_dir}/"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.data_dir / "ferretdb.log").open("ab"),
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            assert self._process.poll() is None, "the test's FerretDB exited"
+            time.sleep(0.1)
+        raise TimeoutError("the test's FerretDB did not listen in time")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None

@@ -29,6 +29,8 @@ export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-http://127.0.0.1:19530}"
 # The Kafka jars, for tests that start a broker of their own (to stop and restart it under a running service).
 export LETHE_TEST_KAFKA_CLASSPATH="${LETHE_TEST_KAFKA_CLASSPATH:-$CACHE/kafka/libs/*}"
 export LETHE_TEST_KAFKA_LOG4J="${LETHE_TEST_KAFKA_LOG4J:-$LOCAL/kafka/log4j2.properties}"
+# A FerretDB of their own lets the fault tests stop MongoDB without touching the stack's.
+export LETHE_TEST_FERRETDB_BIN="${LETHE_TEST_FERRETDB_BIN:-$CACHE/bin/ferretdb}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, TypeAdapter, ValidationError
@@ -31,7 +32,7 @@ from shared.auth import DELETION_ANY, DELETION_SELF, RETENTION_ADMIN, Forbidden,
 from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore, email_lookup_hash
 from shared.datamap import DataMap
 from shared.events import LegalHoldPlaced, LegalHoldReleased, RetentionRulesChanged
-from shared.keyvault_client import KeyvaultClient
+from shared.keyvault_client import KeyUnavailableError, KeyvaultClient, KeyvaultError
 from shared.problems import ProblemError, field_problem, fields_problem, invalid, parse_json
 from shared.retention import Hold, RetentionStore, Rule, StaleRuleSetError
 from shared.smtp import send_mail
@@ -188,7 +189,34 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
     def view(r: DeletionRequest) -> dict[str, Any]:
         return request_view(r, settings.public_url)
 
+    async def capture_contact(subject_id: str, request_id: str) -> bool:
+        """Keep the account's address for the final notice, sealed under the subject's contact key.
+
+        It is read now, before the purge erases the account and keyvault shreds its key. Without it the
+        deletion still goes ahead; only the person's mail is not sent (the request shows it).
+        """
+        if api.keyvault is None or settings.accounts_dataset not in api.datamap.names:
+            return False
+        accounts = api.datamap.get(settings.accounts_dataset)
+        try:
+            stored = await api.accounts.stored_address(subject_id)
+            if stored is None:
+                return False
+            address = (
+                (await api.keyvault.decrypt(subject_id, accounts.name, stored)).decode()
+                if settings.email_address_field in accounts.encrypted_fields
+                else stored
+            )
+            sealed = await api.keyvault.encrypt(subject_id, CONTACT_DATASET, address.encode())
+            await api.contacts.put(Contact(request_id, subject_id, sealed))
+            return True
+        except (KeyvaultError, KeyUnavailableError, aiohttp.ClientError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("request.contact_not_kept", subject_id=subject_id, error=repr(exc))
+            return False
+
     async def start(principal: Principal, subject_id: str) -> tuple[int, dict[str, Any]]:
+        request_id = handlers.new_request_id()
+        captured = await capture_contact(subject_id, request_id)
         try:
             started, record = await handlers.request_deletion(
                 api.requests,
@@ -198,6 +226,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
                 now=api.clock(),
                 deadline=deadline,
                 backups=backups,
+                request_id=request_id,
             )
         except RequestNotReadyError as exc:
             raise ProblemError(
@@ -206,6 +235,8 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
                 "another request for this subject is being stored",
                 headers={"Retry-After": "1"},
             ) from exc
+        if captured and record.request_id != request_id:
+            await api.contacts.forget(request_id)  # the subject's open request already has its contact
         if started:
             api.kick_relay()
             log.info("request.received", request_id=record.request_id, subject_id=subject_id)

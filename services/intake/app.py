@@ -140,6 +140,7 @@ def create_app(
         collection=accounts.mongo.collection,
         subject_field=accounts.mongo.subject_field,
         hash_field=settings.email_lookup_field,
+        address_field=settings.email_address_field,
     )
     keyvault = (
         KeyvaultClient(settings.keyvault_url, token=settings.keyvault_token.get_secret_value())

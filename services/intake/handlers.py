@@ -131,6 +131,10 @@ def status_of(r: DeletionRequest) -> Status:
     return "received" if "received" in stages else "verification_pending"
 
 
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
 def new_request(
     *,
     subject_id: str,
@@ -142,7 +146,7 @@ def new_request(
     request_id: str | None = None,
 ) -> tuple[DeletionRequest, DeletionRequested]:
     """A received request and the event that hands it to the purger (its id is fixed, so a re-send is the same)."""
-    request_id = request_id or f"req_{uuid.uuid4().hex}"
+    request_id = request_id or new_request_id()
     event = DeletionRequested(
         event_id=uuid.uuid5(_IDS, f"{request_id}:requested"),
         occurred_at=now,
@@ -160,7 +164,7 @@ def new_request(
 def pending_verification(*, subject_id: str, now: datetime) -> DeletionRequest:
     """A request from the email channel, waiting for the person to follow the link."""
     return DeletionRequest(
-        request_id=f"req_{uuid.uuid4().hex}",
+        request_id=new_request_id(),
         subject_id=subject_id,
         channel="email",
         requested_by="email",

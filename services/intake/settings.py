@@ -37,6 +37,10 @@ class IntakeSettings(ServiceSettings):
     email_lookup_field: str = Field(
         default="email_hash", description="field of that dataset holding the keyed hash of the address"
     )
+    email_address_field: str = Field(
+        default="email",
+        description="field of that dataset holding the address the final notice goes to (API-channel requests)",
+    )
     email_lookup_key: SecretStr = Field(
         default=SecretStr("lethe-local-email-lookup-key"),
         description="HMAC key of the email lookup hash (shared with whatever writes the accounts)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from services.purger import app as purger_app
 from services.purger import handlers
 from services.purger.settings import PurgerSettings
+from shared.events import utcnow
 from shared.kafka import KafkaPublisher
 from shared.mongo import create_mongo_client
 
@@ -33,12 +34,24 @@ def _progress() -> Progress:
     )
 
 
-def _with_purger(work: Callable[[purger_app.PurgerParts, KafkaPublisher], Awaitable[T]]) -> T:
+# Drills and tests run the jobs "as of" another moment (e.g. 91 days on, to see backups expire); never needed live.
+AtOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--at",
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
+        help="Run as if it were this moment (ISO 8601, UTC if no offset): for drills and tests.",
+    ),
+]
+
+
+def _with_purger(work: Callable[[purger_app.PurgerParts, KafkaPublisher], Awaitable[T]], at: datetime | None) -> T:
     settings = PurgerSettings()
+    moment = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
 
     async def run() -> T:
         mongo = create_mongo_client(settings.mongo)
-        parts = purger_app.build_purger(settings, mongo)
+        parts = purger_app.build_purger(settings, mongo, clock=(lambda: moment) if moment else utcnow)
         publisher = KafkaPublisher(settings.kafka, client_id="lethe-cli-purger")
         await publisher.start()
         try:
@@ -60,6 +73,7 @@ def purge(
     pause: Annotated[
         float | None, typer.Option(help="Seconds between batches (default: PURGER_PURGE_BATCH_PAUSE_S).")
     ] = None,
+    at: AtOption = None,
 ) -> None:
     """Run the nightly purge by hand: hard-delete the tagged records that are due, by primary key, in batches."""
     if not now:
@@ -80,7 +94,7 @@ def purge(
         await handlers.reported_hard_deleted(parts.purger, report)
         return report
 
-    report = _with_purger(work)
+    report = _with_purger(work, at)
     console.print(
         f"purged {report.records} record(s) in {report.chunks} batch(es); "
         f"{len(report.hard_deleted)} request(s) now hard-deleted"
@@ -92,6 +106,7 @@ def backup(
     expire: Annotated[
         bool, typer.Option("--expire", help="Instead, delete the backups older than the retention window now.")
     ] = False,
+    at: AtOption = None,
 ) -> None:
     """Snapshot every MongoDB dataset into the backups bucket (encrypted fields stay ciphertext)."""
     settings = PurgerSettings()
@@ -110,7 +125,7 @@ def backup(
             )
         return f"backup {made.backup_id}: {made.documents} document(s) in s3://{parts.backups.bucket}/{made.backup_id}/"
 
-    console.print(_with_purger(work))
+    console.print(_with_purger(work, at))
 
 
 @app.command()

@@ -99,6 +99,22 @@ async def test_an_append_that_crashed_before_moving_the_head_is_repaired(mongo):
     assert report.ok and report.entries_checked == 3
 
 
+async def test_an_event_replayed_after_a_crash_before_it_was_marked_seen_is_not_logged_twice(mongo):
+    client, database, _ = mongo
+    audit_log = MongoAuditLog(client, database)
+    await audit_log.ensure_indexes()
+    event = requested("r0")
+    await audit_log.append(event, recorded_at=T0)
+    await client[database]["audit_seen"].delete_many({})  # the process died after the head moved
+    await audit_log.append(requested("r1"), recorded_at=T0)  # the other instance logs on meanwhile
+
+    assert await audit_log.append(event, recorded_at=T0) is None  # the replay after the restart
+    assert [e.event_id async for e in audit_log.all_entries()].count(str(event.event_id)) == 1
+    assert await audit_log.append(event, recorded_at=T0) is None  # and now it is marked seen
+    report = await verify_log(audit_log.all_entries(), head=await audit_log.head(), checkpoints=[], public_keys={})
+    assert report.ok and report.entries_checked == 2
+
+
 async def test_tampering_anywhere_in_a_log_of_ten_thousand_entries_is_found(mongo):
     client, database, _ = mongo
     signer = Signer.from_seed_b64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")

@@ -2,7 +2,9 @@
 
 Appends are serialised by the entry ``_id`` (the sequence number): two writers racing for the same number
 cannot both insert it, and the loser moves on to the next. A crash after an entry is written but before the
-head moves is repaired by the next append. Every lookup on the write path is an exact ``_id`` match.
+head moves is repaired by the next append. An event is logged once: ``event_id`` is unique, so an event
+re-consumed after a crash (before it was marked seen), or by a second instance, is not logged again.
+Every lookup on the write path is an exact ``_id`` match, except on that rare duplicate.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class MongoAuditLog:
     async def ensure_indexes(self) -> None:
         for field in ("request_id", "subject_id", "type"):
             await self._entries.create_index(field)
+        await self._entries.create_index("event_id", unique=True)
 
     async def head(self) -> tuple[int, str]:
         doc = await self._head.find_one({"_id": "head"})
@@ -87,14 +90,20 @@ class MongoAuditLog:
             try:
                 await self._entries.insert_one(_doc(entry))
             except DuplicateKeyError:
-                # Another writer, or an append that crashed before moving the head, holds this number.
+                # Another writer, or an append that crashed before moving the head, holds this number...
                 taken = await self._entries.find_one({"_id": seq})
                 if taken is not None:
                     await self._move_head(head["seq"], seq, taken["hash"])
                     if taken["event_id"] == event_id:
                         await self._mark_seen(event_id, seq)
                         return None
-                continue
+                    continue
+                # ... or this event is logged already, under an earlier number.
+                logged = await self._entries.find_one({"event_id": event_id})
+                if logged is None:
+                    continue
+                await self._mark_seen(event_id, logged["_id"])
+                return None
             await self._move_head(head["seq"], seq, digest)
             await self._mark_seen(event_id, seq)
             return seq

@@ -193,6 +193,10 @@ class MongoOutbox:
 class AccountDirectory(Protocol):
     async def subject_for(self, email_hash: str) -> str | None: ...
 
+    async def stored_address(self, subject_id: str) -> str | None:
+        """The account's address field as stored (sealed by keyvault when the data map says so), or None."""
+        ...
+
 
 class MongoAccountDirectory:
     """Finds the account behind an address through its keyed hash (the address itself is stored encrypted)."""
@@ -205,9 +209,10 @@ class MongoAccountDirectory:
         collection: str,
         subject_field: str,
         hash_field: str,
+        address_field: str = "email",
     ) -> None:
         self._accounts = client[database][collection]
-        self._subject_field, self._hash_field = subject_field, hash_field
+        self._subject_field, self._hash_field, self._address_field = subject_field, hash_field, address_field
 
     async def ensure_indexes(self) -> None:
         await self._accounts.create_index(self._hash_field)
@@ -215,3 +220,8 @@ class MongoAccountDirectory:
     async def subject_for(self, email_hash: str) -> str | None:
         doc = await self._accounts.find_one(live({self._hash_field: email_hash}), {self._subject_field: 1})
         return None if doc is None else str(doc[self._subject_field])
+
+    async def stored_address(self, subject_id: str) -> str | None:
+        doc = await self._accounts.find_one(live({self._subject_field: subject_id}), {self._address_field: 1})
+        value = None if doc is None else doc.get(self._address_field)
+        return value if isinstance(value, str) and value else None

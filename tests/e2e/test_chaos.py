@@ -1,0 +1,300 @@
+"""lethe under faults: services SIGKILLed and restarted, Kafka restarted, MongoDB stopped, poison on every topic.
+
+Two instances of every service share the partitions. N people are deleted while each service is killed at random
+moments, the broker restarts once and MongoDB is down for a while. Then every request must be final, with one
+webhook id per request, one key destruction, one notification entry, and an intact audit chain; a replay of every
+topic from the start must add nothing. `make chaos` runs it at full size (LETHE_CHAOS_N=2000, 3 kills per
+service); `make test` runs a smaller one. The counts are printed.
+"""
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
+
+from shared import topics
+from shared.auth import KEYS_USE
+from shared.kafka import KafkaPublisher
+from shared.keyvault_client import KeyvaultClient
+from shared.mongo import create_mongo_client
+from shared.settings import KafkaSettings, MongoSettings
+from tests.pipeline import FINAL, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+
+N = int(os.environ.get("LETHE_CHAOS_N", "40"))
+KILLS = int(os.environ.get("LETHE_CHAOS_KILLS", "1"))  # per service
+MONGO_DOWN_S = float(os.environ.get("LETHE_CHAOS_MONGO_DOWN_S", "30"))
+FAULT_EVERY_S = float(os.environ.get("LETHE_CHAOS_FAULT_EVERY_S", "4"))
+POISON = b'{"this is": "not an event'
+
+
+def say(text: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+async def prepare(p: Pipeline, subjects: list[str]) -> None:
+    """Each person gets a profile whose name is sealed under a data key of their own (so there is a key to shred)."""
+    client = create_mongo_client(MongoSettings(url=p.servers.mongo_url))
+    gate = asyncio.Semaphore(8)
+    async with KeyvaultClient(p.url("keyvault"), token=token(KEYS_USE)) as kv:
+
+        async def one(subject: str) -> dict[str, Any]:
+            async with gate:
+                return {"_id": subject, "user_id": subject, "display_name": await kv.encrypt(subject, "profiles", b"X")}
+
+        docs = await asyncio.gather(*(one(s) for s in subjects))
+    await client[p.database]["profiles"].insert_many(docs)
+    await client.close()
+
+
+async def submit(api: Api, p: Pipeline, subject: str, deadline_s: float = 600) -> str:
+    """DELETE as a careful client does: retried on any failure, with an Idempotency-Key, on either intake."""
+    stop = time.monotonic() + deadline_s
+    attempt = 0
+    while True:
+        url = p.url("intake", attempt % p.instances["intake"])
+        attempt += 1
+        try:
+            async with api.http.delete(
+                f"{url}/users/{subject}/data",
+                headers=api.headers["deletion:any"] | {"Idempotency-Key": f"chaos-{subject}"},
+                timeout=aiohttp.ClientTimeout(total=15),
+            ) as r:
+                if r.status in (200, 202):
+                    return str((await r.json())["request_id"])
+                assert r.status >= 500 or r.status == 429, (r.status, await r.text())
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        assert time.monotonic() < stop, f"intake never accepted the deletion of {subject}"
+        await asyncio.sleep(min(0.2 * attempt, 2))
+
+
+async def faults(p: Pipeline, broker: Any, mongo: Any, rng: random.Random, log: list[str]) -> None:
+    plan = [name for name in SERVICES for _ in range(KILLS)] + ["kafka", "mongo"]
+    rng.shuffle(plan)
+    for fault in plan:
+        await asyncio.sleep(rng.uniform(0.5, 1.5) * FAULT_EVERY_S)
+        if fault == "kafka":
+            say("restarting Kafka")
+            await asyncio.to_thread(broker.stop)
+            await asyncio.to_thread(broker.start)
+        elif fault == "mongo":
+            say(f"stopping MongoDB (FerretDB) for {MONGO_DOWN_S:.0f} s")
+            await asyncio.to_thread(mongo.stop)
+            await asyncio.sleep(MONGO_DOWN_S)
+            await asyncio.to_thread(mongo.start)
+        else:
+            instance = rng.randrange(p.instances[fault])
+            say(f"SIGKILL {fault}#{instance}")
+            p.kill(fault, instance)
+            await asyncio.sleep(rng.uniform(0, 2))
+            await p.restart(fault, instance, timeout_s=300)
+        log.append(fault)
+    say("faults done")
+
+
+async def all_final(api: Api, request_ids: list[str], timeout_s: float) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    stop = time.monotonic() + timeout_s
+    pending = list(request_ids)
+    while pending:
+        for request_id in list(pending):
+            try:
+                statuses[request_id] = (await api.request(request_id))["status"]
+            except (aiohttp.ClientError, AssertionError):
+                continue
+            if statuses[request_id] in FINAL:
+                pending.remove(request_id)
+        if pending:
+            assert time.monotonic() < stop, (
+                f"{len(pending)} requests not final: {Counter(statuses[r] for r in pending)}"
+            )
+            say(f"{len(request_ids) - len(pending)}/{len(request_ids)} final")
+            await asyncio.sleep(2)
+    return statuses
+
+
+async def audit_entries(api: Api) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        status, body = await api.call(
+            "GET", "audit", "/audit/logs", "audit:read", params={"cursor": str(cursor), "limit": "100"}
+        )
+        assert status == 200, body
+        entries += body["items"]
+        if body["next_cursor"] is None:
+            return entries
+        cursor = body["next_cursor"]
+
+
+async def counts(api: Api, receiver: WebhookReceiver, request_ids: list[str]) -> dict[str, Any]:
+    entries = await audit_entries(api)
+    per_type = Counter((e["request_id"], e["type"]) for e in entries if e["request_id"] in set(request_ids))
+    ids = {r: {wid for wid, payload in receiver.received if payload["data"]["request_id"] == r} for r in request_ids}
+    return {
+        "requests": len(request_ids),
+        "webhook deliveries received": len(receiver.received),
+        "requests with exactly 1 webhook id": sum(len(ids[r]) == 1 for r in request_ids),
+        "requests with exactly 1 key destruction": sum(
+            per_type[(r, topics.DELETION_KEYS_DESTROYED)] == 1 for r in request_ids
+        ),
+        "requests with exactly 1 notified entry": sum(
+            per_type[(r, topics.DELETION_NOTIFIED)] == 1 for r in request_ids
+        ),
+        "audit entries": len(entries),
+        "audit entries with a repeated event id": sum(n - 1 for n in Counter(e["event_id"] for e in entries).values()),
+        "audit verify": (await api.audit_verify())["status"],
+    }
+
+
+async def reset_groups_to_earliest(bootstrap: str, prefix: str) -> list[str]:
+    """What `kafka-consumer-groups --reset-offsets --to-earliest --all-topics --execute` does, for lethe's groups."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        groups = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith(prefix)]
+        for group in groups:
+            committed = await admin.list_consumer_group_offsets(group)
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                consumer.assign(list(committed))
+                earliest = await consumer.beginning_offsets(list(committed))
+                await consumer.commit({tp: OffsetAndMetadata(earliest[tp], "") for tp in committed})
+            finally:
+                await consumer.stop()
+        return groups
+    finally:
+        await admin.close()
+
+
+async def wait_caught_up(bootstrap: str, groups: list[str], timeout_s: float) -> None:
+    """Until every group has committed up to the end of every partition it reads."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                lag = 0
+                for group in groups:
+                    committed = await admin.list_consumer_group_offsets(group)
+                    ends = await consumer.end_offsets(list(committed))
+                    lag += sum(ends[tp] - meta.offset for tp, meta in committed.items())
+                if lag == 0:
+                    return
+                say(f"replay: {lag} messages still to consume")
+                await asyncio.sleep(2)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def dead_letters(bootstrap: str) -> dict[str, list[dict[str, str]]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topics.dlq(t), n) for t in topics.EVENT_TOPICS for n in range(topics.PARTITIONS)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        found: dict[str, list[dict[str, str]]] = {t: [] for t in topics.EVENT_TOPICS}
+        for tp in parts:
+            while await consumer.position(tp) < ends[tp]:
+                for record in (await consumer.getmany(tp, timeout_ms=2000)).get(tp, []):
+                    if record.value == POISON:
+                        headers = {k: v.decode() for k, v in record.headers}
+                        found[headers["original_topic"]].append(headers)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and_a_full_replay(
+    own_kafka, own_mongo, s3_endpoint, smtp_catcher, tmp_path
+):
+    rng = random.Random(int(os.environ.get("LETHE_CHAOS_SEED", "7")))
+    servers = Servers(
+        kafka=own_kafka.bootstrap,
+        mongo_url=own_mongo.url,
+        s3=s3_endpoint,
+        smtp=smtp_catcher[:2],
+        mail_dir=smtp_catcher[2],
+        milvus_uri=os.environ.get("LETHE_MILVUS_URI", "http://127.0.0.1:19530"),
+    )
+    p = Pipeline(servers, tmp_path / "pipeline", instances=dict.fromkeys(SERVICES, 2), start_from="earliest")
+    ensured = p.cli("topics", "ensure")
+    assert ensured.returncode == 0, ensured.stderr
+    subjects = [f"chaos-{uuid.uuid4().hex[:6]}-{n:05d}" for n in range(N)]
+    say(f"{N} deletions, two instances of each service, {KILLS} SIGKILL(s) per service")
+    try:
+        await p.start(timeout_s=180)
+        async with aiohttp.ClientSession() as http, WebhookReceiver() as receiver:
+            api = Api(p, http)
+            await api.register(receiver)
+            await prepare(p, subjects)
+
+            publisher = KafkaPublisher(KafkaSettings(bootstrap_servers=own_kafka.bootstrap), client_id="chaos")
+            await publisher.start()
+            for topic in topics.EVENT_TOPICS:
+                await publisher.publish_raw(topic, POISON, key=b"poison", headers=[])
+            await publisher.stop()
+
+            started = time.monotonic()
+            gate = asyncio.Semaphore(4)
+
+            async def paced(subject: str) -> str:
+                async with gate:
+                    return await submit(api, p, subject)
+
+            done_faults: list[str] = []
+            fault_task = asyncio.create_task(faults(p, own_kafka, own_mongo, rng, done_faults))
+            request_ids = await asyncio.gather(*(paced(s) for s in subjects))
+            say(f"{N} deletions accepted in {time.monotonic() - started:.0f} s")
+            await fault_task
+            statuses = await all_final(api, request_ids, timeout_s=300 + N * 1.5)
+            took = time.monotonic() - started
+            say(f"all final {took:.0f} s after the first DELETE: {dict(Counter(statuses.values()))}")
+            await asyncio.sleep(3)  # late duplicates, if any, would land now
+            before = await counts(api, receiver, request_ids)
+            for name, value in before.items():
+                say(f"  {name:42} {value}")
+
+            dlq = await dead_letters(own_kafka.bootstrap)
+            say("poison: " + ", ".join(f"{t}.dlq={len(v)}" for t, v in dlq.items()))
+
+            p.stop()
+            groups = await reset_groups_to_earliest(own_kafka.bootstrap, p.env["LETHE_KAFKA_GROUP_PREFIX"])
+            say(f"replaying every topic from the start for {len(groups)} consumer groups")
+            p.procs.clear()
+            await p.start(timeout_s=180)
+            await wait_caught_up(own_kafka.bootstrap, groups, timeout_s=300 + N)
+            await asyncio.sleep(5)  # the notifier's worker would deliver anything new now
+            after = await counts(api, receiver, request_ids)
+            say(f"after the replay: {after}")
+    finally:
+        p.stop()
+
+    assert sorted(done_faults) == sorted([name for name in SERVICES for _ in range(KILLS)] + ["kafka", "mongo"])
+    assert set(statuses.values()) <= FINAL
+    assert before["requests with exactly 1 webhook id"] == N
+    assert before["requests with exactly 1 key destruction"] == N
+    assert before["requests with exactly 1 notified entry"] == N
+    assert before["audit entries with a repeated event id"] == 0
+    assert before["audit verify"] == "ok"
+    assert receiver.rejected == 0
+    assert after == before, "the replay added effects"
+    for topic, letters in dlq.items():
+        assert letters, f"the poison on {topic} did not reach {topic}.dlq"
+        assert all(h["error"] and h["original_topic"] == topic for h in letters)
