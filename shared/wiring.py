@@ -59,7 +59,8 @@ def build_service(
     all_checks = dict(checks)
     if routes:
         processor = MessageProcessor(routes=routes, publisher=publisher, settings=kafka, metrics=metrics)
-        consumer = KafkaConsumerLoop(kafka, group_id=f"lethe-{name}", client_id=f"lethe-{name}", processor=processor)
+        group = f"{kafka.group_prefix}-{name}"
+        consumer = KafkaConsumerLoop(kafka, group_id=group, client_id=f"lethe-{name}", processor=processor)
         loop = consumer
 
         async def kafka_ready() -> bool:

@@ -1,15 +1,16 @@
-"""lethe under faults: services SIGKILLed and restarted, Kafka restarted, MongoDB stopped, poison on every topic.
+"""lethe under faults: services SIGKILLed and restarted, Kafka restarted, MongoDB stopped, S3 frozen, poison.
 
-Two instances of every service share the partitions. N people are deleted while each service is killed at random
-moments, the broker restarts once and MongoDB is down for a while. Then every request must be final, with one
-webhook id per request, one key destruction, one notification entry, and an intact audit chain; a replay of every
-topic from the start must add nothing. `make chaos` runs it at full size (LETHE_CHAOS_N=2000, 3 kills per
-service); `make test` runs a smaller one. The counts are printed.
+Two instances of every service share the partitions. N people are deleted while each service is killed at
+random moments, the broker restarts once, MongoDB is down and S3 hangs for a while. Then every request must
+be final, with one webhook id per request, one key destruction, one notification entry and an intact audit
+chain; a replay of every topic from the start must add nothing. `make chaos` runs it at full size
+(LETHE_CHAOS_N=2000, 3 kills per service); `make test` runs a smaller one. The counts are printed.
 """
 
 import asyncio
 import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -27,13 +28,15 @@ from shared.kafka import KafkaPublisher
 from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import KafkaSettings, MongoSettings
-from tests.pipeline import FINAL, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
+from tests.pipeline import FINAL, ROOT, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
 N = int(os.environ.get("LETHE_CHAOS_N", "40"))
 KILLS = int(os.environ.get("LETHE_CHAOS_KILLS", "1"))  # per service
 MONGO_DOWN_S = float(os.environ.get("LETHE_CHAOS_MONGO_DOWN_S", "30"))
+S3_DOWN_S = float(os.environ.get("LETHE_CHAOS_S3_DOWN_S", "30"))
+SEAWEEDFS_PID = ROOT / "var" / "run" / "seaweedfs.pid"  # the local stack's S3 server, frozen for a while
 FAULT_EVERY_S = float(os.environ.get("LETHE_CHAOS_FAULT_EVERY_S", "4"))
 POISON = b'{"this is": "not an event'
 
@@ -79,8 +82,33 @@ async def submit(api: Api, p: Pipeline, subject: str, deadline_s: float = 600) -
         await asyncio.sleep(min(0.2 * attempt, 2))
 
 
+def fault_plan() -> list[str]:
+    """SIGKILLs of each service, a Kafka restart, MongoDB stopped, and S3 frozen when it is the local stack's."""
+    return [name for name in SERVICES for _ in range(KILLS)] + ["kafka", "mongo"] + (["s3"] if s3_pid() else [])
+
+
+def s3_pid() -> int | None:
+    try:
+        pid = int(SEAWEEDFS_PID.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+async def freeze_s3(seconds: float) -> None:
+    """SIGSTOP the S3 server's process group: connections hang rather than fail, the harder case."""
+    pid = s3_pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
 async def faults(p: Pipeline, broker: Any, mongo: Any, rng: random.Random, log: list[str]) -> None:
-    plan = [name for name in SERVICES for _ in range(KILLS)] + ["kafka", "mongo"]
+    plan = fault_plan()
     rng.shuffle(plan)
     for fault in plan:
         await asyncio.sleep(rng.uniform(0.5, 1.5) * FAULT_EVERY_S)
@@ -93,6 +121,9 @@ async def faults(p: Pipeline, broker: Any, mongo: Any, rng: random.Random, log: 
             await asyncio.to_thread(mongo.stop)
             await asyncio.sleep(MONGO_DOWN_S)
             await asyncio.to_thread(mongo.start)
+        elif fault == "s3":
+            say(f"freezing S3 (SeaweedFS, SIGSTOP) for {S3_DOWN_S:.0f} s")
+            await freeze_s3(S3_DOWN_S)
         else:
             instance = rng.randrange(p.instances[fault])
             say(f"SIGKILL {fault}#{instance}")
@@ -251,16 +282,19 @@ async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and
                 await publisher.publish_raw(topic, POISON, key=b"poison", headers=[])
             await publisher.stop()
 
+            # The deletions are spread over the time the faults take, so every fault meets work in flight.
+            spread_s = len(fault_plan()) * FAULT_EVERY_S + MONGO_DOWN_S + (S3_DOWN_S if s3_pid() else 0)
+            if not s3_pid():
+                say("S3 is not the local stack's SeaweedFS: its outage is not part of this run")
             started = time.monotonic()
-            gate = asyncio.Semaphore(4)
 
-            async def paced(subject: str) -> str:
-                async with gate:
-                    return await submit(api, p, subject)
+            async def paced(i: int, subject: str) -> str:
+                await asyncio.sleep(max(0.0, started + i * spread_s / N - time.monotonic()))
+                return await submit(api, p, subject)
 
             done_faults: list[str] = []
             fault_task = asyncio.create_task(faults(p, own_kafka, own_mongo, rng, done_faults))
-            request_ids = await asyncio.gather(*(paced(s) for s in subjects))
+            request_ids = await asyncio.gather(*(paced(i, s) for i, s in enumerate(subjects)))
             say(f"{N} deletions accepted in {time.monotonic() - started:.0f} s")
             await fault_task
             statuses = await all_final(api, request_ids, timeout_s=300 + N * 1.5)
@@ -275,7 +309,8 @@ async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and
             say("poison: " + ", ".join(f"{t}.dlq={len(v)}" for t, v in dlq.items()))
 
             p.stop()
-            groups = await reset_groups_to_earliest(own_kafka.bootstrap, p.env["LETHE_KAFKA_GROUP_PREFIX"])
+            groups = await reset_groups_to_earliest(own_kafka.bootstrap, p.env["LETHE_KAFKA_GROUP_PREFIX"] + "-")
+            assert len(groups) == len(SERVICES), groups
             say(f"replaying every topic from the start for {len(groups)} consumer groups")
             p.procs.clear()
             await p.start(timeout_s=180)
@@ -286,7 +321,7 @@ async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and
     finally:
         p.stop()
 
-    assert sorted(done_faults) == sorted([name for name in SERVICES for _ in range(KILLS)] + ["kafka", "mongo"])
+    assert sorted(done_faults) == sorted(fault_plan())
     assert set(statuses.values()) <= FINAL
     assert before["requests with exactly 1 webhook id"] == N
     assert before["requests with exactly 1 key destruction"] == N
