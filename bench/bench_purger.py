@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger, MongoPurgeProgress
 from services.purger.adapters.s3 import S3Eraser
@@ -100,7 +102,7 @@ async def s3_person(versions: int) -> float:
     return elapsed
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> dict[str, object]:
     configure_logging(LogSettings(level="WARNING", format="console"), service="bench")
     print(f"nightly purge of the same {args.tagged:,} tagged records (batches of {args.batch:,}, by primary key):")
     times = {}
@@ -117,6 +119,13 @@ async def main(args: argparse.Namespace) -> None:
     )
     seconds = await s3_person(args.s3_versions)
     print(f"erasing one person's {args.s3_versions} object versions from S3: {seconds:.2f} s")
+    return {
+        "tagged_records": args.tagged,
+        "purge_s_by_collection_size": {str(size): t for size, t in times.items()},
+        "ratio_largest_to_smallest": times[large] / times[small],
+        "s3_versions": args.s3_versions,
+        "s3_erase_s": seconds,
+    }
 
 
 if __name__ == "__main__":
@@ -125,4 +134,8 @@ if __name__ == "__main__":
     parser.add_argument("--tagged", type=int, default=1000, help="tagged records (k), the same at every size")
     parser.add_argument("--batch", type=int, default=500, help="records per batch")
     parser.add_argument("--s3-versions", type=int, default=300, help="object versions of the person in S3")
-    asyncio.run(main(parser.parse_args()))
+    figures = asyncio.run(main(parser.parse_args()))
+    out = Path("var/bench/purger.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    print(f"written to {out}")

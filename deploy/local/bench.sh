@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: start the stack if needed, run every benchmark in bench/ (or only bench/bench_$1.py), print figures.
+# `make bench`: start the stack if needed, run every benchmark in bench/ (or only bench/bench_$1.py), print figures
+# and a summary table of what they wrote to var/bench/*.json.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$LOCAL/setup.sh"
@@ -10,3 +11,4 @@ for script in $pattern; do
   say "$script"
   "$PY" "$script"
 done
+"$PY" bench/report.py

@@ -9,12 +9,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import aiohttp
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from services.intake import handlers
 from services.intake.adapters.store import AccountDirectory, RequestStore, StoredReply
@@ -83,6 +92,14 @@ class HoldBody(_Body):
     reason: Text
     legal_basis: Text
     legal_ref: Text
+
+
+class RequestsQuery(_Body):
+    status: handlers.Status | None = None
+    since: AwareDatetime | None = Field(default=None, description="received at or after")
+    until: AwareDatetime | None = Field(default=None, description="received before")
+    limit: int = Field(default=50, ge=1)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
 
 
 class HoldsQuery(_Body):
@@ -276,6 +293,20 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             await asyncio.sleep(0.1)
         raise ProblemError(
             409, "Conflict", "a request with this Idempotency-Key is still in progress", headers={"Retry-After": "1"}
+        )
+
+    async def list_requests(request: web.Request) -> web.Response:
+        api.verifier.require(request, DELETION_ANY)
+        query: RequestsQuery = _validated(RequestsQuery, dict(request.query), "query")
+        if query.limit > settings.max_page_size:
+            raise field_problem("query.limit", f"at most {settings.max_page_size}")
+        records = await api.requests.page(
+            status=query.status, since=query.since, until=query.until, limit=query.limit, offset=query.offset
+        )
+        more = len(records) == query.limit
+        return web.json_response(
+            {"items": [view(r) for r in records], "next_offset": query.offset + len(records) if more else None},
+            headers=NO_STORE,
         )
 
     async def get_request(request: web.Request) -> web.Response:
@@ -510,6 +541,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
     app.router.add_post("/deletion_requests", email_request)
     app.router.add_get("/deletion_requests/verify", verify_page)
     app.router.add_post("/deletion_requests/verify", verify)
+    app.router.add_get("/deletion_requests", list_requests)
     app.router.add_get("/deletion_requests/{request_id}", get_request)
     app.router.add_get("/data_retention/rules", get_rules)
     app.router.add_patch("/data_retention/rules", patch_rules)
@@ -595,12 +627,24 @@ API_PATHS: dict[str, Any] = {
         )
     },
     "/deletion_requests": {
+        "get": _op(
+            "Deletion requests, newest first, by status and the time they were received (for operators)",
+            {"200": "a page of requests; next_offset is null on the last page"},
+            auth=DELETION_ANY,
+            params=[
+                _param("status", "query", {"type": "string", "enum": list(get_args(handlers.Status))}, required=False),
+                _param("since", "query", {"type": "string", "format": "date-time"}, required=False),
+                _param("until", "query", {"type": "string", "format": "date-time"}, required=False),
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}, required=False),
+                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 1_000_000}, required=False),
+            ],
+        ),
         "post": _op(
             "Email channel: mail a confirmation link if the address belongs to an account (same answer either way)",
             {"202": "accepted"},
             auth=None,
             body=EmailRequestBody,
-        )
+        ),
     },
     "/deletion_requests/verify": {
         "get": _op(

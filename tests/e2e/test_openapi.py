@@ -20,7 +20,7 @@ from tests.support import free_port
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 SECRET = "openapi-fuzz-secret-of-at-least-32-bytes"
-SERVICES = ("intake", "keyvault", "notifier", "audit")
+SERVICES = ("intake", "purger", "keyvault", "notifier", "audit")
 
 
 def ready(port: int) -> bool:
@@ -32,7 +32,7 @@ def ready(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def services(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path_factory):
+def services(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     ports = {name: free_port() for name in SERVICES}
     env = os.environ | {
@@ -44,6 +44,7 @@ def services(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path_factory):
         "LETHE_AUTH_JWT_SECRET": SECRET,
         "LETHE_SMTP_HOST": smtp_catcher[0],
         "LETHE_SMTP_PORT": str(smtp_catcher[1]),
+        "LETHE_S3_ENDPOINT_URL": s3_endpoint,
         "KEYVAULT_LOCAL_KEYRING_FILE": str(tmp / "keyring.json"),
         "AUDIT_SIGNING_KEY_FILE": str(tmp / "audit.key"),
         # The fuzzer is one client sending hundreds of requests: the limits are tested on their own elsewhere.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from services.intake.adapters.store import Reservation, StoredReply
 from services.intake.handlers import DeletionRequest
@@ -43,6 +43,26 @@ class InMemoryRequestStore:
 
     async def open_request_ids(self) -> list[str]:
         return list(self.claims.values())
+
+    async def page(
+        self,
+        *,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[DeletionRequest]:
+        chosen = [
+            r
+            for r in self.requests.values()
+            if (status is None or r.status == status)
+            and (since is None or (r.created_at is not None and r.created_at >= since))
+            and (until is None or (r.created_at is not None and r.created_at < until))
+        ]
+        chosen.sort(key=lambda r: r.request_id)
+        chosen.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return chosen[offset : offset + limit]
 
     async def reserve_key(
         self, key: str, *, fingerprint: str, now: datetime, lease: timedelta

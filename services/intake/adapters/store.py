@@ -69,6 +69,18 @@ class RequestStore(Protocol):
 
     async def open_request_ids(self) -> list[str]: ...
 
+    async def page(
+        self,
+        *,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[DeletionRequest]:
+        """Requests, newest first, optionally of one status and received in [since, until)."""
+        ...
+
     async def reserve_key(
         self, key: str, *, fingerprint: str, now: datetime, lease: timedelta
     ) -> Reservation | StoredReply: ...
@@ -79,11 +91,23 @@ class RequestStore(Protocol):
 
 
 def _doc(record: DeletionRequest) -> dict[str, Any]:
-    return record.model_dump(mode="python", exclude={"request_id"})
+    # The status is derived, and stored beside the record only so that lists can filter on it.
+    return {**record.model_dump(mode="python", exclude={"request_id"}), "status": record.status}
 
 
 def _record(doc: dict[str, Any]) -> DeletionRequest:
-    return DeletionRequest.model_validate({"request_id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}})
+    fields = {k: v for k, v in doc.items() if k not in ("_id", "status")}
+    return DeletionRequest.model_validate({"request_id": doc["_id"], **fields})
+
+
+def page_filter(status: str | None, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    if status is not None:
+        query["status"] = status
+    window = {op: at for op, at in (("$gte", since), ("$lt", until)) if at is not None}
+    if window:
+        query["created_at"] = window
+    return query
 
 
 class MongoRequestStore:
@@ -132,6 +156,23 @@ class MongoRequestStore:
 
     async def open_request_ids(self) -> list[str]:
         return [str(doc["request_id"]) async for doc in self._claims.find({}, {"request_id": 1})]
+
+    async def page(
+        self,
+        *,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[DeletionRequest]:
+        cursor = (
+            self._requests.find(page_filter(status, since, until))
+            .sort([("created_at", -1), ("_id", 1)])
+            .skip(offset)
+            .limit(limit)
+        )
+        return [_record(doc) async for doc in cursor]
 
     async def reserve_key(
         self, key: str, *, fingerprint: str, now: datetime, lease: timedelta

@@ -1,0 +1,59 @@
+"""Prints one table of the figures `make bench` wrote to var/bench/*.json (run last by `make bench`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+BENCH = Path("var/bench")
+
+
+def load(name: str) -> dict | None:
+    path = BENCH / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main() -> None:
+    rows: list[tuple[str, str]] = []
+    chain = load("chain")
+    if chain:
+        for run in ("fixed_rate", "saturation"):
+            r = chain[run]
+            lat = r["latency_s"]
+            offered = "all at once" if r["offered_per_s"] is None else f"{r['offered_per_s']:.1f}/s offered"
+            rows.append(
+                (
+                    f"end to end, {run.replace('_', ' ')} ({r['deletions']} deletions, {offered})",
+                    f"{r['throughput_per_s']:.2f} deletions/s; p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s, "
+                    f"p99 {lat['p99']:.2f} s",
+                )
+            )
+        raw = chain["raw_store_limit"]
+        rows.append(("raw store limit, same work without lethe", f"{raw['throughput_per_s']:.2f} subjects/s"))
+        rows.append(("lethe at saturation / raw store limit", f"{chain['ratio_to_raw']:.2f}"))
+        rows.append(("datasets per subject", f"{chain['datasets_per_subject']}"))
+        rss = ", ".join(f"{k} {v}" for k, v in chain["peak_rss_mib"].items())
+        rows.append(("peak RSS per service (MiB)", rss))
+    purger = load("purger")
+    if purger:
+        sizes = purger["purge_s_by_collection_size"]
+        rows.append(
+            (
+                f"nightly purge of {purger['tagged_records']} tagged records",
+                ", ".join(f"{int(k):,} docs {v:.2f} s" for k, v in sizes.items())
+                + f"; ratio {purger['ratio_largest_to_smallest']:.2f}",
+            )
+        )
+    if not rows:
+        print("no figures in var/bench/ yet: run `make bench`")
+        return
+    print(f"\nlethe benchmarks on {platform.node()} ({os.cpu_count()} cores, {platform.machine()}):")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

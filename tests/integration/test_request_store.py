@@ -1,0 +1,55 @@
+"""The request store's listing, one contract for the in-memory fake and MongoDB (FerretDB in the local stack)."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from services.intake.adapters.memory import InMemoryRequestStore
+from services.intake.adapters.store import MongoRequestStore
+from services.intake.handlers import DeletionRequest
+from shared.mongo import create_mongo_client
+from shared.settings import MongoSettings
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture(params=["fake", "mongo"])
+async def store(request, mongo_url):
+    if request.param == "fake":
+        yield InMemoryRequestStore()
+        return
+    client = create_mongo_client(MongoSettings(url=mongo_url))
+    database = f"lethe_rs_{uuid.uuid4().hex[:8]}"
+    yield MongoRequestStore(client, database, idempotency_ttl=timedelta(hours=1))
+    await client.drop_database(database)
+    await client.close()
+
+
+def received(n: int, *stages: str) -> DeletionRequest:
+    at = T0 + timedelta(hours=n)
+    return DeletionRequest(
+        request_id=f"req_{n:03d}",
+        subject_id=f"user-{n}",
+        created_at=at,
+        deadline_at=at + timedelta(days=30),
+        stages={"received": at, **dict.fromkeys(stages, at)},
+    )
+
+
+async def test_requests_are_listed_newest_first_by_status_and_time_window_in_pages(store):
+    for n in range(6):
+        assert await store.save(received(n, *(("purging",) if n % 2 else ()))) is not None
+
+    everything = await store.page(limit=4)
+    assert [r.request_id for r in everything] == ["req_005", "req_004", "req_003", "req_002"]
+    assert [r.request_id for r in await store.page(limit=4, offset=4)] == ["req_001", "req_000"]
+    assert [r.request_id for r in await store.page(status="purging")] == ["req_005", "req_003", "req_001"]
+    window = await store.page(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))
+    assert [r.request_id for r in window] == ["req_002", "req_001"]
+
+    moved = (await store.get("req_000")).model_copy(update={"stages": {"received": T0, "purging": T0}})
+    assert await store.save(moved) is not None
+    assert "req_000" in [r.request_id for r in await store.page(status="purging")]  # the status follows each save
