@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -34,6 +34,7 @@ class Principal:
 
     subject: str
     scopes: frozenset[str]
+    expires_at: datetime | None = None
 
 
 class Unauthenticated(ProblemError):
@@ -82,7 +83,8 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise Unauthenticated("invalid token: the scope claim must be a space-separated string")
-        return Principal(subject=str(claims["sub"]), scopes=frozenset(scope.split()))
+        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        return Principal(subject=str(claims["sub"]), scopes=frozenset(scope.split()), expires_at=expires)
 
     def principal(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")

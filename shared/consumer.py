@@ -17,6 +17,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
+    IllegalStateError,
     KafkaConnectionError,
     KafkaTimeoutError,
     NodeNotReadyError,
@@ -194,8 +195,8 @@ class KafkaConsumerLoop:
             for tp, messages in batches.items():
                 done = None
                 for record in messages:
-                    if self._stopping.is_set():
-                        break
+                    if self._stopping.is_set() or tp not in self._consumer.assignment():
+                        break  # a rebalance took the partition away: its new owner reads on from the last commit
                     await self._processor.process(
                         Message(record.topic, record.partition, record.offset, record.key, record.value)
                     )
@@ -206,9 +207,9 @@ class KafkaConsumerLoop:
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
             await self._consumer.commit({tp: offset})
-        except CommitFailedError as exc:
-            # The partition moved to another member during a rebalance; it will re-consume from the last
-            # committed offset, and handlers are idempotent.
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another member during a rebalance (while the batch was handled, or before the
+            # commit): it re-consumes from the last committed offset, and handlers are idempotent.
             log.warning("commit.failed", topic=tp.topic, partition=tp.partition, error=str(exc))
 
     async def stop(self) -> None:

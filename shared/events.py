@@ -7,7 +7,7 @@ person's events stay in order on one partition.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -32,6 +32,20 @@ Id = Annotated[str, Field(min_length=1, max_length=200)]
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
+
+
+# The statuses of a deletion request, in the order it passes them (intake derives them; the console shows them).
+RequestStatus = Literal[
+    "verification_pending",
+    "received",
+    "purging",
+    "keys_destroyed",
+    "completed",
+    "partial",
+    "hard_deleted",
+    "erased",
+]
+REQUEST_STATUSES: tuple[str, ...] = get_args(RequestStatus)
 
 
 class Contract(BaseModel):

@@ -70,6 +70,12 @@ class Servers:
     mail_dir: Path
     milvus_uri: str
 
+    @classmethod
+    def of(cls, kafka: str, mongo_url: str, s3: str, smtp_catcher: tuple[str, int, Path]) -> Servers:
+        """From the test fixtures' servers; Milvus Lite's server from LETHE_MILVUS_URI."""
+        milvus = os.environ.get("LETHE_MILVUS_URI", "http://127.0.0.1:19530")
+        return cls(kafka, mongo_url, s3, (smtp_catcher[0], smtp_catcher[1]), smtp_catcher[2], milvus)
+
 
 @dataclass
 class Pipeline:
@@ -113,6 +119,10 @@ class Pipeline:
             "NOTIFIER_KEYVAULT_URL": self.url("keyvault"),
             "NOTIFIER_KEYVAULT_TOKEN": token(KEYS_USE, KEYS_DESTROY, subject="notifier"),
             "AUDIT_SIGNING_KEY_FILE": str(self.workdir / "audit.key"),
+            "AUDIT_INTAKE_URL": self.url("intake"),
+            "AUDIT_PURGER_URL": self.url("purger"),
+            "AUDIT_KEYVAULT_URL": self.url("keyvault"),
+            "AUDIT_NOTIFIER_URL": self.url("notifier"),
             "AUDIT_CHECKPOINT_EVERY_ENTRIES": "1",
             "AUDIT_CHECKPOINT_EVERY_S": "1",
             "PURGER_PURGE_AFTER_HOURS": "0",

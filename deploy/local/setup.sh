@@ -68,8 +68,22 @@ build_ferretdb() {
   echo "$want" >"$out.stamp"
 }
 
+# The console's browser tests drive Debian's Chromium through its matching chromedriver (both from apt).
+setup_chromium() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+  local sudo=""
+  if [[ "$(id -u)" != 0 ]]; then
+    sudo -n true 2>/dev/null || die "Chromium is missing: run 'sudo apt-get install chromium chromium-driver' once"
+    sudo="sudo -n"
+  fi
+  say "installing Chromium and chromedriver (apt, once)"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+}
+
 setup_venv
 setup_kafka
+setup_chromium
 build_ferretdb
 build_go seaweedfs weed github.com/seaweedfs/seaweedfs/weed
 mkdir -p "$VAR"/{log,run,mail,milvus,ferretdb,seaweedfs,kafka}

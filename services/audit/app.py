@@ -7,7 +7,7 @@ import asyncio
 import structlog
 from aiohttp import web
 
-from services.audit import api, handlers
+from services.audit import api, console, handlers
 from services.audit.adapters.log import MongoAuditLog
 from services.audit.settings import AuditSettings
 from shared.auth import TokenVerifier
@@ -21,7 +21,10 @@ from shared.wiring import ServiceDeps, build_service
 
 log = structlog.get_logger(__name__)
 
-DESCRIPTION = "Keeps the append-only, hash-chained log of every event, and a receipt per request."
+DESCRIPTION = (
+    "Keeps the append-only, hash-chained log of every event, and a receipt per request; serves the operator "
+    "console at /console."
+)
 
 
 def build_signer(settings: AuditSettings) -> Signer:
@@ -62,6 +65,18 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         clock=utcnow,
         page_cap=settings.page_size_cap,
     )
+    upstream = console.Upstream(settings)
+    console.add_console(
+        web_app,
+        settings=settings,
+        audit_log=audit_log,
+        signer=signer,
+        verifier=TokenVerifier(settings.auth),
+        sessions=console.MongoConsoleSessions(mongo, settings.mongo.database),
+        upstream=upstream,
+        datamap=datamap,
+        clock=utcnow,
+    )
     service = build_service(
         name="audit",
         description=DESCRIPTION,
@@ -72,8 +87,8 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         deps=deps,
         api_paths=api.API_PATHS,
         web_app=web_app,
-        on_start=[audit_log.ensure_indexes],
-        on_stop=[mongo.close],
+        on_start=[audit_log.ensure_indexes, upstream.start],
+        on_stop=[upstream.stop, mongo.close],
     )
     service.background.append(lambda: checkpoint_periodically(audit_log, signer, settings))
     return service

@@ -29,6 +29,7 @@ from shared.events import (
     DeletionPurged,
     DeletionRequested,
     Event,
+    RequestStatus,
 )
 from shared.retention import Rule
 
@@ -38,16 +39,7 @@ if TYPE_CHECKING:
 CONSUMES: tuple[str, ...] = topics.DELETION_TOPICS
 PRODUCER = "intake"
 
-Status = Literal[
-    "verification_pending",
-    "received",
-    "purging",
-    "keys_destroyed",
-    "completed",
-    "partial",
-    "hard_deleted",
-    "erased",
-]
+Status = RequestStatus
 # While a request is open, a second one for the same subject returns it instead of starting another.
 OPEN_STATUSES: frozenset[str] = frozenset({"received", "purging", "keys_destroyed"})
 # Stages in the order a request normally passes them (each carries the time it was first seen).

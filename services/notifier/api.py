@@ -47,6 +47,10 @@ class Page(BaseModel):
     limit: int = Field(default=50, ge=1, le=PAGE_CAP)
 
 
+class RequestPath(BaseModel):
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 class EndpointPath(BaseModel):
     endpoint_id: EndpointId
     message_id: MessageId | None = None
@@ -164,6 +168,20 @@ def add_routes(app: web.Application, *, n: Notifier, verifier: TokenVerifier, al
         cursor = items[-1].message_id if len(items) == page.limit else None
         return web.json_response({"items": [_delivery_json(d) for d in items], "next_cursor": cursor})
 
+    async def of_request(request: web.Request) -> web.Response:
+        verifier.require(request, WEBHOOKS_ADMIN)
+        path = _parse(RequestPath, dict(request.match_info), "path")
+        items = await n.store.deliveries_for_request(path.request_id, limit=PAGE_CAP)
+        notice = await n.store.notice(path.request_id) or {}
+        at = notice.get("at")
+        return web.json_response(
+            {
+                "request_id": path.request_id,
+                "deliveries": [_delivery_json(d) | {"endpoint_id": d.endpoint_id} for d in items],
+                "mail": {"status": notice.get("mail_status"), "at": at.isoformat() if at else None},
+            }
+        )
+
     async def redeliver(request: web.Request) -> web.Response:
         verifier.require(request, WEBHOOKS_ADMIN)
         endpoint = await endpoint_or_404(request)
@@ -182,6 +200,7 @@ def add_routes(app: web.Application, *, n: Notifier, verifier: TokenVerifier, al
     app.router.add_post(base + "/{endpoint_id}/rotate_secret", rotate_secret)
     app.router.add_get(base + "/{endpoint_id}/deliveries", deliveries)
     app.router.add_post(base + "/{endpoint_id}/deliveries/{message_id}/redeliver", redeliver)
+    app.router.add_get("/webhooks/requests/{request_id}", of_request)
 
 
 def _op(
@@ -253,6 +272,13 @@ API_PATHS: dict[str, Any] = {
             {"200": "a page"},
             ["endpoint_id"],
             query=True,
+        ),
+    },
+    "/webhooks/requests/{request_id}": {
+        "get": _op(
+            "What a deletion request's notices did: every webhook delivery (attempts, codes) and the person's mail",
+            {"200": "the deliveries and the mail status (null before any notice)"},
+            ["request_id"],
         ),
     },
     "/webhooks/endpoints/{endpoint_id}/deliveries/{message_id}/redeliver": {

@@ -36,18 +36,10 @@ STORY = ["deletion.requested", "deletion.purged", "deletion.keys_destroyed", "de
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_factory) -> Iterator[Pipeline]:
-    import os
 
     workdir = tmp_path_factory.mktemp("lifecycle")
     (workdir / "no-rules.yaml").write_text("rules: []\n")
-    servers = Servers(
-        kafka=kafka_bootstrap,
-        mongo_url=mongo_url,
-        s3=s3_endpoint,
-        smtp=smtp_catcher[:2],
-        mail_dir=smtp_catcher[2],
-        milvus_uri=os.environ.get("LETHE_MILVUS_URI", "http://127.0.0.1:19530"),
-    )
+    servers = Servers.of(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher)
     p = Pipeline(
         servers,
         workdir,

@@ -4,9 +4,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from shared import topics
-from shared.consumer import Message, MessageProcessor, PermanentError
+from shared.consumer import KafkaConsumerLoop, Message, MessageProcessor, PermanentError
 from shared.events import DatasetOutcome, DeletionPurged, DeletionRequested, Event, utcnow
 from shared.fakes import InMemoryPublisher
 from shared.metrics import Metrics
@@ -161,3 +163,21 @@ async def test_a_topic_without_a_handler_is_dead_lettered():
 
     assert outcome == "dead_lettered"
     assert publisher.on("deletion.purged.dlq")
+
+
+class RevokedConsumer:
+    """What aiokafka's consumer does once a rebalance has taken a partition away from this member."""
+
+    def assignment(self) -> set:
+        return set()
+
+    async def commit(self, offsets: dict) -> None:
+        raise IllegalStateError(f"Partition {next(iter(offsets))} is not assigned")
+
+
+async def test_a_commit_for_a_partition_a_rebalance_took_away_does_not_kill_the_consumer():
+    loop = KafkaConsumerLoop(
+        KafkaSettings(), group_id="g", client_id="c", processor=processor(None, InMemoryPublisher(), Sleeps())
+    )
+    loop._consumer = RevokedConsumer()  # type: ignore[assignment]
+    await loop._commit(TopicPartition(topics.DELETION_REQUESTED, 0), 5)  # logged; the new owner re-reads

@@ -197,6 +197,10 @@ class MongoWebhookStore:
         docs = await self._deliveries.find(query).sort("_id", 1).limit(limit).to_list(None)
         return [_delivery(d) for d in docs]
 
+    async def deliveries_for_request(self, request_id: str, *, limit: int = 100) -> list[Delivery]:
+        docs = await self._deliveries.find({"request_id": request_id}).sort("_id", 1).limit(limit).to_list(None)
+        return [_delivery(d) for d in docs]
+
     async def redeliver(self, message_id: str, now: datetime) -> None:
         await self._deliveries.update_one({"_id": message_id}, {"$set": {"status": "pending", "next_attempt_at": now}})
         await self._pending.update_one(

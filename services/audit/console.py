@@ -1,0 +1,498 @@
+"""The operator console at /console: server-rendered pages over the services' own APIs.
+
+An operator signs in by pasting an admin token. It is kept server-side (``console_sessions``, keyed by the
+hash of a random session id); the browser holds only the id, in an HttpOnly, SameSite=Strict cookie (Secure
+when served over TLS). Every form carries the session's CSRF token. Each page calls intake, notifier and the
+other services with the operator's own token, so the console can do nothing the token could not; the audit
+log, receipts and the chain check are read in-process. No page shows a personal email address: requests are
+named by their pseudonymous subject ids, and notifier's endpoint owners are not shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pymongo import AsyncMongoClient
+
+from services.audit import handlers
+from services.audit.adapters.log import MongoAuditLog
+from services.audit.chain import Entry, verify_log
+from services.audit.settings import AuditSettings
+from shared import topics
+from shared.auth import AUDIT_READ, TokenVerifier
+from shared.datamap import DataMap
+from shared.events import REQUEST_STATUSES
+from shared.signing import Signer
+
+log = structlog.get_logger(__name__)
+
+COOKIE = "lethe_console"
+LOGIN_COOKIE = "lethe_console_login"
+PAGE = 25
+FINAL = frozenset({"completed", "partial", "hard_deleted", "erased"})
+STATUSES = REQUEST_STATUSES
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    csrf: str
+    operator: str
+    scopes: frozenset[str]
+    expires_at: datetime
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class MongoConsoleSessions:
+    """Sign-ins, by the hash of their id: a leaked database does not hand out live cookies."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._sessions = client[database]["console_sessions"]
+
+    async def create(self, session: Session) -> str:
+        session_id = secrets.token_urlsafe(32)
+        await self._sessions.insert_one(
+            {
+                "_id": _digest(session_id),
+                "token": session.token,
+                "csrf": session.csrf,
+                "operator": session.operator,
+                "scopes": sorted(session.scopes),
+                "expires_at": session.expires_at,
+            }
+        )
+        return session_id
+
+    async def get(self, session_id: str, now: datetime) -> Session | None:
+        doc = await self._sessions.find_one({"_id": _digest(session_id)})
+        if doc is None:
+            return None
+        expires = doc["expires_at"] if doc["expires_at"].tzinfo else doc["expires_at"].replace(tzinfo=UTC)
+        if expires <= now:
+            await self.delete(session_id)
+            return None
+        return Session(doc["token"], doc["csrf"], doc["operator"], frozenset(doc["scopes"]), expires)
+
+    async def delete(self, session_id: str) -> None:
+        await self._sessions.delete_one({"_id": _digest(session_id)})
+
+
+class Upstream:
+    """The other services' APIs, called with the signed-in operator's token."""
+
+    def __init__(self, settings: AuditSettings) -> None:
+        self.urls = {
+            "intake": settings.intake_url,
+            "purger": settings.purger_url,
+            "keyvault": settings.keyvault_url,
+            "notifier": settings.notifier_url,
+        }
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def call(self, service: str, method: str, path: str, token: str | None, **kwargs: Any) -> tuple[int, Any]:
+        """(status, body); status 0 when the service cannot be reached."""
+        assert self._http is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers |= kwargs.pop("headers", {})
+        try:
+            async with self._http.request(method, self.urls[service] + path, headers=headers, **kwargs) as r:
+                body = await r.json(content_type=None) if r.content_length != 0 else None
+                return r.status, body
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            return 0, {"detail": f"{service} could not be reached: {exc.__class__.__name__}"}
+
+
+def deadline_state(item: Mapping[str, Any], now: datetime) -> tuple[str, str]:
+    """(colour, text) of a request's deadline: green, amber past 80% of its time, red past it; done when final."""
+    if not item.get("deadline_at") or not item.get("created_at"):
+        return "none", "-"
+    created = datetime.fromisoformat(item["created_at"])
+    deadline = datetime.fromisoformat(item["deadline_at"])
+    if item["status"] in FINAL:
+        done = datetime.fromisoformat(max(item["stages"].values())) if item.get("stages") else now
+        return ("done", "done in time") if done <= deadline else ("late", "done after the deadline")
+    if now >= deadline:
+        return "red", f"{_span(now - deadline)} overdue"
+    fraction = (now - created) / (deadline - created)
+    return ("amber" if fraction >= 0.8 else "green"), f"{_span(deadline - now)} left"
+
+
+def _span(delta: timedelta) -> str:
+    days, seconds = delta.days, delta.seconds
+    if days:
+        return f"{days}d {seconds // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 60}m"
+
+
+def _entry_view(entry: Entry) -> dict[str, Any]:
+    event = entry.content["event"]
+    detail = {k: v for k, v in event.items() if k not in ("event_id", "type", "schema_version", "producer")}
+    return {
+        "seq": entry.seq,
+        "type": entry.type,
+        "occurred_at": entry.occurred_at.isoformat(timespec="seconds"),
+        "request_id": entry.request_id,
+        "producer": event.get("producer"),
+        "detail": json.dumps(detail, sort_keys=True, default=str)[:600],
+    }
+
+
+async def consumer_lag(settings: AuditSettings) -> tuple[list[dict[str, Any]], dict[str, int], str | None]:
+    """Lag per (group, topic) of lethe's consumer groups, and the messages on each dead-letter topic."""
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        async with asyncio.timeout(10):
+            await admin.start()
+            await consumer.start()
+            prefix = settings.kafka.group_prefix + "-"
+            groups = sorted(g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefix))
+            lag: dict[tuple[str, str], int] = {}
+            for group in groups:
+                committed = await admin.list_consumer_group_offsets(group)
+                ends = await consumer.end_offsets(list(committed)) if committed else {}
+                for tp, meta in committed.items():
+                    lag[(group, tp.topic)] = lag.get((group, tp.topic), 0) + max(0, ends[tp] - meta.offset)
+            dlq_parts = [
+                TopicPartition(topics.dlq(t), n) for t in topics.EVENT_TOPICS for n in range(topics.PARTITIONS)
+            ]
+            firsts = await consumer.beginning_offsets(dlq_parts)
+            lasts = await consumer.end_offsets(dlq_parts)
+            dead: dict[str, int] = {}
+            for tp in dlq_parts:
+                dead[tp.topic] = dead.get(tp.topic, 0) + lasts[tp] - firsts[tp]
+        rows = [{"group": g, "topic": t, "lag": n} for (g, t), n in sorted(lag.items())]
+        return rows, dead, None
+    except Exception as exc:  # the page shows Kafka's trouble instead of failing
+        return [], {}, f"Kafka could not be asked: {exc!r}"
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+def add_console(
+    app: web.Application,
+    *,
+    settings: AuditSettings,
+    audit_log: MongoAuditLog,
+    signer: Signer,
+    verifier: TokenVerifier,
+    sessions: MongoConsoleSessions,
+    upstream: Upstream,
+    datamap: DataMap | None,
+    clock: Callable[[], datetime],
+) -> None:
+    def render(name: str, status: int = 200, session: Session | None = None, **context: Any) -> web.Response:
+        page = TEMPLATES.get_template(name).render(session=session, now=clock(), **context)
+        return web.Response(text=page, status=status, content_type="text/html", headers=SECURITY_HEADERS)
+
+    def redirect(location: str) -> web.Response:
+        return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
+
+    def secure(request: web.Request) -> bool:
+        return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+    def signed_in(handler: Handler, *, form: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            session_id = request.cookies.get(COOKIE)
+            session = await sessions.get(session_id, clock()) if session_id else None
+            if session is None:
+                return redirect("/console/login")
+            if form:
+                posted = await request.post()
+                if not hmac.compare_digest(str(posted.get("csrf", "")), session.csrf):
+                    return render("error.html", 403, session, message="The form's CSRF token is missing or wrong.")
+            return await handler(request, session)
+
+        return wrapped
+
+    async def index(_: web.Request) -> web.Response:
+        return redirect("/console/requests")
+
+    async def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+        token = secrets.token_urlsafe(24)
+        response = render("login.html", status, error=error, login_csrf=token)
+        response.set_cookie(
+            LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=secure(request), path="/console"
+        )
+        return response
+
+    async def login(request: web.Request) -> web.Response:
+        posted = await request.post()
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(str(posted.get("csrf", "")), expected):
+            return await login_page(request, "The sign-in form expired; please paste the token again.", 403)
+        token = str(posted.get("token", "")).strip()
+        try:
+            principal = verifier.verify(token)
+        except Exception as exc:
+            return await login_page(request, f"That token was refused: {exc}", 401)
+        if AUDIT_READ not in principal.scopes:
+            return await login_page(request, f"That token lacks the scope {AUDIT_READ}.", 403)
+        now = clock()
+        expires = now + timedelta(hours=settings.console_session_hours)
+        if principal.expires_at is not None:
+            expires = min(expires, principal.expires_at)
+        session = Session(token, secrets.token_urlsafe(24), principal.subject, frozenset(principal.scopes), expires)
+        session_id = await sessions.create(session)
+        response = redirect("/console/requests")
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            httponly=True,
+            samesite="Strict",
+            secure=secure(request),
+            path="/console",
+            max_age=max(1, int((expires - now).total_seconds())),
+        )
+        response.del_cookie(LOGIN_COOKIE, path="/console")
+        log.info("console.signed_in", operator=principal.subject)
+        return response
+
+    async def logout(request: web.Request, _: Session) -> web.Response:
+        await sessions.delete(request.cookies.get(COOKIE, ""))
+        response = redirect("/console/login")
+        response.del_cookie(COOKIE, path="/console")
+        return response
+
+    async def requests_page(request: web.Request, session: Session) -> web.Response:
+        q = request.query
+        status = q.get("status") if q.get("status") in STATUSES else None
+        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        params: dict[str, str] = {"limit": str(PAGE), "offset": str(offset)}
+        if status:
+            params["status"] = status
+        for name, shift in (("since", timedelta(0)), ("until", timedelta(days=1))):  # "until" includes its day
+            value = q.get(name, "")
+            try:
+                params[name] = (datetime.fromisoformat(value).replace(tzinfo=UTC) + shift).isoformat() if value else ""
+            except ValueError:
+                params[name] = ""
+        code, body = await upstream.call(
+            "intake", "GET", "/deletion_requests", session.token, params={k: v for k, v in params.items() if v}
+        )
+        items = body.get("items", []) if code == 200 else []
+        now = clock()
+        rows = [item | {"deadline": deadline_state(item, now)} for item in items]
+        keep = {k: q.get(k, "") for k in ("status", "since", "until") if q.get(k)}
+        return render(
+            "requests.html",
+            session=session,
+            rows=rows,
+            error=None if code == 200 else body.get("detail", f"intake answered {code}"),
+            statuses=STATUSES,
+            chosen=keep,
+            prev=urlencode(keep | {"offset": max(0, offset - PAGE)}) if offset else None,
+            next=urlencode(keep | {"offset": body["next_offset"]}) if code == 200 and body.get("next_offset") else None,
+        )
+
+    async def all_entries(**filters: Any) -> list[Entry]:
+        entries: list[Entry] = []
+        cursor = 0
+        while page := await audit_log.query(after=cursor, limit=1000, **filters):
+            entries += page
+            cursor = page[-1].seq
+        return entries
+
+    async def request_page(request: web.Request, session: Session) -> web.Response:
+        request_id = request.match_info["request_id"]
+        if not 1 <= len(request_id) <= 200:
+            return render("error.html", 404, session, message="No such request.")
+        path = quote(request_id, safe="")
+        (code, item), (n_code, notices), entries = await asyncio.gather(
+            upstream.call("intake", "GET", f"/deletion_requests/{path}", session.token),
+            upstream.call("notifier", "GET", f"/webhooks/requests/{path}", session.token),
+            all_entries(request_id=request_id),
+        )
+        if code != 200:
+            return render("error.html", 404 if code == 404 else 502, session, message=item.get("detail", code))
+        stages = sorted(item["stages"].items(), key=lambda kv: kv[1])
+        return render(
+            "request.html",
+            session=session,
+            item=item,
+            stages=stages,
+            deadline=deadline_state(item, clock()),
+            deliveries=notices.get("deliveries", []) if n_code == 200 else [],
+            mail=notices.get("mail", {}) if n_code == 200 else {},
+            notifier_error=None if n_code == 200 else notices.get("detail", f"notifier answered {n_code}"),
+            entries=[_entry_view(e) for e in entries],
+            flash=request.query.get("flash"),
+        )
+
+    async def redeliver(request: web.Request, session: Session) -> web.Response:
+        request_id = request.match_info["request_id"]
+        posted = await request.post()
+        endpoint_id, message_id = str(posted.get("endpoint_id", "")), str(posted.get("message_id", ""))
+        code, body = await upstream.call(
+            "notifier",
+            "POST",
+            f"/webhooks/endpoints/{quote(endpoint_id, safe='')}/deliveries/{quote(message_id, safe='')}/redeliver",
+            session.token,
+        )
+        flash = "Redelivery scheduled." if code == 202 else f"Redelivery refused ({code}): {body.get('detail', '')}"
+        return redirect(f"/console/requests/{quote(request_id, safe='')}?{urlencode({'flash': flash})}")
+
+    async def receipt(request: web.Request, _: Session) -> web.Response:
+        request_id = request.match_info["request_id"]
+        entries = await all_entries(request_id=request_id) if 1 <= len(request_id) <= 200 else []
+        if not entries:
+            return web.Response(status=404, text="no audit entries for this request", headers=SECURITY_HEADERS)
+        checkpoint = next((c for c in await audit_log.checkpoints() if c.seq >= entries[-1].seq), None)
+        document = handlers.receipt(request_id, entries, datamap=datamap, checkpoint=checkpoint, generated_at=clock())
+        safe_name = "".join(c for c in request_id if c.isalnum() or c in "-_")
+        return web.Response(
+            text=json.dumps(signer.sign_document(document), indent=2),
+            content_type="application/json",
+            headers=SECURITY_HEADERS | {"Content-Disposition": f'attachment; filename="receipt-{safe_name}.json"'},
+        )
+
+    async def retention_page(request: web.Request, session: Session) -> web.Response:
+        (r_code, rules), (h_code, holds), trail = await asyncio.gather(
+            upstream.call("intake", "GET", "/data_retention/rules", session.token),
+            upstream.call("intake", "GET", "/legal_holds", session.token, params={"active": "false", "limit": "100"}),
+            all_entries(types=handlers.FAMILIES["retention"] + handlers.FAMILIES["legal_hold"]),
+        )
+        errors = [b.get("detail", f"intake answered {c}") for c, b in ((r_code, rules), (h_code, holds)) if c != 200]
+        return render(
+            "retention.html",
+            session=session,
+            rules=rules if r_code == 200 else None,
+            holds=holds.get("holds", []) if h_code == 200 else [],
+            trail=[_entry_view(e) for e in reversed(trail[-100:])],
+            datasets=datamap.names if datamap else [],
+            errors=errors,
+            flash=request.query.get("flash"),
+        )
+
+    def back_to_retention(code: int, body: Any, done: str) -> web.Response:
+        flash = done if 200 <= code < 300 else f"Refused ({code}): {(body or {}).get('detail', '')}"
+        return redirect(f"/console/retention?{urlencode({'flash': flash})}")
+
+    async def place_hold(request: web.Request, session: Session) -> web.Response:
+        posted = await request.post()
+        body = {
+            "subject_id": str(posted.get("subject_id", "")).strip() or None,
+            "datasets": [str(d) for d in posted.getall("datasets", [])],  # the form's checkboxes
+            "reason": str(posted.get("reason", "")),
+            "legal_basis": str(posted.get("legal_basis", "")),
+            "legal_ref": str(posted.get("legal_ref", "")),
+        }
+        code, answer = await upstream.call("intake", "POST", "/legal_holds", session.token, json=body)
+        return back_to_retention(code, answer, f"Hold {(answer or {}).get('hold_id', '')} placed.")
+
+    async def release_hold(request: web.Request, session: Session) -> web.Response:
+        hold_id = request.match_info["hold_id"]
+        code, answer = await upstream.call("intake", "DELETE", f"/legal_holds/{quote(hold_id, safe='')}", session.token)
+        return back_to_retention(code, answer, f"Hold {hold_id} released.")
+
+    async def change_rules(request: web.Request, session: Session) -> web.Response:
+        posted = await request.post()
+        version = str(posted.get("version", ""))
+        patch: dict[str, Any]
+        if posted.get("remove"):
+            patch = {"remove": [str(posted["remove"])]}
+        else:
+            rule: dict[str, Any] = {
+                "rule_id": str(posted.get("rule_id", "")).strip(),
+                "datasets": [str(d) for d in posted.getall("datasets", [])],
+                "legal_basis": str(posted.get("legal_basis", "")),
+                "legal_ref": str(posted.get("legal_ref", "")),
+                "description": str(posted.get("description", "")),
+            }
+            if expires := str(posted.get("expires_at", "")):
+                rule["expires_at"] = f"{expires}T00:00:00+00:00"
+            patch = {"rules": [rule]}
+        code, answer = await upstream.call(
+            "intake", "PATCH", "/data_retention/rules", session.token, json=patch, headers={"If-Match": f'"{version}"'}
+        )
+        return back_to_retention(code, answer, f"Rules saved as version {(answer or {}).get('version', '?')}.")
+
+    async def health_page(_: web.Request, session: Session) -> web.Response:
+        async def readiness(name: str) -> dict[str, Any]:
+            code, body = await upstream.call(name, "GET", "/readyz", None)
+            return {"service": name, "ready": code == 200, "code": code, "checks": body}
+
+        ready = list(await asyncio.gather(*(readiness(name) for name in upstream.urls)))
+        ready.append({"service": "audit", "ready": True, "code": 200, "checks": {"status": "serving this page"}})
+        (lag, dead, kafka_error), report = await asyncio.gather(
+            consumer_lag(settings),
+            verify_log(
+                audit_log.all_entries(),
+                head=await audit_log.head(),
+                checkpoints=await audit_log.checkpoints(),
+                public_keys={signer.key_id: signer.public_key},
+            ),
+        )
+        return render(
+            "health.html",
+            session=session,
+            ready=ready,
+            lag=lag,
+            dead=dead,
+            kafka_error=kafka_error,
+            verification=report.as_json(),
+        )
+
+    app.router.add_get("/console", index)
+    app.router.add_get("/console/login", login_page)
+    app.router.add_post("/console/login", login)
+    app.router.add_post("/console/logout", signed_in(logout, form=True))
+    app.router.add_get("/console/requests", signed_in(requests_page))
+    app.router.add_get("/console/requests/{request_id}", signed_in(request_page))
+    app.router.add_get("/console/requests/{request_id}/receipt", signed_in(receipt))
+    app.router.add_post("/console/requests/{request_id}/redeliver", signed_in(redeliver, form=True))
+    app.router.add_get("/console/retention", signed_in(retention_page))
+    app.router.add_post("/console/retention/holds", signed_in(place_hold, form=True))
+    app.router.add_post("/console/retention/holds/{hold_id}/release", signed_in(release_hold, form=True))
+    app.router.add_post("/console/retention/rules", signed_in(change_rules, form=True))
+    app.router.add_get("/console/health", signed_in(health_page))
