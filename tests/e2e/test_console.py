@@ -157,6 +157,8 @@ def test_an_operator_signs_in_finds_a_request_sees_its_proof_and_places_and_rele
     until(driver, lambda: "deletion.notified" in text_of(driver, "audit"))
     deliveries = driver.find_element(By.ID, "deliveries").text
     assert "data_deletion.partial" in deliveries and "204" in deliveries
+    driver.find_element(By.XPATH, "//table[@id='deliveries']//button[text()='Redeliver']").click()
+    until(driver, lambda: "Redelivery scheduled" in driver.page_source, reload=False)
     receipt = driver.find_element(By.ID, "receipt").get_attribute("href")
     assert receipt.endswith(f"/console/requests/{request_id}/receipt")
     no_email_on("request", driver)
@@ -179,6 +181,17 @@ def test_an_operator_signs_in_finds_a_request_sees_its_proof_and_places_and_rele
 
     driver.get(console + "/retention")
     assert "tax-10y" in driver.find_element(By.ID, "rules").text
+    form = driver.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "rule_id").send_keys("chargebacks-18m")
+    form.find_element(By.NAME, "legal_basis").send_keys("legal obligation (GDPR Art. 17(3)(b))")
+    form.find_element(By.NAME, "legal_ref").send_keys("card scheme rules, 18 months")
+    driver.execute_script("arguments[0].value = '2027-12-31'", form.find_element(By.NAME, "expires_at"))
+    form.find_element(By.XPATH, ".//input[@name='datasets' and @value='invoices']").click()
+    form.find_element(By.XPATH, ".//button").click()
+    until(driver, lambda: "Rules saved as version 2" in text_of(driver, "flash"), reload=False)
+    rule = driver.find_element(By.XPATH, "//table[@id='rules']//tr[td[1][text()='chargebacks-18m']]").text
+    assert "card scheme rules" in rule and "2027-12-31" in rule
+    until(driver, lambda: "retention.rules_changed" in text_of(driver, "trail"))
     driver.find_element(By.ID, "hold-subject").send_keys(subject)
     driver.find_element(By.ID, "hold-reason").send_keys("litigation")
     driver.find_element(By.ID, "hold-basis").send_keys("legal claims (GDPR Art. 17(3)(e))")
