@@ -354,7 +354,12 @@ def add_console(
             all_entries(request_id=request_id),
         )
         if code != 200:
-            return render("error.html", 404 if code == 404 else 502, session, message=item.get("detail", code))
+            return render(
+                "error.html",
+                404 if code == 404 else 502,
+                session,
+                message=(item or {}).get("detail", f"intake answered {code}"),
+            )
         stages = sorted(item["stages"].items(), key=lambda kv: kv[1])
         return render(
             "request.html",
