@@ -246,6 +246,8 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
                 request_id=request_id,
             )
         except RequestNotReadyError as exc:
+            if captured:
+                await api.contacts.forget(request_id)  # no request was stored under this id
             raise ProblemError(
                 503,
                 "Service Unavailable",
