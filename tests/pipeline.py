@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -39,7 +38,7 @@ from shared.auth import (
     issue_token,
 )
 from shared.settings import AuthSettings
-from tests.support import free_port
+from tests.support import free_port, ready
 
 ROOT = Path(__file__).parents[1]
 SERVICES = ("intake", "purger", "keyvault", "notifier", "audit")
@@ -49,14 +48,6 @@ FINAL = {"completed", "partial", "hard_deleted", "erased"}
 
 def token(*scopes: str, subject: str = "e2e") -> str:
     return issue_token(AuthSettings(jwt_secret=SECRET), subject=subject, scopes=scopes, ttl=timedelta(hours=6))
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @dataclass
@@ -159,7 +150,7 @@ class Pipeline:
                 proc = self.procs[key]
                 if proc.poll() is not None:
                     raise AssertionError(f"{key} exited with {proc.returncode}:\n{self.tail(*key)}")
-                if await asyncio.to_thread(_ready, self.ports[key]):
+                if await asyncio.to_thread(ready, self.ports[key]):
                     waiting.discard(key)
             if time.monotonic() > deadline:
                 raise AssertionError(f"not ready after {timeout_s} s: {sorted(waiting)}")

@@ -4,6 +4,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,38 @@ KEPT_INVOICES = DatasetOutcome(
     legal_ref="HGB §257",
 )
 PARTIAL = (ERASED_PROFILES, KEPT_INVOICES)
+
+
+def ready(port: int) -> bool:
+    """A service on loopback answers 200 on /readyz."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, what: str, timeout_s: float) -> None:
+    """Until ``process`` accepts connections on ``port``; fails if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert process.poll() is None, f"{what} exited"
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not listen in time")
+
+
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 60 s."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:
@@ -84,23 +117,10 @@ class OwnKafkaBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            assert self._process.poll() is None, "the test broker exited"
-            time.sleep(0.2)
-        raise TimeoutError("the test broker did not listen in time")
+        wait_listening(self._process, self.port, "the test broker", timeout_s)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process)
         self._process = None
 
 
@@ -147,21 +167,8 @@ class OwnFerretDB:
             stdout=subprocess.DEVNULL,
             stderr=(self.data_dir / "ferretdb.log").open("ab"),
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            assert self._process.poll() is None, "the test's FerretDB exited"
-            time.sleep(0.1)
-        raise TimeoutError("the test's FerretDB did not listen in time")
+        wait_listening(self._process, self.port, "the test's FerretDB", timeout_s)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process)
         self._process = None

@@ -11,13 +11,35 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from services.audit import handlers
 from services.audit.adapters.log import MongoAuditLog
-from services.audit.chain import Entry, verify_log
+from services.audit.chain import Entry, Report, verify_log
 from shared.auth import AUDIT_READ, TokenVerifier
 from shared.datamap import DataMap
 from shared.problems import ProblemError, invalid
 from shared.signing import Signer, public_key_b64
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+async def verify_chain(audit_log: MongoAuditLog, signer: Signer) -> Report:
+    """Recompute the whole chain against its head and signed checkpoints."""
+    return await verify_log(
+        audit_log.all_entries(),
+        head=await audit_log.head(),
+        checkpoints=await audit_log.checkpoints(),
+        public_keys={signer.key_id: signer.public_key},
+    )
+
+
+async def signed_receipt(
+    audit_log: MongoAuditLog, signer: Signer, request_id: str, *, datamap: DataMap | None, now: datetime
+) -> dict[str, Any] | None:
+    """The request's receipt, anchored to the first checkpoint covering it and signed; None without entries."""
+    entries = await audit_log.matching(request_id=request_id)
+    if not entries:
+        return None
+    checkpoint = next((c for c in await audit_log.checkpoints() if c.seq >= entries[-1].seq), None)
+    document = handlers.receipt(request_id, entries, datamap=datamap, checkpoint=checkpoint, generated_at=now)
+    return signer.sign_document(document)
 
 
 def log_filters(page_cap: int) -> type[BaseModel]:
@@ -86,28 +108,17 @@ def add_routes(
 
     async def verify(request: web.Request) -> web.Response:
         verifier.require(request, AUDIT_READ)
-        report = await verify_log(
-            audit_log.all_entries(),
-            head=await audit_log.head(),
-            checkpoints=await audit_log.checkpoints(),
-            public_keys={signer.key_id: signer.public_key},
-        )
-        return web.json_response(report.as_json())
+        return web.json_response((await verify_chain(audit_log, signer)).as_json())
 
     async def receipt(request: web.Request) -> web.Response:
         verifier.require(request, AUDIT_READ)
         request_id = request.match_info["request_id"]
         if not 1 <= len(request_id) <= 200:
             raise ProblemError(422, "Unprocessable Content", "path.request_id: 1 to 200 characters")
-        entries, cursor = [], 0
-        while page := await audit_log.query(request_id=request_id, after=cursor, limit=1000):
-            entries += page
-            cursor = page[-1].seq
-        if not entries:
+        signed = await signed_receipt(audit_log, signer, request_id, datamap=datamap, now=clock())
+        if signed is None:
             raise ProblemError(404, "Not Found", "no audit entries for this request")
-        checkpoint = next((c for c in await audit_log.checkpoints() if c.seq >= entries[-1].seq), None)
-        document = handlers.receipt(request_id, entries, datamap=datamap, checkpoint=checkpoint, generated_at=clock())
-        return web.json_response(signer.sign_document(document))
+        return web.json_response(signed)
 
     async def public_key(_: web.Request) -> web.Response:
         return web.json_response(

@@ -33,7 +33,8 @@ from pymongo import AsyncMongoClient
 
 from services.audit import handlers
 from services.audit.adapters.log import MongoAuditLog
-from services.audit.chain import Entry, verify_log
+from services.audit.api import signed_receipt, verify_chain
+from services.audit.chain import Entry
 from services.audit.settings import AuditSettings
 from shared import topics
 from shared.auth import AUDIT_READ, TokenVerifier
@@ -335,14 +336,6 @@ def add_console(
             next=urlencode(keep | {"offset": body["next_offset"]}) if code == 200 and body.get("next_offset") else None,
         )
 
-    async def all_entries(**filters: Any) -> list[Entry]:
-        entries: list[Entry] = []
-        cursor = 0
-        while page := await audit_log.query(after=cursor, limit=1000, **filters):
-            entries += page
-            cursor = page[-1].seq
-        return entries
-
     async def request_page(request: web.Request, session: Session) -> web.Response:
         request_id = request.match_info["request_id"]
         if not 1 <= len(request_id) <= 200:
@@ -351,7 +344,7 @@ def add_console(
         (code, item), (n_code, notices), entries = await asyncio.gather(
             upstream.call("intake", "GET", f"/deletion_requests/{path}", session.token),
             upstream.call("notifier", "GET", f"/webhooks/requests/{path}", session.token),
-            all_entries(request_id=request_id),
+            audit_log.matching(request_id=request_id),
         )
         if code != 200:
             return render(
@@ -389,14 +382,13 @@ def add_console(
 
     async def receipt(request: web.Request, _: Session) -> web.Response:
         request_id = request.match_info["request_id"]
-        entries = await all_entries(request_id=request_id) if 1 <= len(request_id) <= 200 else []
-        if not entries:
+        ok = 1 <= len(request_id) <= 200
+        signed = await signed_receipt(audit_log, signer, request_id, datamap=datamap, now=clock()) if ok else None
+        if signed is None:
             return web.Response(status=404, text="no audit entries for this request", headers=SECURITY_HEADERS)
-        checkpoint = next((c for c in await audit_log.checkpoints() if c.seq >= entries[-1].seq), None)
-        document = handlers.receipt(request_id, entries, datamap=datamap, checkpoint=checkpoint, generated_at=clock())
         safe_name = "".join(c for c in request_id if c.isalnum() or c in "-_")
         return web.Response(
-            text=json.dumps(signer.sign_document(document), indent=2),
+            text=json.dumps(signed, indent=2),
             content_type="application/json",
             headers=SECURITY_HEADERS | {"Content-Disposition": f'attachment; filename="receipt-{safe_name}.json"'},
         )
@@ -405,7 +397,7 @@ def add_console(
         (r_code, rules), (h_code, holds), trail = await asyncio.gather(
             upstream.call("intake", "GET", "/data_retention/rules", session.token),
             upstream.call("intake", "GET", "/legal_holds", session.token, params={"active": "false", "limit": "100"}),
-            all_entries(types=handlers.FAMILIES["retention"] + handlers.FAMILIES["legal_hold"]),
+            audit_log.matching(types=handlers.FAMILIES["retention"] + handlers.FAMILIES["legal_hold"]),
         )
         errors = [b.get("detail", f"intake answered {c}") for c, b in ((r_code, rules), (h_code, holds)) if c != 200]
         return render(
@@ -471,12 +463,7 @@ def add_console(
         ready.append({"service": "audit", "ready": True, "code": 200, "checks": {"status": "serving this page"}})
         (lag, dead, kafka_error), report = await asyncio.gather(
             consumer_lag(settings),
-            verify_log(
-                audit_log.all_entries(),
-                head=await audit_log.head(),
-                checkpoints=await audit_log.checkpoints(),
-                public_keys={signer.key_id: signer.public_key},
-            ),
+            verify_chain(audit_log, signer),
         )
         return render(
             "health.html",

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
 from shared.signing import verify_document
-from tests.support import PARTIAL, free_port
+from tests.support import PARTIAL, free_port, ready
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 ROOT = Path(__file__).parents[2]
@@ -42,14 +41,6 @@ AUTH = AuthSettings(jwt_secret=SECRET)
 
 def token(*scopes: str) -> str:
     return issue_token(AUTH, subject="e2e", scopes=scopes, ttl=timedelta(minutes=30))
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest_asyncio.fixture

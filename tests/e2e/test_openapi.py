@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -15,20 +14,12 @@ import pytest
 
 from shared.auth import SCOPES, issue_token
 from shared.settings import AuthSettings
-from tests.support import free_port
+from tests.support import free_port, ready
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 SECRET = "openapi-fuzz-secret-of-at-least-32-bytes"
 SERVICES = ("intake", "purger", "keyvault", "notifier", "audit")
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,15 @@ class MongoAuditLog:
         docs = await self._entries.find(filters).sort("_id", 1).limit(limit).to_list(None)
         return [_entry(d) for d in docs]
 
+    async def matching(self, **filters: Any) -> list[Entry]:
+        """Every entry that ``query`` would page through with these filters, oldest first."""
+        entries: list[Entry] = []
+        cursor = 0
+        while page := await self.query(after=cursor, limit=1000, **filters):
+            entries += page
+            cursor = page[-1].seq
+        return entries
+
     async def checkpoints(self) -> list[Checkpoint]:
         docs = await self._checkpoints.find({}).sort("_id", 1).to_list(None)
         return [Checkpoint(d["_id"], d["hash"], d["signed_at"], d["key_id"], d["signature"]) for d in docs]
