@@ -142,7 +142,11 @@ def test_an_operator_signs_in_finds_a_request_sees_its_proof_and_places_and_rele
     no_email_on("requests", driver)
     driver.find_element(By.ID, "status").send_keys("partial")
     driver.find_element(By.XPATH, "//form[@class='filters']//button").click()
-    assert request_id in driver.find_element(By.ID, "requests").text
+    until(
+        driver,
+        lambda: "status=partial" in driver.current_url and request_id in text_of(driver, "requests"),
+        reload=False,
+    )
 
     driver.find_element(By.LINK_TEXT, request_id).click()
     assert driver.find_element(By.ID, "request-id").text == request_id
