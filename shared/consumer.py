@@ -158,8 +158,10 @@ class KafkaConsumerLoop:
         group_id: str,
         client_id: str,
         processor: MessageProcessor,
+        partitions_at_once: int = 1,
     ) -> None:
         self._processor = processor
+        self._gate = asyncio.Semaphore(partitions_at_once)
         self._consumer = AIOKafkaConsumer(
             *processor.routes,
             bootstrap_servers=settings.bootstrap_servers,
@@ -184,7 +186,11 @@ class KafkaConsumerLoop:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Consume until asked to stop; finishes the message in hand, commits what is done, then returns."""
+        """Consume until asked to stop; finishes the messages in hand, commits what is done, then returns.
+
+        The partitions of a batch are handled concurrently, each in order: events of one subject share a key, hence
+        a partition, so they stay ordered, while a slow store call for one subject no longer holds up the others.
+        """
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
             if not self._joined and self._consumer.assignment():
@@ -192,17 +198,24 @@ class KafkaConsumerLoop:
                 for tp in self._consumer.assignment():
                     await self._consumer.position(tp)
                 self._joined = True
-            for tp, messages in batches.items():
-                done = None
-                for record in messages:
-                    if self._stopping.is_set() or tp not in self._consumer.assignment():
-                        break  # a rebalance took the partition away: its new owner reads on from the last commit
-                    await self._processor.process(
-                        Message(record.topic, record.partition, record.offset, record.key, record.value)
-                    )
-                    done = record.offset + 1
-                if done is not None:
-                    await self._commit(tp, done)
+            await asyncio.gather(*(self._drain(tp, messages) for tp, messages in batches.items()))
+
+    async def _drain(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        """Handle one partition's messages in order, then commit past the last one handled."""
+        async with self._gate:
+            await self._handle_in_order(tp, messages)
+
+    async def _handle_in_order(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        done = None
+        for record in messages:
+            if self._stopping.is_set() or tp not in self._consumer.assignment():
+                break  # a rebalance took the partition away: its new owner reads on from the last commit
+            await self._processor.process(
+                Message(record.topic, record.partition, record.offset, record.key, record.value)
+            )
+            done = record.offset + 1
+        if done is not None:
+            await self._commit(tp, done)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:

@@ -22,6 +22,8 @@ class KafkaSettings(BaseSettings):
     retry_attempts: int = Field(default=8, ge=1)
     retry_initial_delay_s: float = Field(default=0.2, gt=0)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
+    # How many of its assigned partitions a process handles at once (each partition stays in order).
+    partitions_at_once: int = Field(default=3, ge=1)
 
 
 class MongoSettings(BaseSettings):

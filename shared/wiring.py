@@ -44,6 +44,7 @@ def build_service(
     web_app: web.Application | None = None,
     on_start: Sequence[Hook] = (),
     on_stop: Sequence[Hook] = (),
+    partitions_at_once: int | None = None,
 ) -> Service:
     """Build (without any I/O) a service that consumes ``routes`` and serves ops endpoints plus ``web_app``."""
     metrics = Metrics(service=name)
@@ -60,7 +61,13 @@ def build_service(
     if routes:
         processor = MessageProcessor(routes=routes, publisher=publisher, settings=kafka, metrics=metrics)
         group = f"{kafka.group_prefix}-{name}"
-        consumer = KafkaConsumerLoop(kafka, group_id=group, client_id=f"lethe-{name}", processor=processor)
+        consumer = KafkaConsumerLoop(
+            kafka,
+            group_id=group,
+            client_id=f"lethe-{name}",
+            processor=processor,
+            partitions_at_once=partitions_at_once or kafka.partitions_at_once,
+        )
         loop = consumer
 
         async def kafka_ready() -> bool:

@@ -89,6 +89,7 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         web_app=web_app,
         on_start=[audit_log.ensure_indexes, upstream.start],
         on_stop=[upstream.stop, mongo.close],
+        partitions_at_once=1,  # every entry extends one hash chain: concurrent appends would only contend for its head
     )
     service.background.append(lambda: checkpoint_periodically(audit_log, signer, settings))
     return service

@@ -22,7 +22,7 @@ from shared.events import utcnow
 from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.retention import MongoRetentionStore
-from shared.s3 import s3_ping
+from shared.s3 import S3Connection
 from shared.service import Hook, Service
 from shared.wiring import ServiceDeps, build_service
 
@@ -37,6 +37,7 @@ class PurgerParts:
 
     purger: handlers.Purger
     backups: BackupStore
+    s3: S3Connection
     on_start: list[Hook]
     on_stop: list[Hook]
 
@@ -48,6 +49,7 @@ def build_purger(
     db = settings.mongo.database
     mongo_eraser = MongoEraser(mongo, db, chunk_size=settings.purge_batch_size)
     milvus = MilvusEraser(settings.milvus)
+    s3 = S3Connection(settings.s3)
     ledger = MongoPurgeLedger(mongo, db)
     progress = MongoPurgeProgress(mongo, db)
     retention = MongoRetentionStore(mongo, db)
@@ -55,7 +57,7 @@ def build_purger(
         datamap=datamap,
         erasers={
             "mongo": mongo_eraser,
-            "s3": S3Eraser(settings.s3, attempts=settings.s3_delete_attempts),
+            "s3": S3Eraser(s3, attempts=settings.s3_delete_attempts),
             "milvus": milvus,
         },
         retention=retention,
@@ -72,7 +74,7 @@ def build_purger(
         await retention.ensure_indexes()
 
     backups = BackupStore(mongo, db, settings.s3, bucket=settings.backups_bucket)
-    return PurgerParts(purger, backups, on_start=[ensure_indexes], on_stop=[milvus.close])
+    return PurgerParts(purger, backups, s3, on_start=[ensure_indexes], on_stop=[milvus.close, s3.close])
 
 
 def seconds_until(at: str, now: datetime) -> float:
@@ -133,7 +135,7 @@ def create_app(
         settings=settings,
         kafka=settings.kafka,
         routes=handlers.routes(parts.purger),
-        checks={"mongo": lambda: mongo_ping(mongo), "s3": lambda: s3_ping(settings.s3)},
+        checks={"mongo": lambda: mongo_ping(mongo), "s3": parts.s3.ping},
         deps=deps,
         on_start=parts.on_start,
         on_stop=[*parts.on_stop, mongo.close],

@@ -8,6 +8,7 @@ finishes what was left and reports the very same outcomes, under the very same e
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ async def _run_round(p: Purger, record: PurgeRecord, round_: int, datasets: Sequ
     for dataset in datasets:
         if dataset.name in done:
             continue
+        started = time.monotonic()
         if dataset.exempt:
             outcome = DatasetOutcome(dataset=dataset.name, store=dataset.store, outcome="exempt")
         elif (why := kept.get(dataset.name)) is not None:
@@ -136,6 +138,7 @@ async def _run_round(p: Purger, record: PurgeRecord, round_: int, datasets: Sequ
             dataset=dataset.name,
             outcome=outcome.outcome,
             counts=outcome.counts.model_dump(exclude_defaults=True),
+            took_ms=round((time.monotonic() - started) * 1000),
         )
     return await p.progress.complete_round(record, round_, p.clock())
 

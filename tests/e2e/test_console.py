@@ -21,6 +21,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 
 from shared.auth import AUDIT_READ, DELETION_ANY, RETENTION_ADMIN, WEBHOOKS_ADMIN
 from shared.mongo import create_mongo_client
@@ -140,7 +141,7 @@ def test_an_operator_signs_in_finds_a_request_sees_its_proof_and_places_and_rele
     assert subject in row.text and "partial" in row.text
     assert row.find_element(By.CSS_SELECTOR, ".pill.done")  # finished within its deadline
     no_email_on("requests", driver)
-    driver.find_element(By.ID, "status").send_keys("partial")
+    Select(driver.find_element(By.ID, "status")).select_by_value("partial")
     driver.find_element(By.XPATH, "//form[@class='filters']//button").click()
     until(
         driver,
@@ -149,7 +150,7 @@ def test_an_operator_signs_in_finds_a_request_sees_its_proof_and_places_and_rele
     )
 
     driver.find_element(By.LINK_TEXT, request_id).click()
-    assert driver.find_element(By.ID, "request-id").text == request_id
+    until(driver, lambda: text_of(driver, "request-id") == request_id, reload=False)
     assert driver.find_element(By.ID, "status").text == "partial"
     timeline = driver.find_element(By.ID, "timeline").text
     for stage in ("received", "purging", "keys_destroyed", "notified"):

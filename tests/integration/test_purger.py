@@ -9,6 +9,7 @@ import uuid
 from asyncio.subprocess import PIPE, STDOUT
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -26,13 +27,13 @@ from services.purger.handlers import Purger, nightly_purge
 from services.purger.settings import PurgerSettings
 from shared import topics
 from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location, load_datamap
-from shared.events import DeletionRequested, InvalidEventError, LegalHoldReleased, decode_event
+from shared.events import DatasetOutcome, DeletionRequested, InvalidEventError, LegalHoldReleased, decode_event
 from shared.fakes import InMemoryRetentionStore
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.liveread import live
 from shared.mongo import create_mongo_client
 from shared.retention import MongoRetentionStore
-from shared.s3 import s3_client
+from shared.s3 import S3Connection, s3_client
 from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings
 from tests.support import drop_bucket, free_port, litigation_hold
 
@@ -57,6 +58,15 @@ def uploads(bucket):
     return Dataset(name="uploads", store="s3", s3=S3Location(bucket=bucket, prefix="users/{subject_id}/"))
 
 
+async def erase_uploads(s3_endpoint: str, bucket: str, **options: Any) -> DatasetOutcome:
+    """Subject u1's uploads erased by a purger's S3 eraser, over a connection of its own."""
+    connection = S3Connection(s3_settings(s3_endpoint))
+    try:
+        return await S3Eraser(connection, **options).erase(uploads(bucket), "u1")
+    finally:
+        await connection.close()
+
+
 async def test_every_version_and_delete_marker_under_the_prefix_is_erased_in_batches_of_1000(s3_endpoint):
     bucket = f"t-{uuid.uuid4().hex[:10]}"
     async with s3_client(s3_settings(s3_endpoint)) as s3:
@@ -69,13 +79,13 @@ async def test_every_version_and_delete_marker_under_the_prefix_is_erased_in_bat
         await s3.put_object(Bucket=bucket, Key="users/u1", Body=b"not under the prefix users/u1/")
         before = await list_versions(s3, bucket, "users/u1/")
         assert len(before) == 1021 > MAX_KEYS_PER_DELETE
-        outcome = await S3Eraser(s3_settings(s3_endpoint), attempts=3).erase(uploads(bucket), "u1")
+        outcome = await erase_uploads(s3_endpoint, bucket, attempts=3)
         assert outcome.outcome == "erased"
         assert (outcome.counts.object_versions_deleted, outcome.counts.delete_markers_deleted) == (1020, 1)
         assert await list_versions(s3, bucket, "users/u1/") == []
         assert [v.key for v in await list_versions(s3, bucket, "users/u10/")] == ["users/u10/kept"]
         assert len(await list_versions(s3, bucket, "users/u1")) == 2  # users/u1 and users/u10/kept
-        again = await S3Eraser(s3_settings(s3_endpoint), attempts=3).erase(uploads(bucket), "u1")
+        again = await erase_uploads(s3_endpoint, bucket, attempts=3)
         assert again.outcome == "erased" and again.counts.object_versions_deleted == 0
         await drop_bucket(s3, bucket)
 
@@ -88,7 +98,7 @@ async def test_an_object_under_an_object_lock_legal_hold_survives_and_is_reporte
         await s3.put_object_legal_hold(Bucket=bucket, Key="users/u1/contract.pdf", LegalHold={"Status": "ON"})
         await s3.put_object(Bucket=bucket, Key="users/u1/avatar.png", Body=b"a")
         await s3.put_object(Bucket=bucket, Key="users/u1/avatar.png", Body=b"b")
-        outcome = await S3Eraser(s3_settings(s3_endpoint), attempts=2, retry_delay_s=0.05).erase(uploads(bucket), "u1")
+        outcome = await erase_uploads(s3_endpoint, bucket, attempts=2, retry_delay_s=0.05)
         left = await list_versions(s3, bucket, "users/u1/")
         await s3.put_object_legal_hold(Bucket=bucket, Key="users/u1/contract.pdf", LegalHold={"Status": "OFF"})
         await drop_bucket(s3, bucket)

@@ -1,5 +1,6 @@
 """The consumer loop's decisions, with an in-memory publisher: dispatch, retries and the dead-letter topic."""
 
+import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -181,3 +182,70 @@ async def test_a_commit_for_a_partition_a_rebalance_took_away_does_not_kill_the_
     )
     loop._consumer = RevokedConsumer()  # type: ignore[assignment]
     await loop._commit(TopicPartition(topics.DELETION_REQUESTED, 0), 5)  # logged; the new owner re-reads
+
+
+class OneBatchConsumer:
+    """A consumer that hands out one batch over two partitions, then stops the loop; records commits."""
+
+    def __init__(self, batch: dict, stop) -> None:
+        self._batch, self._stop, self._assigned = batch, stop, set(batch)
+        self.committed: list[dict] = []
+
+    def assignment(self) -> set:
+        return self._assigned
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 0
+
+    async def getmany(self, **_: object) -> dict:
+        batch, self._batch = self._batch, {}
+        if not batch:
+            self._stop()
+        return batch
+
+    async def commit(self, offsets: dict) -> None:
+        self.committed.append(offsets)
+
+
+class Record:
+    def __init__(self, partition: int, offset: int, subject: str) -> None:
+        self.topic, self.partition, self.offset, self.key = topics.DELETION_REQUESTED, partition, offset, b"k"
+        self.value = requested().model_copy(update={"subject_id": subject, "request_id": subject}).to_bytes()
+
+
+async def loop_over_two_partitions(partitions_at_once: int) -> tuple[list[str], list[dict]]:
+    """Partition 0 holds a slow subject then another; partition 1 a fast one. Returns the order handled."""
+    handled: list[str] = []
+
+    async def handler(event: Event) -> Sequence[Event]:
+        if event.subject_id == "slow":
+            await asyncio.sleep(0.2)
+        handled.append(event.subject_id)
+        return []
+
+    tp0, tp1 = TopicPartition(topics.DELETION_REQUESTED, 0), TopicPartition(topics.DELETION_REQUESTED, 1)
+    loop = KafkaConsumerLoop(
+        KafkaSettings(),
+        group_id="g",
+        client_id="c",
+        processor=processor(handler, InMemoryPublisher(), Sleeps()),
+        partitions_at_once=partitions_at_once,
+    )
+    consumer = OneBatchConsumer(
+        {tp0: [Record(0, 10, "slow"), Record(0, 11, "after-slow")], tp1: [Record(1, 4, "fast")]}, loop.request_stop
+    )
+    loop._consumer = consumer  # type: ignore[assignment]
+    await loop.run()
+    return handled, consumer.committed
+
+
+async def test_partitions_are_handled_concurrently_each_in_order_and_each_committed_past_its_last():
+    handled, committed = await loop_over_two_partitions(partitions_at_once=2)
+    assert handled == ["fast", "slow", "after-slow"]  # the fast partition did not wait behind the slow one
+    assert {tp.partition: offset for c in committed for tp, offset in c.items()} == {0: 12, 1: 5}
+
+
+async def test_one_partition_at_a_time_keeps_the_batch_sequential():
+    handled, committed = await loop_over_two_partitions(partitions_at_once=1)
+    assert handled == ["slow", "after-slow", "fast"]
+    assert len(committed) == 2

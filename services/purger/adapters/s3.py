@@ -17,8 +17,7 @@ from botocore.exceptions import ClientError
 
 from shared.datamap import Dataset
 from shared.events import DatasetCounts, DatasetOutcome
-from shared.s3 import s3_client
-from shared.settings import S3Settings
+from shared.s3 import S3Connection
 
 log = structlog.get_logger(__name__)
 MAX_KEYS_PER_DELETE = 1000
@@ -37,32 +36,32 @@ class Version:
 
 
 class S3Eraser:
-    def __init__(self, settings: S3Settings, *, attempts: int, retry_delay_s: float = 0.5) -> None:
-        self._settings = settings
+    def __init__(self, s3: S3Connection, *, attempts: int, retry_delay_s: float = 0.5) -> None:
+        self._s3 = s3
         self._attempts = attempts
         self._retry_delay_s = retry_delay_s
 
     async def erase(self, dataset: Dataset, subject_id: str, **_: Any) -> DatasetOutcome:
         assert dataset.s3 is not None
         bucket, prefix = dataset.s3.bucket, dataset.s3.prefix_for(subject_id)
-        async with s3_client(self._settings) as s3:
-            pending = await list_versions(s3, bucket, prefix)
-            deleted: list[Version] = []
-            for attempt in range(self._attempts):
-                if not pending:
-                    break
-                failed: list[tuple[Version, str]] = []
-                for start in range(0, len(pending), MAX_KEYS_PER_DELETE):
-                    batch = pending[start : start + MAX_KEYS_PER_DELETE]
-                    done, errors = await _delete_batch(s3, bucket, batch)
-                    deleted += done
-                    failed += errors
-                pending = [v for v, _ in failed]
-                if pending and attempt + 1 < self._attempts:
-                    log.warning("s3.delete_retry", bucket=bucket, keys=len(pending), attempt=attempt + 1)
-                    await asyncio.sleep(self._retry_delay_s * 2**attempt)
-            locked = [(v, reason) for v in pending if (reason := await _lock_reason(s3, bucket, v))]
-            left = await list_versions(s3, bucket, prefix)
+        s3 = await self._s3.client()
+        pending = await list_versions(s3, bucket, prefix)
+        deleted: list[Version] = []
+        for attempt in range(self._attempts):
+            if not pending:
+                break
+            failed: list[tuple[Version, str]] = []
+            for start in range(0, len(pending), MAX_KEYS_PER_DELETE):
+                batch = pending[start : start + MAX_KEYS_PER_DELETE]
+                done, errors = await _delete_batch(s3, bucket, batch)
+                deleted += done
+                failed += errors
+            pending = [v for v, _ in failed]
+            if pending and attempt + 1 < self._attempts:
+                log.warning("s3.delete_retry", bucket=bucket, keys=len(pending), attempt=attempt + 1)
+                await asyncio.sleep(self._retry_delay_s * 2**attempt)
+        locked = [(v, reason) for v in pending if (reason := await _lock_reason(s3, bucket, v))]
+        left = await list_versions(s3, bucket, prefix)
         locked_ids = {(v.key, v.version_id) for v, _ in locked}
         unexplained = [v for v in left if (v.key, v.version_id) not in locked_ids]
         if unexplained:
