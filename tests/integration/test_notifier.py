@@ -406,3 +406,21 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
     finally:
         await notifier.stop()
         await keyvault.stop()
+
+
+async def test_a_crash_between_recording_a_delivery_and_listing_it_as_pending_is_repaired_on_replay(mongo, sender):
+    """The chaos run found this: FerretDB stopped after the delivery was written and before the pending ledger
+    was, so the re-consumed event found the delivery and scheduled nothing, and the webhook was never sent."""
+    n = notifier_for(mongo)
+    event = completed()
+    client, database, _ = mongo
+    async with Receiver([]) as receiver:
+        await register(n, receiver)
+        await handlers.on_keys_destroyed(event, n)
+        await client[database]["notifier_pending"].delete_many({})  # as if the second write never happened
+        await handlers.on_keys_destroyed(event, n)  # the event, consumed again after the crash
+        await run_worker(n, sender, lambda: len(receiver.seen) == 1)
+        await asyncio.sleep(0.3)
+        await handlers.deliver_due(n, sender.send)
+    assert len(receiver.seen) == 1
+    assert await client[database]["notifier_pending"].count_documents({}) == 0

@@ -132,18 +132,26 @@ class MongoWebhookStore:
     # Deliveries
 
     async def schedule(self, delivery: Delivery) -> bool:
-        """Record a delivery once (its id is stable); returns False if it already existed."""
+        """Record a delivery once (its id is stable); returns False if it already existed.
+
+        Two writes: the delivery, then its entry in the pending ledger. A crash (or MongoDB going away) between
+        them leaves a pending delivery the worker would never see; the re-consumed event comes back here and adds
+        the missing entry, so the ledger is repaired whenever the delivery is still pending.
+        """
         doc = asdict(delivery)
         doc["_id"] = doc.pop("message_id")
         result = await self._deliveries.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
-        if result.upserted_id is None:
-            return False
+        created = result.upserted_id is not None
+        if not created:
+            existing = await self._deliveries.find_one({"_id": doc["_id"]}, {"status": 1})
+            if existing is None or existing["status"] != "pending":
+                return False
         await self._pending.update_one(
             {"_id": delivery.message_id},
             {"$setOnInsert": {"next_attempt_at": delivery.next_attempt_at, "lease_until": None}},
             upsert=True,
         )
-        return True
+        return created
 
     async def claim_due(self, now: datetime, *, lease: timedelta, limit: int = 50) -> list[Delivery]:
         # The ledger lists only pending deliveries, so reading it whole stays small.
