@@ -202,18 +202,14 @@ class KafkaConsumerLoop:
 
     async def _drain(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         """Handle one partition's messages in order, then commit past the last one handled."""
-        async with self._gate:
-            await self._handle_in_order(tp, messages)
-
-    async def _handle_in_order(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         done = None
-        for record in messages:
-            if self._stopping.is_set() or tp not in self._consumer.assignment():
-                break  # a rebalance took the partition away: its new owner reads on from the last commit
-            await self._processor.process(
-                Message(record.topic, record.partition, record.offset, record.key, record.value)
-            )
-            done = record.offset + 1
+        async with self._gate:
+            for record in messages:
+                if self._stopping.is_set() or tp not in self._consumer.assignment():
+                    break  # a rebalance took the partition away: its new owner reads on from the last commit
+                message = Message(record.topic, record.partition, record.offset, record.key, record.value)
+                await self._processor.process(message)
+                done = record.offset + 1
         if done is not None:
             await self._commit(tp, done)
 
