@@ -132,7 +132,7 @@ def test_an_operator_signs_in_finds_a_request_sees_its_proof_and_places_and_rele
     admin = token(AUDIT_READ, DELETION_ANY, RETENTION_ADMIN, WEBHOOKS_ADMIN, subject="dpo")
     driver.find_element(By.ID, "token").send_keys(admin)
     driver.find_element(By.ID, "sign-in").click()
-    assert driver.current_url.endswith("/console/requests")
+    until(driver, lambda: driver.current_url.endswith("/console/requests"), reload=False)
     cookie = driver.get_cookie("lethe_console")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
     assert admin not in cookie["value"]  # the browser holds a session id, not the token
