@@ -25,6 +25,10 @@ class KafkaSettings(BaseSettings):
     # How many of its assigned partitions a process handles at once (each partition stays in order).
     partitions_at_once: int = Field(default=3, ge=1)
 
+    def group_of(self, service: str) -> str:
+        """The consumer group of ``service``'s instances."""
+        return f"{self.group_prefix}-{service}"
+
 
 class MongoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LETHE_MONGO_", extra="ignore")

@@ -60,10 +60,9 @@ def build_service(
     all_checks = dict(checks)
     if routes:
         processor = MessageProcessor(routes=routes, publisher=publisher, settings=kafka, metrics=metrics)
-        group = f"{kafka.group_prefix}-{name}"
         consumer = KafkaConsumerLoop(
             kafka,
-            group_id=group,
+            group_id=kafka.group_of(name),
             client_id=f"lethe-{name}",
             processor=processor,
             partitions_at_once=partitions_at_once or kafka.partitions_at_once,

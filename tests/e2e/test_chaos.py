@@ -301,7 +301,8 @@ async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and
             took = time.monotonic() - started
             say(f"all final {took:.0f} s after the first DELETE: {dict(Counter(statuses.values()))}")
             # The webhooks are all in, but the audit log (one hash chain, the slowest consumer) may still lag.
-            groups = [f"{p.env['LETHE_KAFKA_GROUP_PREFIX']}-{name}" for name in SERVICES]
+            kafka = KafkaSettings(group_prefix=p.env["LETHE_KAFKA_GROUP_PREFIX"])
+            groups = [kafka.group_of(name) for name in SERVICES]
             await wait_caught_up(own_kafka.bootstrap, groups, timeout_s=300 + N, doing="catching up")
             await asyncio.sleep(3)  # late duplicates, if any, would land now
             before = await counts(api, receiver, request_ids)
@@ -312,7 +313,7 @@ async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and
             say("poison: " + ", ".join(f"{t}.dlq={len(v)}" for t, v in dlq.items()))
 
             p.stop()
-            reset = await reset_groups_to_earliest(own_kafka.bootstrap, p.env["LETHE_KAFKA_GROUP_PREFIX"] + "-")
+            reset = await reset_groups_to_earliest(own_kafka.bootstrap, kafka.group_prefix + "-")
             assert sorted(reset) == sorted(groups), reset
             say(f"replaying every topic from the start for {len(groups)} consumer groups")
             p.procs.clear()
