@@ -223,6 +223,10 @@ async def _try_mail(event: DeletionKeysDestroyed, n: Notifier) -> MailStatus:
         return "no_contact"
     if n.keyvault is None:
         return "no_keyvault"
+    if contact.mailed_at is not None:
+        # Mailed before a crash that came before the key was destroyed: finish that, never mail twice.
+        await n.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
+        return "sent"
     try:
         address = (await n.keyvault.decrypt(event.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
     except KeyUnavailableError:

@@ -432,3 +432,36 @@ async def test_a_crash_between_recording_a_delivery_and_listing_it_as_pending_is
         await handlers.deliver_due(n, sender.send)
     assert len(receiver.seen) == 1
     assert await client[database]["notifier_pending"].count_documents({}) == 0
+
+
+async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_again(mongo, kafka_bootstrap, tmp_path):
+    """The mail was accepted and recorded on the contact; the process died before the address's key was destroyed
+    and the notice saved. The event, consumed again, must not mail the person a second time, and must still
+    destroy the key."""
+    client, database, mongo_url = mongo
+    keyvault = create_keyvault(
+        KeyvaultSettings(
+            http_port=free_port(),
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            mongo=MongoSettings(url=mongo_url, database=database),
+            auth=AUTH,
+            local_keyring_file=tmp_path / "keyring.json",
+        )
+    )
+    await keyvault.start()
+    event = completed()
+    try:
+        async with KeyvaultClient(f"http://127.0.0.1:{keyvault.port}", token=token(KEYS_USE, KEYS_DESTROY)) as kv:
+            sealed = await kv.encrypt(event.subject_id, CONTACT_DATASET, b"ada@example.test")
+            contacts = MongoContactStore(client, database)
+            await contacts.put(Contact(event.request_id, event.subject_id, sealed))
+            await contacts.mark_mailed(event.request_id, utcnow())  # the mail went out, then the process died
+            n = notifier_for(mongo)  # its send_mail fails the test if it is called
+            n.keyvault = kv
+            [notified] = await handlers.on_keys_destroyed(event, n)
+            assert isinstance(notified, DeletionNotified)
+            assert notified.email_sent is True
+            with pytest.raises(Exception, match="destroyed"):
+                await kv.decrypt(event.subject_id, CONTACT_DATASET, sealed)
+    finally:
+        await keyvault.stop()
