@@ -10,10 +10,12 @@ chain; a replay of every topic from the start must add nothing. `make chaos` run
 import asyncio
 import os
 import random
+import re
 import signal
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,6 +41,7 @@ S3_DOWN_S = float(os.environ.get("LETHE_CHAOS_S3_DOWN_S", "30"))
 SEAWEEDFS_PID = ROOT / "var" / "run" / "seaweedfs.pid"  # the local stack's S3 server, frozen for a while
 FAULT_EVERY_S = float(os.environ.get("LETHE_CHAOS_FAULT_EVERY_S", "4"))
 POISON = b'{"this is": "not an event'
+REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
 
 
 def say(text: str) -> None:
@@ -46,18 +49,31 @@ def say(text: str) -> None:
 
 
 async def prepare(p: Pipeline, subjects: list[str]) -> None:
-    """Each person gets a profile whose name is sealed under a data key of their own (so there is a key to shred)."""
+    """Each person gets a profile whose name is sealed under a data key of their own (so there is a key to shred),
+    and an account with a sealed address, so the notifier mails them the final notice."""
     client = create_mongo_client(MongoSettings(url=p.servers.mongo_url))
     gate = asyncio.Semaphore(8)
     async with KeyvaultClient(p.url("keyvault"), token=token(KEYS_USE)) as kv:
 
-        async def one(subject: str) -> dict[str, Any]:
+        async def one(subject: str) -> tuple[dict[str, Any], dict[str, Any]]:
             async with gate:
-                return {"_id": subject, "user_id": subject, "display_name": await kv.encrypt(subject, "profiles", b"X")}
+                name = await kv.encrypt(subject, "profiles", b"X")
+                address = await kv.encrypt(subject, "accounts", f"{subject}@example.test".encode())
+            return {"_id": subject, "user_id": subject, "display_name": name}, {"user_id": subject, "email": address}
 
-        docs = await asyncio.gather(*(one(s) for s in subjects))
-    await client[p.database]["profiles"].insert_many(docs)
+        profiles, accounts = zip(*await asyncio.gather(*(one(s) for s in subjects)), strict=True)
+    await client[p.database]["profiles"].insert_many(list(profiles))
+    await client[p.database]["accounts"].insert_many(list(accounts))
     await client.close()
+
+
+def mails_per_request(mail_dir: Path, request_ids: list[str]) -> Counter[str]:
+    """How many mails in the catcher name each request (one read of the mail folder)."""
+    wanted = set(request_ids)
+    found: Counter[str] = Counter()
+    for path in mail_dir.glob("*.eml"):
+        found.update(set(REQUEST_ID.findall(path.read_text(errors="replace"))) & wanted)
+    return found
 
 
 async def submit(api: Api, p: Pipeline, subject: str, deadline_s: float = 600) -> str:
@@ -170,7 +186,14 @@ async def audit_entries(api: Api) -> list[dict[str, Any]]:
 
 async def counts(api: Api, receiver: WebhookReceiver, request_ids: list[str]) -> dict[str, Any]:
     entries = await audit_entries(api)
-    per_type = Counter((e["request_id"], e["type"]) for e in entries if e["request_id"] in set(request_ids))
+    mails = mails_per_request(api.p.servers.mail_dir, request_ids)
+    ours = set(request_ids)
+    mailed = {
+        e["request_id"]
+        for e in entries
+        if e["type"] == topics.DELETION_NOTIFIED and e["request_id"] in ours and e["event"]["email_sent"]
+    }
+    per_type = Counter((e["request_id"], e["type"]) for e in entries if e["request_id"] in ours)
     ids = {r: {wid for wid, payload in receiver.received if payload["data"]["request_id"] == r} for r in request_ids}
     return {
         "requests": len(request_ids),
@@ -182,6 +205,12 @@ async def counts(api: Api, receiver: WebhookReceiver, request_ids: list[str]) ->
         "requests with exactly 1 notified entry": sum(
             per_type[(r, topics.DELETION_NOTIFIED)] == 1 for r in request_ids
         ),
+        # A person is mailed when intake could keep their address at the DELETE: with keyvault down (killed) it
+        # cannot, and the deletion goes ahead without the notice (the notified event says email_sent false).
+        "requests notified with a mail sent": len(mailed),
+        "mails to the people": sum(mails.values()),
+        "requests notified as mailed with exactly 1 mail": sum(mails[r] == 1 for r in mailed),
+        "mails to requests not notified as mailed": sum(mails[r] for r in ours - mailed),
         # The purger's backup-expiry job runs at every start, the replay's restart included, and reports the
         # requests that became clean since its last run: entries due to time passing, not to the replay. They are
         # counted apart, and must stay at most one per request.
@@ -330,6 +359,8 @@ async def test_deletions_survive_kills_a_kafka_restart_a_mongo_outage_poison_and
     assert before["requests with exactly 1 webhook id"] == N
     assert before["requests with exactly 1 key destruction"] == N
     assert before["requests with exactly 1 notified entry"] == N
+    assert before["requests notified as mailed with exactly 1 mail"] == before["requests notified with a mail sent"] > 0
+    assert before["mails to requests not notified as mailed"] == 0
     assert before["audit entries with a repeated event id"] == 0
     assert before["requests with more than 1 backups_expired entry"] == 0
     assert before["audit verify"] == "ok"
