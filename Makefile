@@ -10,7 +10,7 @@ PY := .venv/bin/python
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## Install what is missing: .venv, Kafka jars, FerretDB and SeaweedFS builds (cached in .cache/)
+setup: ## Install what is missing: .venv, Kafka jars, FerretDB and SeaweedFS builds (cached in ~/.cache/lethe)
 	@$(LOCAL)/setup.sh
 
 run: ## Install, start the stack and the five services, stream their logs; Ctrl-C stops everything

@@ -25,11 +25,13 @@ from services.keyvault.app import create_app
 from services.keyvault.settings import KeyvaultSettings
 from shared import topics
 from shared.auth import KEYS_USE, issue_token
+from shared.datamap import load_datamap
 from shared.events import DatasetOutcome, DeletionPurged, decode_event, utcnow
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyvaultClient
 from shared.logging import configure_logging
 from shared.mongo import create_mongo_client
+from shared.retention import MongoRetentionStore
 from shared.settings import AuthSettings, KafkaSettings, LogSettings, MongoSettings
 
 
@@ -85,6 +87,8 @@ async def bench(n: int, subjects: int) -> None:
             store=MongoKeyStore(mongo, settings.mongo.database),
             kek=LocalKeyring.load_or_create(settings.local_keyring_file),
             clock=utcnow,
+            retention=MongoRetentionStore(mongo, settings.mongo.database),
+            datamap=load_datamap(settings.datamap_path),
         )
         handler_times = []
         for i in range(min(subjects, 200)):

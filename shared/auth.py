@@ -14,17 +14,27 @@ from shared.events import utcnow
 from shared.problems import ProblemError
 from shared.settings import AuthSettings, CliSettings
 
-# The scopes lethe knows (ARCHITECTURE.md, "Auth").
+# The scopes lethe knows (the README's "Auth" section lists who holds which).
 DELETION_SELF = "deletion:self"
 DELETION_ANY = "deletion:any"
 RETENTION_ADMIN = "retention:admin"
 AUDIT_READ = "audit:read"
 WEBHOOKS_ADMIN = "webhooks:admin"
 KEYS_USE = "keys:use"  # services fetching data keys to encrypt and decrypt fields
-KEYS_DESTROY = "keys:destroy"  # shredding one key at once (notifier, once the final notice is sent)
-KEYS_ADMIN = "keys:admin"  # restoring and rotating keys by hand
+# Shredding a subject's `contact` key at once, and no other (notifier, once the final notice is sent).
+KEYS_DESTROY_CONTACT = "keys:destroy:contact"
+KEYS_ADMIN = "keys:admin"  # restoring, rotating and shredding any key by hand (never one a rule or hold keeps)
 SCOPES = frozenset(
-    {DELETION_SELF, DELETION_ANY, RETENTION_ADMIN, AUDIT_READ, WEBHOOKS_ADMIN, KEYS_USE, KEYS_DESTROY, KEYS_ADMIN}
+    {
+        DELETION_SELF,
+        DELETION_ANY,
+        RETENTION_ADMIN,
+        AUDIT_READ,
+        WEBHOOKS_ADMIN,
+        KEYS_USE,
+        KEYS_DESTROY_CONTACT,
+        KEYS_ADMIN,
+    }
 )
 
 

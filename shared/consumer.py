@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from shared.events import Event, InvalidEventError, decode_event
 from shared.kafka import Publisher
 from shared.metrics import Metrics
+from shared.scrub import scrub
 from shared.settings import KafkaSettings
 from shared.topics import dlq
 
@@ -86,8 +88,9 @@ class MessageProcessor:
         try:
             event = decode_event(message.topic, message.value)
         except InvalidEventError as exc:
-            await self._dead_letter(message, reason=str(exc), error_type="InvalidEventError")
-            bound.warning("event.dead_lettered", reason=str(exc))
+            reason = scrub(str(exc))  # a validation error quotes the payload, which may hold an address
+            await self._dead_letter(message, reason=reason, error_type="InvalidEventError")
+            bound.warning("event.dead_lettered", reason=reason)
             return "dead_lettered"
         bound = bound.bind(request_id=event.request_id, subject_id=event.subject_id, event_id=str(event.event_id))
         handler = self.routes.get(message.topic)
@@ -111,25 +114,32 @@ class MessageProcessor:
                 bound.debug("event.handled", emitted=[r.type for r in results])
                 return "ok"
             except PermanentError as exc:
-                await self._dead_letter(message, reason=str(exc), error_type=type(exc).__name__)
-                bound.warning("event.dead_lettered", reason=str(exc))
+                reason = scrub(str(exc))
+                await self._dead_letter(message, reason=reason, error_type=type(exc).__name__)
+                bound.warning("event.dead_lettered", reason=reason, error_type=type(exc).__name__)
                 return "dead_lettered"
             except self.transient as exc:
                 # The server behind the handler is down: wait it out, however long, so nothing is lost.
                 self.metrics.retries.labels(message.topic).inc()
                 delay = self._backoff(attempt)
-                bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=repr(exc))
+                bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=scrub(repr(exc)))
                 await self.sleep(delay)
             except Exception as exc:
                 # Unexpected errors get a bounded number of tries, then the dead-letter topic.
                 if attempt >= self.settings.retry_attempts:
-                    reason = f"failed {attempt} times, last with {exc!r}"
+                    reason = scrub(f"failed {attempt} times, last with {exc!r}")
                     await self._dead_letter(message, reason=reason, error_type=type(exc).__name__)
-                    bound.error("event.dead_lettered", reason=reason, exc_info=exc)
+                    # No exc_info: the rendered exception would carry its raw text (an SMTP reply names the address).
+                    bound.error(
+                        "event.dead_lettered",
+                        reason=reason,
+                        error_type=type(exc).__name__,
+                        traceback=scrub("".join(traceback.format_exception(exc))),
+                    )
                     return "dead_lettered"
                 self.metrics.retries.labels(message.topic).inc()
                 delay = self._backoff(attempt)
-                bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=repr(exc))
+                bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=scrub(repr(exc)))
                 await self.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -139,7 +149,7 @@ class MessageProcessor:
 
     async def _dead_letter(self, message: Message, *, reason: str, error_type: str) -> None:
         headers = [
-            ("error", reason[:4000].encode()),
+            ("error", scrub(reason)[:4000].encode()),
             ("error_type", error_type.encode()),
             ("original_topic", message.topic.encode()),
             ("original_partition", str(message.partition).encode()),

@@ -1,4 +1,4 @@
-"""Every event of lethe as a frozen pydantic model: one envelope, one model per topic (ARCHITECTURE.md, "Events").
+"""Every event of lethe as a frozen pydantic model: one envelope, one model per topic.
 
 Events carry no personal data beyond the pseudonymous subject id. The Kafka key is the subject id, so one
 person's events stay in order on one partition.
@@ -23,7 +23,11 @@ from pydantic import (
 from shared import topics
 
 Store = Literal["mongo", "s3", "milvus"]
-Outcome = Literal["erased", "tagged", "retained", "exempt"]
+# erased: gone now · tagged: hidden now, hard-deleted by the nightly job · retained: kept by a rule or hold ·
+# exempt: anonymised, not personal · failed: could not be erased (the store said why, in ``error``).
+Outcome = Literal["erased", "tagged", "retained", "exempt", "failed"]
+# What became of the person's final notice.
+MailOutcome = Literal["sent", "failed", "deferred", "no_contact", "contact_key_gone", "no_keyvault"]
 RequestResult = Literal["completed", "partial"]
 Channel = Literal["api", "email"]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
@@ -117,22 +121,35 @@ class DatasetOutcome(Contract):
     rule_id: Id | None = None
     legal_basis: str | None = None
     legal_ref: str | None = None
+    error: Annotated[str, Field(max_length=1000)] | None = None
 
     @model_validator(mode="after")
-    def _retained_says_why(self) -> Self:
+    def _says_why(self) -> Self:
         if self.outcome == "retained" and not (self.rule_id and self.legal_basis and self.legal_ref):
             raise ValueError("a retained dataset needs rule_id, legal_basis and legal_ref")
+        if self.outcome == "failed" and not self.error:
+            raise ValueError("a failed dataset needs the error")
         return self
 
 
+def result_of(outcomes: tuple[DatasetOutcome, ...]) -> RequestResult:
+    """``partial`` if anything was retained or could not be erased, ``completed`` otherwise."""
+    return "partial" if any(o.outcome in ("retained", "failed") for o in outcomes) else "completed"
+
+
 class DeletionPurged(DeletionEvent):
+    """The current outcome of *every* dataset of the request (the first round and every follow-up alike)."""
+
     type: Literal["deletion.purged"] = topics.DELETION_PURGED
     outcomes: tuple[DatasetOutcome, ...]
+    # 0: the request itself; 1+: a follow-up after a hold was released, a rule changed or ended.
+    round: int = Field(default=0, ge=0)
+    # Datasets that a hold placed after the purge keeps now (reported by deletion.held; erased again after it).
+    held: tuple[Id, ...] = ()
 
     @property
     def result(self) -> RequestResult:
-        """``partial`` if anything was retained, ``completed`` otherwise."""
-        return "partial" if any(o.outcome == "retained" for o in self.outcomes) else "completed"
+        return result_of(self.outcomes)
 
 
 class KeyRef(Contract):
@@ -146,12 +163,19 @@ class RetainedKey(KeyRef):
     legal_ref: str
 
 
+class LeftKey(KeyRef):
+    """A key keyvault neither destroyed nor kept under a rule: why (not in the data map, exempt, erasure failed)."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=300)]
+
+
 class DeletionKeysDestroyed(DeletionEvent):
     type: Literal["deletion.keys_destroyed"] = topics.DELETION_KEYS_DESTROYED
     # The purge's per-dataset outcomes, carried along so that notifier can tell the whole story.
     outcomes: tuple[DatasetOutcome, ...] = ()
     destroyed: tuple[KeyRef, ...] = ()
     retained: tuple[RetainedKey, ...] = ()
+    left: tuple[LeftKey, ...] = ()
     grace_until: AwareDatetime | None = None
     result: RequestResult
 
@@ -176,6 +200,28 @@ class DeletionNotified(DeletionEvent):
     result: RequestResult
     webhook_endpoints: int = Field(ge=0)
     email_sent: bool
+    mail: MailOutcome | None = None
+    smtp_code: int | None = None  # the server's reply code when the mail failed
+
+
+class DeletionHeld(DeletionEvent):
+    """A hold placed after the request was purged now keeps some of its datasets (the purger reports it)."""
+
+    type: Literal["deletion.held"] = topics.DELETION_HELD
+    hold_id: Id
+    datasets: tuple[Id, ...] = Field(min_length=1)  # the hold's datasets that the data map knows
+    records_kept: tuple[Id, ...] = ()  # of those, the ones whose tagged records the nightly purge now skips
+    legal_basis: str
+    legal_ref: str
+
+
+class DeletionKeysHeld(DeletionEvent):
+    """keyvault's answer to a hold on a purged request: the disabled keys it restored and those already gone."""
+
+    type: Literal["deletion.keys_held"] = topics.DELETION_KEYS_HELD
+    hold_id: Id
+    restored: tuple[KeyRef, ...] = ()
+    unrestorable: tuple[KeyRef, ...] = ()  # already shredded: data under them stays unreadable
 
 
 class HardDeletedDataset(Contract):
@@ -207,13 +253,15 @@ class RetentionRulesChanged(Event):
 
 
 class LegalHoldPlaced(Event):
-    """A hold on datasets, for one subject (``subject_id`` set) or for everyone in them."""
+    """A hold on datasets, for one subject (``subject_id`` set) or for everyone in them, until released or
+    ``ends_at`` (never, if unset)."""
 
     type: Literal["legal_hold.placed"] = topics.LEGAL_HOLD_PLACED
     hold_id: Id
     datasets: tuple[Id, ...] = Field(min_length=1)
     legal_basis: str
     legal_ref: str
+    ends_at: AwareDatetime | None = None
 
 
 class LegalHoldReleased(Event):
@@ -229,6 +277,8 @@ AnyEvent = Annotated[
     | DeletionKeysShredded
     | DeletionKeysRestored
     | DeletionNotified
+    | DeletionHeld
+    | DeletionKeysHeld
     | DeletionHardDeleted
     | DeletionBackupsExpired
     | DeletionOverdue
@@ -248,6 +298,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeletionKeysShredded,
         DeletionKeysRestored,
         DeletionNotified,
+        DeletionHeld,
+        DeletionKeysHeld,
         DeletionHardDeleted,
         DeletionBackupsExpired,
         DeletionOverdue,

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.contacts import Contact
 from shared.events import Event
+from shared.keyvault_client import KeyUnavailableError
 from shared.retention import Hold, Rule, RuleSet, StaleRuleSetError
 
 
@@ -69,7 +71,7 @@ class InMemoryRetentionStore:
 
     async def release_hold(self, hold_id: str, *, by: str, at: datetime, outbox: Sequence[Event] = ()) -> Hold | None:
         hold = self.all_holds.get(hold_id)
-        if hold is not None and hold.active:
+        if hold is not None and hold.released_at is None:
             hold = self.all_holds[hold_id] = hold.model_copy(update={"released_at": at, "released_by": by})
             self.outbox += outbox
         return hold
@@ -82,10 +84,74 @@ class InMemoryRetentionStore:
             h
             for h_id, h in sorted(self.all_holds.items())
             if (subject_id is None or h.subject_id == subject_id)
-            and (h.active or not active_only)
+            and (h.released_at is None or not active_only)
             and (after is None or h_id > after)
         ]
         return found[:limit]
 
     async def holds_for(self, subject_id: str) -> list[Hold]:
-        return [h for h in self.all_holds.values() if h.active and h.subject_id in (subject_id, None)]
+        return [h for h in self.all_holds.values() if h.released_at is None and h.subject_id in (subject_id, None)]
+
+    async def active_holds(self) -> list[Hold]:
+        return [h for h in self.all_holds.values() if h.released_at is None]
+
+    async def holds_ending(self, *, after: datetime | None, until: datetime) -> list[Hold]:
+        return [
+            h
+            for h in self.all_holds.values()
+            if h.released_at is None
+            and h.ends_at is not None
+            and h.ends_at <= until
+            and (after is None or h.ends_at > after)
+        ]
+
+
+@dataclass
+class InMemoryContactStore:
+    """The contact store (shared/contacts.py) in memory."""
+
+    contacts: dict[str, Contact] = field(default_factory=dict)
+
+    async def put(self, contact: Contact) -> None:
+        self.contacts.setdefault(contact.request_id, contact)
+
+    async def get(self, request_id: str) -> Contact | None:
+        return self.contacts.get(request_id)
+
+    async def forget(self, request_id: str) -> None:
+        self.contacts.pop(request_id, None)
+
+    async def mark_mailed(self, request_id: str, at: datetime) -> None:
+        contact = self.contacts.get(request_id)
+        if contact is not None:
+            self.contacts[request_id] = Contact(contact.request_id, contact.subject_id, contact.email_ciphertext, at)
+
+
+@dataclass
+class InMemoryKeyvault:
+    """The part of KeyvaultClient that seals and opens fields, and shreds keys; a shredded key opens nothing.
+
+    Not encryption: a "ciphertext" is an index into ``sealed``. Enough to test who may still read what.
+    """
+
+    sealed: list[tuple[str, str, bytes]] = field(default_factory=list)
+    destroyed: set[tuple[str, str]] = field(default_factory=set)
+    destroy_calls: list[tuple[str, str, str]] = field(default_factory=list)  # (subject, dataset, request_id)
+
+    async def encrypt(self, subject_id: str, dataset: str, plaintext: bytes) -> str:
+        if (subject_id, dataset) in self.destroyed:
+            raise KeyUnavailableError(410, "the key is destroyed")
+        self.sealed.append((subject_id, dataset, plaintext))
+        return f"fake:{len(self.sealed) - 1}"
+
+    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes:
+        if (subject_id, dataset) in self.destroyed:
+            raise KeyUnavailableError(410, "the key is destroyed")
+        owner, kind, plaintext = self.sealed[int(ciphertext.removeprefix("fake:"))]
+        if (owner, kind) != (subject_id, dataset):
+            raise ValueError("sealed for another subject or dataset")
+        return plaintext
+
+    async def destroy_key(self, subject_id: str, dataset: str, *, request_id: str) -> None:
+        self.destroy_calls.append((subject_id, dataset, request_id))
+        self.destroyed.add((subject_id, dataset))

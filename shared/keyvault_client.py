@@ -3,8 +3,10 @@
 How keys reach a client: it asks keyvault over HTTP with a service token (scope ``keys:use``) and gets the
 plaintext data key of one subject and dataset; it never sees the KEK. It caches a key for at most
 ``cache_ttl_s`` (keyvault says how long, never more than 5 minutes), and forgets a subject's keys as soon as
-it learns of their destruction from ``deletion.keys_destroyed`` (call :meth:`forget_subject`). So a destroyed
-key stops working everywhere within the cache lifetime at worst, and at once where the event is consumed.
+it learns of their destruction: every process that caches keys runs a :class:`KeyCacheInvalidator`, which reads
+``deletion.keys_destroyed`` and ``deletion.keys_shredded``, and any 404 or 410 from keyvault evicts that key too.
+So a destroyed key stops working in every running process within milliseconds of the event, and nothing is
+encrypted under it afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from urllib.parse import quote
 import aiohttp
 
 from shared.crypto import DataKey, decrypt_field, encrypt_field, key_id_of
+from shared.service import Service
+from shared.topics import DELETION_KEYS_DESTROYED, DELETION_KEYS_SHREDDED
+
+INVALIDATING_TOPICS = (DELETION_KEYS_DESTROYED, DELETION_KEYS_SHREDDED)
 
 MAX_CACHE_TTL_S = 300
 
@@ -88,31 +94,49 @@ class KeyvaultClient:
         return decrypt_field(key, subject_id=subject_id, dataset=dataset, ciphertext=ciphertext)
 
     async def destroy_key(self, subject_id: str, dataset: str, *, request_id: str) -> None:
-        """Have keyvault shred the subject's key for one dataset at once (needs scope keys:destroy)."""
+        """Have keyvault shred the subject's key for one dataset at once.
+
+        Needs scope keys:destroy:contact for a contact key, keys:admin for any other."""
         path = f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}/destroy"
         await self._call("POST", path, json={"request_id": request_id})
         self.forget_subject(subject_id)
 
     def forget_subject(self, subject_id: str) -> None:
-        """Drop every cached key of a subject (on ``deletion.keys_destroyed``)."""
+        """Drop every cached key of a subject (on ``deletion.keys_destroyed`` or ``deletion.keys_shredded``)."""
         self._current = {k: v for k, v in self._current.items() if v.subject_id != subject_id}
         self._by_id = {k: v for k, v in self._by_id.items() if v.subject_id != subject_id}
+
+    def forget(self, subject_id: str, dataset: str) -> None:
+        """Drop the cached keys of one subject and dataset (keyvault refused one of them)."""
+        self._current.pop((subject_id, dataset), None)
+        self._by_id = {k: v for k, v in self._by_id.items() if (v.subject_id, v.dataset) != (subject_id, dataset)}
+
+    @property
+    def cached(self) -> int:
+        """How many keys are cached now (for tests and metrics)."""
+        return len(self._by_id)
 
     async def _current_key(self, subject_id: str, dataset: str) -> DataKey:
         cached = self._current.get((subject_id, dataset))
         if cached and cached.expires > self._clock():
             return cached.key
-        body = await self._call("POST", f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}")
-        return self._remember(subject_id, dataset, body, current=True)
+        path = f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}"
+        return self._remember(subject_id, dataset, await self._fetch(subject_id, dataset, "POST", path), current=True)
 
     async def _key_by_id(self, subject_id: str, dataset: str, key_id: str) -> DataKey:
         cached = self._by_id.get(key_id)
         if cached and cached.expires > self._clock() and (cached.subject_id, cached.dataset) == (subject_id, dataset):
             return cached.key
-        body = await self._call(
-            "GET", f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}/{quote(key_id, safe='')}"
-        )
-        return self._remember(subject_id, dataset, body, current=False)
+        path = f"/v1/keys/{quote(subject_id, safe='')}/{quote(dataset, safe='')}/{quote(key_id, safe='')}"
+        return self._remember(subject_id, dataset, await self._fetch(subject_id, dataset, "GET", path), current=False)
+
+    async def _fetch(self, subject_id: str, dataset: str, method: str, path: str) -> dict[str, Any]:
+        try:
+            return await self._call(method, path)
+        except KeyUnavailableError:
+            # Disabled or destroyed: no cached generation of this key may be used again, for reading or writing.
+            self.forget(subject_id, dataset)
+            raise
 
     def _remember(self, subject_id: str, dataset: str, body: dict[str, Any], *, current: bool) -> DataKey:
         key = DataKey(body["key_id"], base64.b64decode(body["dek"]))
@@ -139,26 +163,34 @@ class KeyvaultClient:
 class KeyCacheInvalidator:
     """Makes one process's KeyvaultClient forget a subject's keys as soon as they are destroyed.
 
-    Every process that caches keys runs one: it reads ``deletion.keys_destroyed`` without a consumer group
-    (so every process sees every event, not a share of them), from the end, and never commits.
+    Every process that caches keys runs one (intake and notifier wire it with :meth:`wire`): it reads
+    ``deletion.keys_destroyed`` and ``deletion.keys_shredded`` without a consumer group (so every process sees
+    every event, not a share of them), from the end, and never commits.
     """
 
     def __init__(self, client: KeyvaultClient, *, bootstrap_servers: str) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        from shared.topics import DELETION_KEYS_DESTROYED
-
         self._client = client
         self._consumer = AIOKafkaConsumer(
-            DELETION_KEYS_DESTROYED, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="latest"
+            *INVALIDATING_TOPICS, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="latest"
         )
         self.forgotten = 0
 
     async def start(self) -> None:
         await self._consumer.start()
+        # Take the position at the end now, so that no destruction published after start() is missed.
+        for partition in self._consumer.assignment():
+            await self._consumer.position(partition)
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+    def wire(self, service: Service) -> None:
+        """Run in ``service``: started with it (after its other start hooks), stopped with it, reading meanwhile."""
+        service.on_start.append(self.start)
+        service.on_stop.insert(0, self.stop)
+        service.background.append(self.run)
 
     async def run(self) -> None:
         from shared.events import InvalidEventError, decode_event

@@ -40,6 +40,10 @@ def problem_response(error: ProblemError) -> web.Response:
     return web.Response(status=error.status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=error.headers)
 
 
+def too_large(cap: int) -> ProblemError:
+    return ProblemError(413, "Content Too Large", f"the body is larger than {cap} bytes")
+
+
 def fields_problem(errors: list[dict[str, str]]) -> ProblemError:
     """A 422 naming each invalid field: ``errors`` are ``{"field": "body.x", "message": "..."}``."""
     return ProblemError(
@@ -69,9 +73,7 @@ async def parse_json(request: web.Request, model: type[Any]) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise ProblemError(
-            413, "Content Too Large", f"the body is larger than {request.client_max_size} bytes"
-        ) from exc
+        raise too_large(request.client_max_size) from exc
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -98,3 +100,32 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("http.unhandled_error", path=request.path, method=request.method)
         return problem_response(ProblemError(500, "Internal Server Error", "an unexpected error; it was logged"))
+
+
+@web.middleware
+async def body_cap_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Hold the app's body cap (``client_max_size``) on every method, before the handler runs.
+
+    aiohttp counts the cap only while a handler reads the body, so a handler that never reads it (a DELETE)
+    would accept a body of any size. A declared Content-Length over the cap is refused unread. A body without
+    one (chunked) is read here, never past the cap, and kept for the handler's ``read()``, ``json()`` and
+    ``post()``; a multipart form is left to aiohttp's reader, which needs the stream and counts the cap itself.
+    """
+    cap = request.client_max_size
+    if not cap:  # aiohttp's "no cap"
+        return await handler(request)
+    try:
+        if request.content_length is not None and request.content_length > cap:
+            return _refused(cap)
+        if request.content_length is None and request.body_exists and request.content_type != "multipart/form-data":
+            await request.read()
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _refused(cap)
+
+
+def _refused(cap: int) -> web.Response:
+    response = problem_response(too_large(cap))
+    # The rest of the body is never read, so the connection cannot carry another request.
+    response.force_close()
+    return response

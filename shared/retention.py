@@ -4,7 +4,11 @@ intake writes them (``PATCH /data_retention/rules``, ``POST /legal_holds``); the
 erases anything. Both live in MongoDB, so both services see the same versioned rule set and the same holds.
 
 - A **rule** exempts datasets for everyone on a legal basis (e.g. invoices under a tax law), until it expires.
-- A **hold** keeps named datasets of one subject (or of everyone, ``subject_id`` unset) until it is released.
+- A **hold** keeps named datasets of one subject (or of everyone, ``subject_id`` unset) until it is released or
+  its ``ends_at`` passes.
+
+Both are *state*: every destructive step (erase, nightly hard delete, key destruction) asks
+:func:`retained_datasets` at the moment it acts, never what an earlier event said.
 """
 
 from __future__ import annotations
@@ -57,12 +61,12 @@ class Hold(BaseModel):
     legal_ref: str
     placed_by: str
     placed_at: AwareDatetime
+    ends_at: AwareDatetime | None = None
     released_at: AwareDatetime | None = None
     released_by: str | None = None
 
-    @property
-    def active(self) -> bool:
-        return self.released_at is None
+    def active(self, now: datetime) -> bool:
+        return self.released_at is None and (self.ends_at is None or self.ends_at > now)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def retained_datasets(rules: Iterable[Rule], holds: Iterable[Hold], now: datetim
     """For one subject: each kept dataset and the first hold (holds win) or active rule that keeps it."""
     kept: dict[str, Retention] = {}
     for hold in holds:
-        if hold.active:
+        if hold.active(now):
             for dataset in hold.datasets:
                 kept.setdefault(dataset, Retention(dataset, hold.hold_id, hold.legal_basis, hold.legal_ref))
     for rule in rules:
@@ -125,6 +129,10 @@ class RetentionStore(Protocol):
 
     async def holds_for(self, subject_id: str) -> list[Hold]: ...
 
+    async def active_holds(self) -> list[Hold]: ...
+
+    async def holds_ending(self, *, after: datetime | None, until: datetime) -> list[Hold]: ...
+
 
 def _rule_doc(rule: Rule) -> dict[str, Any]:
     return rule.model_dump(mode="python")
@@ -141,6 +149,7 @@ class MongoRetentionStore:
 
     async def ensure_indexes(self) -> None:
         await self._holds.create_index("subject_id")
+        await self._holds.create_index("ends_at")
 
     async def rule_set(self) -> RuleSet:
         doc = await self._rules.find_one({"_id": "current"})
@@ -215,6 +224,15 @@ class MongoRetentionStore:
         """The active holds that cover this subject: their own, and those on everyone."""
         cursor = self._holds.find({"subject_id": {"$in": [subject_id, None]}, "released_at": None})
         return [_hold(doc) async for doc in cursor]
+
+    async def active_holds(self) -> list[Hold]:
+        """Every hold not released (those past their ``ends_at`` too: ask :meth:`Hold.active`)."""
+        return [_hold(doc) async for doc in self._holds.find({"released_at": None})]
+
+    async def holds_ending(self, *, after: datetime | None, until: datetime) -> list[Hold]:
+        """The unreleased holds whose ``ends_at`` falls in ``(after, until]``: what the release job acts on."""
+        window: dict[str, Any] = {"$lte": until} if after is None else {"$gt": after, "$lte": until}
+        return [_hold(doc) async for doc in self._holds.find({"released_at": None, "ends_at": window})]
 
 
 def _hold(doc: dict[str, Any]) -> Hold:

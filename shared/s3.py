@@ -8,6 +8,7 @@ from typing import Any
 
 import aioboto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from shared.settings import S3Settings
 
@@ -30,6 +31,11 @@ def s3_client(settings: S3Settings) -> AbstractAsyncContextManager[Any]:
         ),
     )
     return client
+
+
+def error_code(exc: ClientError) -> str:
+    """S3's error code (``NoSuchBucket``, ``AccessDenied``, ...), or "" if the answer carried none."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 async def s3_ping(settings: S3Settings) -> bool:

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from shared.consumer import TRANSIENT_ERRORS, KafkaConsumerLoop
 from shared.kafka import Publisher
 from shared.metrics import Metrics
+from shared.scrub import scrub
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,7 @@ class Service:
                 stop=stop_after_delay(self.start_timeout_s),
                 reraise=True,
                 before_sleep=lambda state: log.warning(
-                    "service.waiting_for_dependency", error=repr(state.outcome and state.outcome.exception())
+                    "service.waiting_for_dependency", error=scrub(repr(state.outcome and state.outcome.exception()))
                 ),
             ):
                 with attempt:

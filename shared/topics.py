@@ -1,4 +1,4 @@
-"""The Kafka topic names of lethe, in one place (ARCHITECTURE.md, "The flow")."""
+"""The Kafka topic names of lethe, in one place (the README's "The flow")."""
 
 from typing import Final
 
@@ -8,6 +8,8 @@ DELETION_KEYS_DESTROYED: Final = "deletion.keys_destroyed"
 DELETION_KEYS_SHREDDED: Final = "deletion.keys_shredded"
 DELETION_KEYS_RESTORED: Final = "deletion.keys_restored"
 DELETION_NOTIFIED: Final = "deletion.notified"
+DELETION_HELD: Final = "deletion.held"
+DELETION_KEYS_HELD: Final = "deletion.keys_held"
 DELETION_HARD_DELETED: Final = "deletion.hard_deleted"
 DELETION_BACKUPS_EXPIRED: Final = "deletion.backups_expired"
 DELETION_OVERDUE: Final = "deletion.overdue"
@@ -22,6 +24,8 @@ EVENT_TOPICS: Final[tuple[str, ...]] = (
     DELETION_KEYS_SHREDDED,
     DELETION_KEYS_RESTORED,
     DELETION_NOTIFIED,
+    DELETION_HELD,
+    DELETION_KEYS_HELD,
     DELETION_HARD_DELETED,
     DELETION_BACKUPS_EXPIRED,
     DELETION_OVERDUE,

@@ -14,6 +14,7 @@ from shared.events import Event
 from shared.http import ReadinessCheck, add_ops_routes, openapi_document
 from shared.kafka import KafkaPublisher, Publisher
 from shared.metrics import Metrics
+from shared.problems import body_cap_middleware
 from shared.service import Hook, Service
 from shared.settings import KafkaSettings, ServiceSettings
 
@@ -73,7 +74,7 @@ def build_service(
             return loop.ready
 
         all_checks = {"kafka": kafka_ready, **all_checks}
-    app = web_app or web.Application(client_max_size=1024 * 1024)
+    app = web_app or web.Application(client_max_size=1024 * 1024, middlewares=[body_cap_middleware])
     app[PUBLISHER] = publisher
     add_ops_routes(
         app,

@@ -17,7 +17,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -31,13 +32,14 @@ from shared.auth import (
     AUDIT_READ,
     DELETION_ANY,
     KEYS_ADMIN,
-    KEYS_DESTROY,
+    KEYS_DESTROY_CONTACT,
     KEYS_USE,
     RETENTION_ADMIN,
     WEBHOOKS_ADMIN,
     issue_token,
 )
-from shared.settings import AuthSettings
+from shared.mongo import create_mongo_client
+from shared.settings import AuthSettings, MongoSettings
 from tests.support import free_port, ready
 
 ROOT = Path(__file__).parents[1]
@@ -108,7 +110,7 @@ class Pipeline:
             "NOTIFIER_RETRY_SCHEDULE_S": "[0, 0.5, 1, 2, 4]",
             "NOTIFIER_WORKER_INTERVAL_S": "0.1",
             "NOTIFIER_KEYVAULT_URL": self.url("keyvault"),
-            "NOTIFIER_KEYVAULT_TOKEN": token(KEYS_USE, KEYS_DESTROY, subject="notifier"),
+            "NOTIFIER_KEYVAULT_TOKEN": token(KEYS_USE, KEYS_DESTROY_CONTACT, subject="notifier"),
             "AUDIT_SIGNING_KEY_FILE": str(self.workdir / "audit.key"),
             "AUDIT_INTAKE_URL": self.url("intake"),
             "AUDIT_PURGER_URL": self.url("purger"),
@@ -193,6 +195,12 @@ class Pipeline:
                 proc.kill()
                 proc.wait()
 
+    async def drop(self) -> None:
+        """Drop the pipeline's database."""
+        client = create_mongo_client(MongoSettings(url=self.servers.mongo_url))
+        await client.drop_database(self.database)
+        await client.close()
+
     def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
         """Run a `lethe` command against this pipeline (as an operator would, in its own process)."""
         return subprocess.run(
@@ -211,6 +219,20 @@ class Pipeline:
             if request_id.encode() in raw:
                 found.append(email.message_from_bytes(raw, policy=email.policy.default))
         return found  # type: ignore[return-value]
+
+
+@contextmanager
+def running(servers: Servers, workdir: Path, extra_env: dict[str, str]) -> Iterator[Pipeline]:
+    """A started pipeline with a database and a backups bucket of its own; stopped and dropped afterwards."""
+    p = Pipeline(
+        servers, workdir, extra_env={"PURGER_BACKUPS_BUCKET": f"lethe-backups-{uuid.uuid4().hex[:8]}", **extra_env}
+    )
+    try:
+        asyncio.run(p.start())
+        yield p
+    finally:
+        p.stop()
+        asyncio.run(p.drop())
 
 
 class WebhookReceiver:
@@ -268,6 +290,16 @@ class Api:
             body = await r.json() if r.content_type.endswith("json") else await r.text()
             return r.status, body
 
+    @classmethod
+    @asynccontextmanager
+    async def with_receiver(cls, pipeline: Pipeline) -> AsyncIterator[tuple[Api, WebhookReceiver]]:
+        """The APIs, and an integrator's receiver registered for webhooks until the block ends."""
+        async with aiohttp.ClientSession() as http, WebhookReceiver() as receiver:
+            api = cls(pipeline, http)
+            endpoint = await api.register(receiver)
+            yield api, receiver
+            await api.call("DELETE", "notifier", f"/webhooks/endpoints/{endpoint}", WEBHOOKS_ADMIN)
+
     async def register(self, receiver: WebhookReceiver) -> str:
         """Register the receiver as a webhook endpoint; returns the endpoint's id."""
         status, body = await self.call(
@@ -276,6 +308,28 @@ class Api:
         assert status == 201, body
         receiver.secret = body["secret"]
         return str(body["id"])
+
+    async def place_hold(self, subject: str | None, *datasets: str, legal_ref: str) -> str:
+        """A litigation hold through intake's API; returns its id."""
+        status, hold = await self.call(
+            "POST",
+            "intake",
+            "/legal_holds",
+            RETENTION_ADMIN,
+            json={
+                "subject_id": subject,
+                "datasets": list(datasets),
+                "reason": "litigation",
+                "legal_basis": "legal claims (GDPR Art. 17(3)(e))",
+                "legal_ref": legal_ref,
+            },
+        )
+        assert status == 201, hold
+        return str(hold["hold_id"])
+
+    async def release_hold(self, hold_id: str) -> None:
+        status, body = await self.call("DELETE", "intake", f"/legal_holds/{hold_id}", RETENTION_ADMIN)
+        assert status == 200, body
 
     async def delete(self, subject: str) -> str:
         status, body = await self.call("DELETE", "intake", f"/users/{subject}/data", DELETION_ANY)

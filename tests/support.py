@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
 from shared.events import DatasetOutcome
 from shared.retention import Hold
 
@@ -172,3 +173,29 @@ class OwnFerretDB:
     def stop(self) -> None:
         terminate(self._process)
         self._process = None
+
+
+def mongo_dataset(name: str, mode: str = "erase", category: str = "personal") -> Dataset:
+    return Dataset.model_validate(
+        {
+            "name": name,
+            "store": "mongo",
+            "mongo": MongoLocation(collection=name, subject_field="user_id"),
+            "mode": mode,
+            "category": category,
+        }
+    )
+
+
+# The unit tests' data map: every store and mode, a dataset a rule keeps (invoices) and an exempt one.
+UNIT_DATAMAP = DataMap(
+    datasets=(
+        mongo_dataset("accounts", mode="tag_then_purge"),
+        mongo_dataset("profiles"),
+        mongo_dataset("invoices"),
+        mongo_dataset("chat_messages", mode="tag_then_purge"),
+        Dataset(name="uploads", store="s3", s3=S3Location(bucket="uploads", prefix="users/{subject_id}/")),
+        Dataset(name="embeddings", store="milvus", milvus=MilvusLocation(collection="vec", filter_field="subject_id")),
+        mongo_dataset("usage_daily", category="anonymized_analytics"),
+    )
+)

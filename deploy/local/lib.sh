@@ -2,8 +2,9 @@
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# Every download and build is cached under one ignored folder, so a second run starts in seconds.
-CACHE="${LETHE_CACHE_DIR:-$ROOT/.cache}"
+# Every download and build is cached under one folder outside the clone (so a fresh clone on a machine that built
+# once, as CI's is, starts in seconds); each entry is rebuilt when the files that decide it change.
+CACHE="${LETHE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lethe}"
 VAR="$ROOT/var"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"

@@ -17,7 +17,7 @@ start() {
   cd "$ROOT"
   # notifier opens contact addresses and shreds their keys through keyvault, with a service token.
   if [[ -z "${NOTIFIER_KEYVAULT_TOKEN:-}" ]]; then
-    NOTIFIER_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub notifier --scope "keys:use keys:destroy" --ttl 31536000)"
+    NOTIFIER_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub notifier --scope "keys:use keys:destroy:contact" --ttl 31536000)"
     export NOTIFIER_KEYVAULT_TOKEN
   fi
   if [[ -z "${INTAKE_KEYVAULT_TOKEN:-}" ]]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing for the local stack: the venv and its packages, the Kafka jars, FerretDB and SeaweedFS.
-# Everything is cached under .cache/ (or $LETHE_CACHE_DIR) and rebuilt only when its inputs change.
+# Everything is cached under ~/.cache/lethe (or $LETHE_CACHE_DIR) and rebuilt only when its inputs change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -30,7 +30,7 @@ setup_kafka() {
   echo "$want" >"$libs/.stamp"
 }
 
-# build_go MODULE BINARY PACKAGE : build PACKAGE from the wrapper module deploy/local/go/MODULE into .cache/bin/BINARY.
+# build_go MODULE BINARY PACKAGE : build PACKAGE from the wrapper module deploy/local/go/MODULE into $CACHE/bin/BINARY.
 build_go() {
   local name="$1" out="$CACHE/bin/$2" pkg="$3" dir="$LOCAL/go/$1" want
   want="$(fingerprint "$dir"/go.mod "$dir"/go.sum "$dir"/*.go)"

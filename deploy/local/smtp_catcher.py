@@ -1,4 +1,9 @@
-"""A local SMTP catcher: accepts every message on 127.0.0.1:1025 and writes it to <dir>/<n>.eml."""
+"""A local SMTP catcher: accepts messages on 127.0.0.1:1025 and writes each to <dir>/<n>.eml.
+
+Two domains answer like real servers that say no, so tests can see what a refusal does: recipients at
+``refused.test`` get ``550`` (for good) and those at ``deferred.test`` get ``451`` (try later), each reply naming
+the address, as real servers do.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+REFUSED_DOMAIN = "refused.test"
+DEFERRED_DOMAIN = "deferred.test"
+
 
 class SaveToDirectory:
     """aiosmtpd handler: one numbered .eml file per message, written atomically."""
@@ -19,6 +27,15 @@ class SaveToDirectory:
         self.directory.mkdir(parents=True, exist_ok=True)
         existing = [int(p.stem) for p in self.directory.glob("*.eml") if p.stem.isdigit()]
         self.next_number = max(existing, default=0) + 1
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        domain = address.rpartition("@")[2].lower()
+        if domain == REFUSED_DOMAIN:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if domain == DEFERRED_DOMAIN:
+            return f"451 4.2.0 <{address}>: Recipient address rejected: Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         number = self.next_number

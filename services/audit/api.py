@@ -167,7 +167,10 @@ API_PATHS: dict[str, Any] = {
         )
     },
     "/audit/verify": {
-        "get": _op("Recompute the chain and check every checkpoint", {"200": "ok, or the first bad entry"})
+        "get": _op(
+            "Recompute the chain, check each entry's stored copies against its event, and check every checkpoint",
+            {"200": "ok, or the first bad entry: its seq, the reason and, for an edited copy, the field"},
+        )
     },
     "/audit/receipts/{request_id}": {
         "get": _op(

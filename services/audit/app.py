@@ -14,7 +14,7 @@ from shared.auth import TokenVerifier
 from shared.datamap import DataMap, load_datamap
 from shared.events import utcnow
 from shared.mongo import create_mongo_client, mongo_ping
-from shared.problems import problem_middleware
+from shared.problems import body_cap_middleware, problem_middleware
 from shared.service import Service
 from shared.signing import Signer
 from shared.wiring import ServiceDeps, build_service
@@ -55,7 +55,7 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
     audit_log = MongoAuditLog(mongo, settings.mongo.database)
     signer = build_signer(settings)
     datamap: DataMap | None = load_datamap(settings.datamap_path) if settings.datamap_path.exists() else None
-    web_app = web.Application(client_max_size=16 * 1024, middlewares=[problem_middleware])
+    web_app = web.Application(client_max_size=16 * 1024, middlewares=[problem_middleware, body_cap_middleware])
     api.add_routes(
         web_app,
         audit_log=audit_log,

@@ -22,7 +22,12 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "data_deletion": topics.DELETION_TOPICS,
     "retention": (topics.RETENTION_RULES_CHANGED,),
     "legal_hold": (topics.LEGAL_HOLD_PLACED, topics.LEGAL_HOLD_RELEASED),
-    "keys": (topics.DELETION_KEYS_DESTROYED, topics.DELETION_KEYS_SHREDDED, topics.DELETION_KEYS_RESTORED),
+    "keys": (
+        topics.DELETION_KEYS_DESTROYED,
+        topics.DELETION_KEYS_SHREDDED,
+        topics.DELETION_KEYS_RESTORED,
+        topics.DELETION_KEYS_HELD,
+    ),
     "notifications": (topics.DELETION_NOTIFIED, topics.DELETION_OVERDUE),
 }
 
@@ -70,11 +75,19 @@ def receipt(
     outcomes: dict[str, dict[str, Any]] = {}
     keys: dict[str, dict[str, list[str]]] = {}
     purged_records: dict[str, int] = {}
+    held: dict[str, str] = {}  # dataset -> the hold placed after the purge that keeps it now
+    restored: dict[str, list[str]] = {}
     result = None
     for event in events:
         if event["type"] == topics.DELETION_PURGED:
             for outcome in event["outcomes"]:
                 outcomes[outcome["dataset"]] = outcome  # a later purge (after a hold's release) wins
+            held = {d: h for d, h in held.items() if d in event.get("held", ())}
+        elif event["type"] == topics.DELETION_HELD:
+            held |= dict.fromkeys(event["datasets"], event["hold_id"])
+        elif event["type"] == topics.DELETION_KEYS_HELD:
+            for ref in event["restored"]:
+                restored.setdefault(ref["dataset"], []).append(ref["key_id"])
         elif event["type"] == topics.DELETION_KEYS_DESTROYED:
             result = event["result"]
             for ref in event["destroyed"]:
@@ -101,6 +114,9 @@ def receipt(
                 "legal_basis": outcome.get("legal_basis"),
                 "legal_ref": outcome.get("legal_ref"),
                 "rule_id": outcome.get("rule_id"),
+                "error": outcome.get("error"),
+                "held_by": held.get(name),
+                "keys_restored_for_hold": sorted(set(restored.get(name, []))),
                 "keys_destroyed": sorted(set(key_ids["destroyed"])),
                 "keys_retained": sorted(set(key_ids["retained"]) - set(key_ids["destroyed"])),
             }
@@ -109,7 +125,9 @@ def receipt(
     return {
         "request_id": request_id,
         "subject_id": last.subject_id,
-        "result": "partial" if any(d["outcome"] == "retained" for d in datasets) else (result or "in_progress"),
+        "result": "partial"
+        if held or any(d["outcome"] in ("retained", "failed") for d in datasets)
+        else (result or "in_progress"),
         "stages": stages,
         "datasets": datasets,
         "anchor": {

@@ -92,6 +92,9 @@ class HoldBody(_Body):
     reason: Text
     legal_basis: Text
     legal_ref: Text
+    ends_at: AwareDatetime | None = Field(
+        default=None, description="when the hold ends by itself (the purger then erases what it kept); never if null"
+    )
 
 
 class RequestsQuery(_Body):
@@ -166,11 +169,24 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
         # In the order a request passes them (events from different topics may be recorded in another order).
         "stages": {name: r.stages[name].isoformat() for name in sorted(r.stages, key=handlers.stage_rank)},
         "outcomes": [o.model_dump(mode="json") for _, o in sorted(r.outcomes.items())],
-        "keys": {"destroyed": list(r.keys_destroyed), "retained": list(r.keys_retained)},
+        "keys": {
+            "destroyed": list(r.keys_destroyed),
+            "retained": list(r.keys_retained),
+            "left": r.keys_left,
+            "restored_for_hold": list(r.keys_restored),
+            "unrestorable": list(r.keys_unrestorable),
+        },
+        # Datasets a hold placed after the purge keeps now: their tagged records wait out the hold.
+        "held": {d: h.model_dump(mode="json") for d, h in sorted(r.held.items())},
         "hard_deleted": r.hard_deleted,
         "notified": None
         if r.webhook_endpoints is None
-        else {"webhook_endpoints": r.webhook_endpoints, "email_sent": r.email_sent},
+        else {
+            "webhook_endpoints": r.webhook_endpoints,
+            "email_sent": r.email_sent,
+            "mail": r.mail,
+            "smtp_code": r.smtp_code,
+        },
         "overdue": {"warned_at": iso(r.overdue_warned_at), "past_deadline_at": iso(r.past_deadline_at)},
         "superseded_by": r.superseded_by,
     }
@@ -185,8 +201,8 @@ def rule_set_view(version: int, rules: tuple[Rule, ...], changed_at: datetime | 
     }
 
 
-def hold_view(h: Hold) -> dict[str, Any]:
-    return {**h.model_dump(mode="json"), "active": h.active}
+def hold_view(h: Hold, now: datetime) -> dict[str, Any]:
+    return {**h.model_dump(mode="json"), "active": h.active(now)}
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -474,6 +490,8 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             ]
             raise fields_problem(errors)
         now = api.clock()
+        if body.ends_at is not None and body.ends_at <= now:
+            raise field_problem("body.ends_at", "must be in the future")
         hold = Hold(
             hold_id=f"hold_{uuid.uuid4().hex}",
             subject_id=body.subject_id,
@@ -483,6 +501,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             legal_ref=body.legal_ref,
             placed_by=principal.subject,
             placed_at=now,
+            ends_at=body.ends_at,
         )
         event = LegalHoldPlaced(
             occurred_at=now,
@@ -492,11 +511,12 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
             datasets=hold.datasets,
             legal_basis=hold.legal_basis,
             legal_ref=hold.legal_ref,
+            ends_at=hold.ends_at,
         )
         placed = await api.retention.place_hold(hold, outbox=[event])
         api.kick_relay()
         log.info("hold.placed", hold_id=placed.hold_id, subject_id=placed.subject_id, by=principal.subject)
-        return web.json_response(hold_view(placed), status=201)
+        return web.json_response(hold_view(placed, now), status=201)
 
     async def list_holds(request: web.Request) -> web.Response:
         api.verifier.require(request, RETENTION_ADMIN)
@@ -508,7 +528,10 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         )
         more = len(holds) == query.limit
         return web.json_response(
-            {"holds": [hold_view(h) for h in holds], "next_after": holds[-1].hold_id if more and holds else None}
+            {
+                "holds": [hold_view(h, api.clock()) for h in holds],
+                "next_after": holds[-1].hold_id if more and holds else None,
+            }
         )
 
     async def get_hold(request: web.Request) -> web.Response:
@@ -516,7 +539,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         hold = await api.retention.hold(_path(request, "hold_id", HOLD_ID))
         if hold is None:
             raise ProblemError(404, "Not Found", "no such legal hold")
-        return web.json_response(hold_view(hold))
+        return web.json_response(hold_view(hold, api.clock()))
 
     async def release_hold(request: web.Request) -> web.Response:
         principal = api.verifier.require(request, RETENTION_ADMIN)
@@ -534,10 +557,10 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         )
         released = await api.retention.release_hold(hold_id, by=principal.subject, at=now, outbox=[event])
         assert released is not None
-        if existing.active:
+        if existing.released_at is None:
             api.kick_relay()
             log.info("hold.released", hold_id=hold_id, by=principal.subject)
-        return web.json_response(hold_view(released))
+        return web.json_response(hold_view(released, now))
 
     app.router.add_delete("/users/{id}/data", delete_user_data)
     app.router.add_post("/deletion_requests", email_request)

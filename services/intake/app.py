@@ -22,9 +22,9 @@ from shared.contacts import MongoContactStore
 from shared.datamap import DataMap, load_datamap
 from shared.events import DeletionRequested, InvalidEventError, RetentionRulesChanged, decode_any, utcnow
 from shared.kafka import Publisher
-from shared.keyvault_client import KeyvaultClient
+from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient
 from shared.mongo import create_mongo_client, mongo_ping
-from shared.problems import problem_middleware
+from shared.problems import body_cap_middleware, problem_middleware
 from shared.retention import MongoRetentionStore, RetentionStore, Rule, StaleRuleSetError
 from shared.service import Service
 from shared.wiring import ServiceDeps, build_service
@@ -160,7 +160,8 @@ def create_app(
         await asyncio.gather(*emails, return_exceptions=True)
 
     web_app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[problem_middleware, limits.middleware()]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[problem_middleware, body_cap_middleware, limits.middleware()],
     )
     service = build_service(
         name="intake",
@@ -198,6 +199,8 @@ def create_app(
             background=emails,
         ),
     )
+    if keyvault is not None:
+        KeyCacheInvalidator(keyvault, bootstrap_servers=settings.kafka.bootstrap_servers).wire(service)
     service.background += [
         relay.run,
         lambda: watch_deadlines(

@@ -21,7 +21,9 @@ from shared.events import (
     DatasetOutcome,
     DeletionBackupsExpired,
     DeletionHardDeleted,
+    DeletionHeld,
     DeletionKeysDestroyed,
+    DeletionKeysHeld,
     DeletionKeysRestored,
     DeletionKeysShredded,
     DeletionNotified,
@@ -68,6 +70,16 @@ class RecordedOutcome(DatasetOutcome):
     decided_at: datetime
 
 
+class HeldDataset(BaseModel):
+    """A dataset of a purged request that a hold placed afterwards keeps (until a follow-up purge says otherwise)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hold_id: str
+    since: datetime
+    records_kept: bool = False  # its tagged records are skipped by the nightly purge
+
+
 class DeletionRequest(BaseModel):
     """One request as intake tracks it; ``version`` guards concurrent writers."""
 
@@ -84,9 +96,15 @@ class DeletionRequest(BaseModel):
     outcomes: dict[str, RecordedOutcome] = {}
     keys_destroyed: tuple[str, ...] = ()
     keys_retained: tuple[str, ...] = ()
+    keys_left: dict[str, str] = {}  # dataset -> why keyvault neither destroyed nor kept its key
+    keys_restored: tuple[str, ...] = ()  # restored for a hold inside the grace window
+    keys_unrestorable: tuple[str, ...] = ()  # a hold came too late: already shredded
+    held: dict[str, HeldDataset] = {}
     hard_deleted: dict[str, int] = {}
     webhook_endpoints: int | None = None
     email_sent: bool | None = None
+    mail: str | None = None
+    smtp_code: int | None = None
     overdue_warned_at: datetime | None = None
     past_deadline_at: datetime | None = None
     superseded_by: str | None = None
@@ -96,7 +114,8 @@ class DeletionRequest(BaseModel):
     def result(self) -> Literal["completed", "partial"] | None:
         if not self.outcomes:
             return None
-        return "partial" if any(o.outcome == "retained" for o in self.outcomes.values()) else "completed"
+        kept = self.held or any(o.outcome in ("retained", "failed") for o in self.outcomes.values())
+        return "partial" if kept else "completed"
 
     @property
     def status(self) -> Status:
@@ -209,17 +228,36 @@ def fold(record: DeletionRequest | None, event: Event, *, seen_at: datetime) -> 
                 known = outcomes.get(o.dataset)
                 if known is None or known.decided_at < at:
                     outcomes[o.dataset] = RecordedOutcome(**o.model_dump(), decided_at=at)
-            changes = {"outcomes": outcomes, "stages": _first(r.stages, purged=at)}
+            # A later purge of a held dataset means its hold is gone (released, ended).
+            held = {d: h for d, h in r.held.items() if h.since >= at or d in event.held}
+            changes = {"outcomes": outcomes, "held": held, "stages": _first(r.stages, purged=at)}
         case DeletionKeysDestroyed():
             changes = {
                 "keys_destroyed": tuple(sorted({*r.keys_destroyed, *(k.dataset for k in event.destroyed)})),
                 "keys_retained": tuple(sorted({k.dataset for k in event.retained})),
+                "keys_left": {k.dataset: k.reason for k in event.left},
+                "keys_restored": tuple(d for d in r.keys_restored if d not in {k.dataset for k in event.destroyed}),
                 "stages": _first(r.stages, keys_destroyed=at),
+            }
+        case DeletionHeld():
+            kept = set(event.records_kept)
+            held = {
+                **r.held,
+                **{d: HeldDataset(hold_id=event.hold_id, since=at, records_kept=d in kept) for d in event.datasets},
+            }
+            changes = {"held": held, "stages": _first(r.stages, held=at)}
+        case DeletionKeysHeld():
+            changes = {
+                "keys_restored": tuple(sorted({*r.keys_restored, *(k.dataset for k in event.restored)})),
+                "keys_unrestorable": tuple(sorted({*r.keys_unrestorable, *(k.dataset for k in event.unrestorable)})),
             }
         case DeletionNotified():
             changes = {
                 "webhook_endpoints": event.webhook_endpoints,
-                "email_sent": event.email_sent,
+                # A deferred mail is sent later: the later notice's outcome wins, never an earlier one.
+                "email_sent": bool(r.email_sent) or event.email_sent,
+                "mail": r.mail if r.mail == "sent" else event.mail,
+                "smtp_code": event.smtp_code if event.mail == "failed" else r.smtp_code,
                 "stages": _first(r.stages, notified=at),
             }
         case DeletionHardDeleted():

@@ -10,8 +10,9 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 
 from services.keyvault import handlers
 from services.keyvault.adapters.store import KeyRecord
-from services.keyvault.handlers import KeyUnavailableError, UnknownKeyError, Vault
-from shared.auth import KEYS_ADMIN, KEYS_DESTROY, KEYS_USE, TokenVerifier
+from services.keyvault.handlers import KeyRetainedError, KeyUnavailableError, UnknownKeyError, Vault
+from shared.auth import KEYS_ADMIN, KEYS_DESTROY_CONTACT, KEYS_USE, Forbidden, TokenVerifier
+from shared.contacts import CONTACT_DATASET
 from shared.crypto import DataKey
 from shared.problems import ProblemError, invalid, parse_json
 from shared.wiring import PUBLISHER
@@ -117,10 +118,15 @@ def add_routes(app: web.Application, *, vault: Vault, verifier: TokenVerifier, c
         return web.json_response(_status(record))
 
     async def destroy_now(request: web.Request) -> web.Response:
-        verifier.require(request, KEYS_DESTROY, KEYS_ADMIN)
+        principal = verifier.require(request, KEYS_DESTROY_CONTACT, KEYS_ADMIN)
         path = _path(request, KeyPath)
+        if path.dataset != CONTACT_DATASET and KEYS_ADMIN not in principal.scopes:
+            raise Forbidden(f"scope {KEYS_DESTROY_CONTACT} may shred only {CONTACT_DATASET!r} keys")
         body = await parse_json(request, DestroyBody)
-        event = await handlers.shred_now(vault, path.subject_id, path.dataset, request_id=body.request_id)
+        try:
+            event = await handlers.shred_now(vault, path.subject_id, path.dataset, request_id=body.request_id)
+        except KeyRetainedError as exc:
+            raise ProblemError(409, "Conflict", str(exc)) from exc
         if event is not None:
             await request.app[PUBLISHER].publish(event)
         record = await vault.store.get(path.subject_id, path.dataset)
@@ -193,9 +199,16 @@ API_PATHS: dict[str, Any] = {
     "/v1/keys/{subject_id}/{dataset}/destroy": {
         "post": {
             **_op(
-                "Shred one key at once, beyond restore (body: request_id); emits deletion.keys_shredded",
-                f"{KEYS_DESTROY} or {KEYS_ADMIN}",
-                {"200": "the key's status", "404": "no such key", **BODY_ERRORS},
+                "Shred one key at once, beyond restore (body: request_id); emits deletion.keys_shredded. "
+                f"{KEYS_DESTROY_CONTACT} may shred only contact keys; no scope may shred a key of a dataset that "
+                "a rule or hold keeps now (409 names it)",
+                f"{KEYS_DESTROY_CONTACT} (contact keys) or {KEYS_ADMIN}",
+                {
+                    "200": "the key's status",
+                    "404": "no such key",
+                    "409": "a rule or hold in force keeps the key's dataset; the body names it",
+                    **BODY_ERRORS,
+                },
                 ["subject_id", "dataset"],
             ),
             "requestBody": {

@@ -13,10 +13,12 @@ from services.keyvault.adapters.kek import KeyEncryptionKey, KmsKek, LocalKeyrin
 from services.keyvault.adapters.store import KeyStore, MongoKeyStore
 from services.keyvault.settings import KeyvaultSettings
 from shared.auth import TokenVerifier
+from shared.datamap import load_datamap
 from shared.events import utcnow
 from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
-from shared.problems import problem_middleware
+from shared.problems import body_cap_middleware, problem_middleware
+from shared.retention import MongoRetentionStore
 from shared.service import Hook, Service
 from shared.wiring import ServiceDeps, build_service
 
@@ -69,9 +71,12 @@ def create_app(
         store=store or MongoKeyStore(mongo, settings.mongo.database),
         kek=kek,
         clock=utcnow,
+        # Read only: intake writes the rules and holds; keyvault asks them before it destroys any key.
+        retention=MongoRetentionStore(mongo, settings.mongo.database),
+        datamap=load_datamap(settings.datamap_path),
         grace=timedelta(days=settings.grace_days),
     )
-    web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware])
+    web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware, body_cap_middleware])
     api.add_routes(web_app, vault=vault, verifier=TokenVerifier(settings.auth), cache_ttl_s=settings.client_cache_ttl_s)
     service = build_service(
         name="keyvault",

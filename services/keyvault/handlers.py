@@ -1,7 +1,10 @@
 """What keyvault decides: issuing data keys, destroying them on deletion, the grace window, KEK rotation.
 
-The functions take their dependencies (the key store, the KEK, the clock) and return what they decided;
-publishing events is the wiring's job.
+A key is destroyed only when the purge reported its dataset erased or tagged *and* no rule or hold in force at
+that moment keeps it: retention is read when keyvault acts, never inferred from what one event left out.
+
+The functions take their dependencies (the key store, the KEK, the clock, the rules and holds) and return what
+they decided; publishing events is the wiring's job.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ from shared import topics
 from shared.consumer import Handler
 from shared.contacts import CONTACT_DATASET
 from shared.crypto import DataKey, new_data_key
+from shared.datamap import DataMap
 from shared.events import (
+    DatasetOutcome,
+    DeletionHeld,
     DeletionKeysDestroyed,
+    DeletionKeysHeld,
     DeletionKeysRestored,
     DeletionKeysShredded,
     DeletionPurged,
     Event,
     KeyRef,
+    LeftKey,
     RetainedKey,
 )
+from shared.retention import Retention, RetentionStore, retained_datasets
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +62,17 @@ class ConcurrentUpdateError(Exception):
     """Another writer changed the key first; the operation is retried from a fresh read."""
 
 
+class KeyRetainedError(Exception):
+    """The key's dataset is kept now, by a rule or a hold: its key may not be destroyed."""
+
+    def __init__(self, why: Retention) -> None:
+        super().__init__(
+            f"the dataset {why.dataset!r} is kept by {why.rule_id} ({why.legal_basis}; {why.legal_ref}): "
+            "its key may not be destroyed while that applies"
+        )
+        self.why = why
+
+
 @dataclass
 class Vault:
     """keyvault's dependencies."""
@@ -60,6 +80,8 @@ class Vault:
     store: KeyStore
     kek: KeyEncryptionKey
     clock: Callable[[], datetime]
+    retention: RetentionStore
+    datamap: DataMap
     grace: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
@@ -136,34 +158,63 @@ async def destroy(
     return changed
 
 
+async def retained_now(vault: Vault, subject_id: str) -> dict[str, Retention]:
+    """What the rules and holds in force right now keep of this subject, and why."""
+    rules = (await vault.retention.rule_set()).rules
+    return retained_datasets(rules, await vault.retention.holds_for(subject_id), vault.clock())
+
+
+def _kept_by(outcome: DatasetOutcome) -> Retention:
+    assert outcome.rule_id and outcome.legal_basis and outcome.legal_ref  # DatasetOutcome guarantees it
+    return Retention(outcome.dataset, outcome.rule_id, outcome.legal_basis, outcome.legal_ref)
+
+
+def _left_reason(dataset: str, outcome: DatasetOutcome | None, datamap: DataMap) -> str | None:
+    """Why a key is neither destroyed nor retained (None: it is destroyed)."""
+    if dataset not in datamap.names:
+        return "its dataset is not in the data map"
+    if outcome is None:
+        return "the purge report does not list its dataset"
+    if outcome.outcome == "exempt":
+        return "its dataset is exempt (anonymised)"
+    if outcome.outcome == "failed":
+        return f"its dataset could not be erased: {outcome.error}"
+    return None
+
+
 async def destroy_keys(event: DeletionPurged, vault: Vault) -> Sequence[Event]:
-    """Destroy the subject's keys for every dataset not retained; report both. A replay emits the same event."""
+    """Destroy exactly the keys of the datasets the purge erased or tagged and nothing keeps now; report every
+    key of the subject: destroyed, retained (with the rule or hold) or left (with the reason).
+    A replay emits the same event."""
     prior = await vault.store.destruction(str(event.event_id))
     if prior is not None:
         return [DeletionKeysDestroyed.model_validate_json(prior)]
-    kept = {o.dataset: o for o in event.outcomes if o.outcome == "retained"}
+    outcomes = {o.dataset: o for o in event.outcomes}
+    kept_now = await retained_now(vault, event.subject_id)
     destroyed: list[KeyRef] = []
     retained: list[RetainedKey] = []
+    left: list[LeftKey] = []
     grace_until = None
     for record in await vault.store.keys_of(event.subject_id):
         if record.dataset == CONTACT_DATASET:
             continue  # the address for the final notice: notifier shreds its key once the mail is sent
-        outcome = kept.get(record.dataset)
-        if outcome is not None:
-            assert outcome.rule_id and outcome.legal_basis and outcome.legal_ref  # DatasetOutcome guarantees it
+        outcome = outcomes.get(record.dataset)
+        why = kept_now.get(record.dataset) or (
+            _kept_by(outcome) if outcome is not None and outcome.outcome == "retained" else None
+        )
+        ref = {"dataset": record.dataset, "key_id": record.key_id}
+        if why is not None:
             retained.append(
-                RetainedKey(
-                    dataset=record.dataset,
-                    key_id=record.key_id,
-                    rule_id=outcome.rule_id,
-                    legal_basis=outcome.legal_basis,
-                    legal_ref=outcome.legal_ref,
-                )
+                RetainedKey(**ref, rule_id=why.rule_id, legal_basis=why.legal_basis, legal_ref=why.legal_ref)
             )
-            continue
-        changed = await destroy(vault, record, request_id=event.request_id)
-        grace_until = changed.purge_at if changed.state == "disabled" else grace_until
-        destroyed.append(KeyRef(dataset=record.dataset, key_id=record.key_id))
+        elif (reason := _left_reason(record.dataset, outcome, vault.datamap)) is not None:
+            left.append(LeftKey(**ref, reason=reason))
+        else:
+            changed = await destroy(vault, record, request_id=event.request_id)
+            grace_until = changed.purge_at if changed.state == "disabled" else grace_until
+            destroyed.append(KeyRef(**ref))
+    if left:
+        log.warning("keys.left", request_id=event.request_id, keys=[(k.dataset, k.reason) for k in left])
     result = DeletionKeysDestroyed(
         event_id=uuid.uuid5(_EVENT_IDS, str(event.event_id)),
         request_id=event.request_id,
@@ -172,8 +223,42 @@ async def destroy_keys(event: DeletionPurged, vault: Vault) -> Sequence[Event]:
         outcomes=event.outcomes,
         destroyed=tuple(destroyed),
         retained=tuple(retained),
+        left=tuple(left),
         grace_until=grace_until,
         result=event.result,
+    )
+    await vault.store.save_destruction(str(event.event_id), result.model_dump_json())
+    return [result]
+
+
+async def keep_for_hold(event: DeletionHeld, vault: Vault) -> Sequence[Event]:
+    """A hold placed after the purge: restore the disabled keys of the held datasets while their grace window
+    lasts, and report those already shredded (the data under them stays unreadable). A replay emits the same."""
+    prior = await vault.store.destruction(str(event.event_id))
+    if prior is not None:
+        return [DeletionKeysHeld.model_validate_json(prior)]
+    restored: list[KeyRef] = []
+    lost: list[KeyRef] = []
+    now = vault.clock()
+    for dataset in event.datasets:
+        record = await vault.store.get(event.subject_id, dataset)
+        if record is None or record.state == "active":
+            continue
+        ref = KeyRef(dataset=dataset, key_id=record.key_id)
+        if record.state == "disabled" and record.purge_at is not None and record.purge_at > now:
+            await _reactivate(vault, record)
+            restored.append(ref)
+        else:
+            lost.append(ref)
+    log.info("keys.held", request_id=event.request_id, hold_id=event.hold_id, restored=len(restored), lost=len(lost))
+    result = DeletionKeysHeld(
+        event_id=uuid.uuid5(_EVENT_IDS, str(event.event_id)),
+        request_id=event.request_id,
+        subject_id=event.subject_id,
+        producer=PRODUCER,
+        hold_id=event.hold_id,
+        restored=tuple(restored),
+        unrestorable=tuple(lost),
     )
     await vault.store.save_destruction(str(event.event_id), result.model_dump_json())
     return [result]
@@ -183,6 +268,10 @@ async def shred_expired(vault: Vault) -> list[DeletionKeysShredded]:
     """Physically delete the keys whose grace window has ended; one event per request."""
     shredded: dict[tuple[str, str], list[KeyRef]] = {}
     for subject_id, dataset, key_id in await vault.store.due_for_purge(vault.clock()):
+        if (why := (await retained_now(vault, subject_id)).get(dataset)) is not None:
+            # Kept now (a rule or hold placed since): left disabled in the ledger, shredded once that ends.
+            log.info("key.shred_deferred", subject_id=subject_id, dataset=dataset, kept_by=why.rule_id)
+            continue
         record = await vault.store.get(subject_id, dataset)
         if record is not None and record.key_id == key_id and record.state == "disabled":
             gone = record.destroyed(vault.clock(), record.request_id)
@@ -209,10 +298,13 @@ async def shred_now(vault: Vault, subject_id: str, dataset: str, *, request_id: 
     """Destroy one key at once, with no grace window (a contact address once its notice is sent).
 
     Returns the event to emit, or None when there was nothing left to destroy (so a repeat emits nothing).
+    Raises :class:`KeyRetainedError` when a rule or hold in force keeps the dataset.
     """
     record = await vault.store.get(subject_id, dataset)
     if record is None or record.state == "destroyed":
         return None
+    if (why := (await retained_now(vault, subject_id)).get(dataset)) is not None:
+        raise KeyRetainedError(why)
     await destroy(vault, record, request_id=request_id, grace=timedelta(0))
     await vault.store.remove_from_purge_ledger(subject_id, dataset, record.key_id)
     return DeletionKeysShredded(
@@ -231,10 +323,7 @@ async def restore(vault: Vault, subject_id: str, dataset: str, *, restored_by: s
         raise UnknownKeyError(f"no key for subject and dataset {dataset!r}")
     if record.state != "disabled" or record.purge_at is None or record.purge_at <= vault.clock():
         raise KeyUnavailableError(record.state if record.state != "disabled" else "past its grace window")
-    active = replace(record, state="active", disabled_at=None, purge_at=None, request_id=None)
-    if not await vault.store.put_if_current(active, expected_key_id=record.key_id):
-        raise ConcurrentUpdateError("the key changed while being restored")
-    await vault.store.remove_from_purge_ledger(subject_id, dataset, record.key_id)
+    await _reactivate(vault, record)
     log.info("key.restored", subject_id=subject_id, dataset=dataset, key_id=record.key_id, by=restored_by)
     return DeletionKeysRestored(
         request_id=record.request_id or "unknown",
@@ -243,6 +332,14 @@ async def restore(vault: Vault, subject_id: str, dataset: str, *, restored_by: s
         restored=KeyRef(dataset=dataset, key_id=record.key_id),
         restored_by=restored_by,
     )
+
+
+async def _reactivate(vault: Vault, record: KeyRecord) -> None:
+    """A disabled key made usable again, and taken off the shredder's list."""
+    active = replace(record, state="active", disabled_at=None, purge_at=None, request_id=None)
+    if not await vault.store.put_if_current(active, expected_key_id=record.key_id):
+        raise ConcurrentUpdateError("the key changed while being restored")
+    await vault.store.remove_from_purge_ledger(record.subject_id, record.dataset, record.key_id)
 
 
 async def rotate(vault: Vault) -> int:
@@ -267,4 +364,8 @@ def routes(vault: Vault) -> Mapping[str, Handler]:
         assert isinstance(event, DeletionPurged)  # the loop validated the event against its topic
         return await destroy_keys(event, vault)
 
-    return {topics.DELETION_PURGED: on_purged}
+    async def on_held(event: Event) -> Sequence[Event]:
+        assert isinstance(event, DeletionHeld)
+        return await keep_for_hold(event, vault)
+
+    return {topics.DELETION_PURGED: on_purged, topics.DELETION_HELD: on_held}

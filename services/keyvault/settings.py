@@ -13,6 +13,9 @@ class KeyvaultSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="KEYVAULT_", extra="ignore")
 
     http_port: int = Field(default=8003, ge=1, le=65535, description="port the HTTP API listens on")
+    datamap_path: Path = Field(
+        default=Path("deploy/datamap.yaml"), description="the data map: a key of a dataset not in it is never destroyed"
+    )
     kek_provider: Literal["local", "kms"] = Field(default="local", description="where the KEK lives: local or kms")
     local_keyring: SecretStr | None = Field(
         default=None, description='local KEK keyring as JSON: {"current": id, "keys": {id: base64 32 bytes}}'

@@ -172,13 +172,17 @@ def add_routes(app: web.Application, *, n: Notifier, verifier: TokenVerifier, al
         verifier.require(request, WEBHOOKS_ADMIN)
         path = _parse(RequestPath, dict(request.match_info), "path")
         items = await n.store.deliveries_for_request(path.request_id, limit=PAGE_CAP)
-        notice = await n.store.notice(path.request_id) or {}
-        at = notice.get("at")
+        notice = await n.store.notice(path.request_id)
+        mail = (
+            {"status": notice.mail_status, "at": notice.at.isoformat(), "smtp_code": notice.smtp_code}
+            if notice
+            else {"status": None, "at": None, "smtp_code": None}
+        )
         return web.json_response(
             {
                 "request_id": path.request_id,
                 "deliveries": [_delivery_json(d) | {"endpoint_id": d.endpoint_id} for d in items],
-                "mail": {"status": notice.get("mail_status"), "at": at.isoformat() if at else None},
+                "mail": mail,
             }
         )
 

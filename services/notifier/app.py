@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from email.message import EmailMessage
 
 import structlog
@@ -15,9 +16,11 @@ from services.notifier.settings import NotifierSettings
 from shared.auth import TokenVerifier
 from shared.contacts import MongoContactStore
 from shared.events import utcnow
-from shared.keyvault_client import KeyvaultClient
+from shared.kafka import Publisher
+from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient
 from shared.mongo import create_mongo_client, mongo_ping
-from shared.problems import problem_middleware
+from shared.problems import body_cap_middleware, problem_middleware
+from shared.scrub import scrub
 from shared.service import Service
 from shared.smtp import send_mail, smtp_ping
 from shared.wiring import ServiceDeps, build_service
@@ -32,9 +35,21 @@ async def deliver_periodically(n: handlers.Notifier, sender: WebhookSender, inte
     while True:
         try:
             await handlers.deliver_due(n, sender.send)
-        except Exception:
+        except Exception as exc:
             # The pending ledger still lists the work; the next round picks it up.
-            log.exception("webhook.worker_failed")
+            log.error("webhook.worker_failed", error_type=type(exc).__name__, error=scrub(repr(exc)))
+        await asyncio.sleep(interval_s)
+
+
+async def send_deferred_periodically(mail: handlers.Mail, publisher: Publisher, interval_s: float) -> None:
+    """The deferred-mail job: sends what the daily cap or a 4xx reply held back, then waits ``interval_s``."""
+    while True:
+        try:
+            await handlers.send_deferred(mail, publisher.publish)
+        except Exception as exc:
+            # The notices still say what is deferred; the next round (or, after the lease, another instance) resumes.
+            # Not log.exception: the rendered error could quote an address.
+            log.error("mail.deferred_worker_failed", error_type=type(exc).__name__, error=scrub(repr(exc)))
         await asyncio.sleep(interval_s)
 
 
@@ -59,9 +74,10 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         clock=utcnow,
         schedule=settings.retry_schedule_s,
         mail_daily_cap=settings.mail_daily_cap,
+        mail_give_up_after=timedelta(hours=settings.mail_give_up_after_h),
     )
     sender = WebhookSender(timeout_s=settings.delivery_timeout_s, allow_loopback=settings.allow_loopback_webhooks)
-    web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware])
+    web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware, body_cap_middleware])
     api.add_routes(
         web_app, n=notifier, verifier=TokenVerifier(settings.auth), allow_loopback=settings.allow_loopback_webhooks
     )
@@ -84,4 +100,9 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         on_stop=[mongo.close, sender.stop, close_keyvault],
     )
     service.background.append(lambda: deliver_periodically(notifier, sender, settings.worker_interval_s))
+    service.background.append(
+        lambda: send_deferred_periodically(notifier.mail, service.publisher, settings.mail_deferred_interval_s)
+    )
+    if keyvault is not None:
+        KeyCacheInvalidator(keyvault, bootstrap_servers=settings.kafka.bootstrap_servers).wire(service)
     return service

@@ -6,25 +6,29 @@ Webhooks follow Standard Webhooks. Each (event, endpoint) pair has one stable ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
 from services.notifier.adapters.http import AttemptResult, sign
-from services.notifier.adapters.store import Attempt, Delivery, DeliveryStatus, Endpoint, MongoWebhookStore
+from services.notifier.adapters.store import Attempt, Delivery, DeliveryStatus, Endpoint, MongoWebhookStore, Notice
 from shared import topics
 from shared.consumer import Handler
-from shared.contacts import CONTACT_DATASET, MongoContactStore
-from shared.events import DeletionKeysDestroyed, DeletionNotified, DeletionOverdue, Event
-from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
+from shared.contacts import CONTACT_DATASET, Contact
+from shared.events import DeletionKeysDestroyed, DeletionNotified, DeletionOverdue, Event, MailOutcome
+from shared.keyvault_client import KeyUnavailableError
+from shared.scrub import scrub
+from shared.smtp import MailDeferredError, MailError, MailRefusedError
 
 log = structlog.get_logger(__name__)
 
@@ -77,13 +81,18 @@ def next_attempt_at(
     retry_after_s: float | None = None,
     rand: Callable[[float, float], float] = random.uniform,
 ) -> datetime | None:
-    """When to try next (None: the schedule is spent). Jitter of ±10%; a Retry-After is honoured if longer."""
+    """When to try next (None: the schedule is spent). Jitter of ±10%; a Retry-After is honoured if longer.
+
+    A Retry-After is honoured up to the schedule's longest step (10 h by default), not beyond: a receiver may slow
+    its deliveries down, but not park one for years (``1e12``) or push the date past the calendar, and the
+    schedule's length still bounds the whole delivery. Non-finite or negative values are ignored.
+    """
     if attempts_made >= len(schedule):
         return None
     delay = schedule[attempts_made]
     delay = delay * rand(0.9, 1.1) if delay > 0 else 0.0
-    if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
+    if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s > 0:
+        delay = max(delay, min(retry_after_s, max(schedule)))
     return now + timedelta(seconds=delay)
 
 
@@ -164,7 +173,58 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-MailStatus = Literal["sent", "no_contact", "contact_key_gone", "capped", "no_keyvault"]
+class NoticeStore(Protocol):
+    """Where notifier records what became of each person's notice, and counts the day's mails."""
+
+    async def notice(self, request_id: str) -> Notice | None: ...
+    async def save_notice(self, notice: Notice) -> None: ...
+    async def claim_deferred(
+        self, now: datetime, *, lease: timedelta, limit: int = ..., mails: bool = ...
+    ) -> list[Notice]: ...
+    async def count_mail(self, day: str) -> int: ...
+    async def uncount_mail(self, day: str) -> None: ...
+    async def mail_count(self, day: str) -> int: ...
+
+
+class ContactStore(Protocol):
+    async def get(self, request_id: str) -> Contact | None: ...
+    async def mark_mailed(self, request_id: str, at: datetime) -> None: ...
+
+
+class ContactKeys(Protocol):
+    """The part of keyvault the notice needs: open the sealed address, then shred its key."""
+
+    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes: ...
+    async def destroy_key(self, subject_id: str, dataset: str, *, request_id: str) -> None: ...
+
+
+# A 4xx refusal (greylisting, a full mailbox) is tried again after 5 min, then at doubling intervals up to an hour,
+# until MAIL_GIVE_UP_AFTER has passed since the first refusal (RFC 5321 §4.5.4.1 suggests 4-5 days).
+FIRST_MAIL_RETRY = timedelta(minutes=5)
+LONGEST_MAIL_RETRY = timedelta(hours=1)
+MAIL_GIVE_UP_AFTER = timedelta(days=4)
+
+
+@dataclass
+class Mail:
+    """What the person's final notice needs."""
+
+    notices: NoticeStore
+    contacts: ContactStore
+    keyvault: ContactKeys | None
+    send: Callable[[EmailMessage], Awaitable[None]]
+    sender: str
+    clock: Callable[[], datetime]
+    daily_cap: int
+    give_up_after: timedelta = MAIL_GIVE_UP_AFTER
+    lease: timedelta = field(default=timedelta(minutes=5))
+
+
+@dataclass(frozen=True)
+class MailResult:
+    outcome: MailOutcome
+    smtp_code: int | None = None  # the server's reply code, when it refused (for good, or for now)
+    error: str | None = None  # the server's reply, scrubbed of addresses
 
 
 @dataclass
@@ -172,14 +232,28 @@ class Notifier:
     """notifier's dependencies."""
 
     store: MongoWebhookStore
-    contacts: MongoContactStore
-    keyvault: KeyvaultClient | None
+    contacts: ContactStore
+    keyvault: ContactKeys | None
     send_mail: Callable[[EmailMessage], Awaitable[None]]
     sender: str
     clock: Callable[[], datetime]
     schedule: Sequence[float]
     mail_daily_cap: int
     lease: timedelta = field(default=timedelta(seconds=60))
+    mail_give_up_after: timedelta = MAIL_GIVE_UP_AFTER
+
+    @property
+    def mail(self) -> Mail:
+        return Mail(
+            notices=self.store,
+            contacts=self.contacts,
+            keyvault=self.keyvault,
+            send=self.send_mail,
+            sender=self.sender,
+            clock=self.clock,
+            daily_cap=self.mail_daily_cap,
+            give_up_after=self.mail_give_up_after,
+        )
 
 
 async def schedule_webhooks(event: DeletionKeysDestroyed | DeletionOverdue, n: Notifier) -> int:
@@ -206,54 +280,193 @@ async def schedule_webhooks(event: DeletionKeysDestroyed | DeletionOverdue, n: N
     return len(endpoints)
 
 
-async def mail_person(event: DeletionKeysDestroyed, n: Notifier) -> MailStatus:
-    """Send the final notice once, then have keyvault destroy the key of the address."""
-    notice = await n.store.notice(event.request_id)
-    if notice and notice.get("mail_status") == "sent":
-        return "sent"
-    status = await _try_mail(event, n)
-    await n.store.save_notice(event.request_id, {"mail_status": status, "at": n.clock()})
-    log.info("mail.person", request_id=event.request_id, status=status)
-    return status
+async def mail_person(event: DeletionKeysDestroyed, m: Mail, *, webhook_endpoints: int = 0) -> MailResult:
+    """Send the final notice once, then have keyvault shred the address's key.
+
+    Every way it can end is recorded: ``sent``; ``failed`` (refused for good: the key is shredded all the same,
+    the person cannot be told, and the request must still end); ``deferred`` (the daily cap, or a 4xx reply: the
+    address stays sealed and the deferred-mail job sends it later); or why there was nothing to send. A server that
+    cannot be reached raises MailServerUnavailableError, a ConnectionError: the consumer waits it out, as it does
+    for MongoDB, and nothing is recorded. A refused session (AUTH, HELO) raises MailSetupError: retried a few times,
+    then dead-lettered for an operator to replay once the setup is fixed. Neither names the address.
+    """
+    notice = await m.notices.notice(event.request_id)
+    if notice is not None and (replayed := await _replay(event, m, notice)) is not None:
+        return replayed
+    result = await _try_mail(event, m)
+    now = m.clock()
+    saved = Notice(
+        event.request_id,
+        result.outcome,
+        now,
+        smtp_code=result.smtp_code,
+        error=result.error,
+        webhook_endpoints=webhook_endpoints,
+    )
+    if result.outcome == "deferred":
+        saved = replace(
+            saved,
+            deferred_at=now,
+            deferred_code=result.smtp_code,
+            deferred_event=event.model_dump_json(),
+            tries=1 if result.smtp_code else 0,
+            next_try_at=now + FIRST_MAIL_RETRY if result.smtp_code else now,
+        )
+    await m.notices.save_notice(saved)
+    if result.outcome == "failed":
+        await _shred_contact(event, m)
+    _log_mail(event.request_id, result)
+    return result
 
 
-async def _try_mail(event: DeletionKeysDestroyed, n: Notifier) -> MailStatus:
-    contact = await n.contacts.get(event.request_id)
+async def _replay(event: DeletionKeysDestroyed, m: Mail, notice: Notice) -> MailResult | None:
+    """What an event consumed again reports: the first outcome, so its DeletionNotified is the same again."""
+    if notice.deferred_at is not None:
+        return MailResult("deferred", notice.deferred_code)  # the deferred-mail job owns it since
+    if notice.mail_status == "sent":
+        return MailResult("sent")
+    if notice.mail_status == "failed":
+        await _shred_contact(event, m)  # a crash may have come between recording the failure and the shredding
+        return MailResult("failed", notice.smtp_code, notice.error)
+    return None  # nothing was sent (no contact, no keyvault): look again
+
+
+async def _try_mail(event: DeletionKeysDestroyed, m: Mail) -> MailResult:
+    contact = await m.contacts.get(event.request_id)
     if contact is None:
-        return "no_contact"
-    if n.keyvault is None:
-        return "no_keyvault"
+        return MailResult("no_contact")
+    if m.keyvault is None:
+        return MailResult("no_keyvault")
     if contact.mailed_at is not None:
         # Mailed before a crash that came before the key was destroyed: finish that, never mail twice.
-        await n.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
-        return "sent"
+        await m.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
+        return MailResult("sent")
     try:
-        address = (await n.keyvault.decrypt(event.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
+        address = (await m.keyvault.decrypt(event.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
     except KeyUnavailableError:
-        return "contact_key_gone"
-    if await n.store.count_mail(n.clock().strftime("%Y-%m-%d")) > n.mail_daily_cap:
-        log.error("mail.daily_cap_reached", cap=n.mail_daily_cap, request_id=event.request_id)
-        return "capped"
-    await n.send_mail(compose_mail(event, to=address, sender=n.sender))
-    await n.contacts.mark_mailed(event.request_id, n.clock())
-    await n.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
-    return "sent"
+        return MailResult("contact_key_gone")
+    # count_mail reserves this mail's place and returns the day's total including it: with ``>``, exactly
+    # daily_cap pass. A mail that does not go out gives its place back, or a server down for an hour (each retry
+    # reserving a place) would use up the day without a mail sent.
+    day = m.clock().strftime("%Y-%m-%d")
+    if await m.notices.count_mail(day) > m.daily_cap:
+        await m.notices.uncount_mail(day)
+        log.warning("mail.daily_cap_reached", cap=m.daily_cap, request_id=event.request_id)
+        return MailResult("deferred")
+    accepted = False
+    try:
+        await m.send(compose_mail(event, to=address, sender=m.sender))
+        accepted = True
+    except MailRefusedError as exc:
+        return MailResult("failed", exc.code, scrub(str(exc)))
+    except MailDeferredError as exc:
+        return MailResult("deferred", exc.code, scrub(str(exc)))
+    finally:
+        if not accepted:
+            await m.notices.uncount_mail(day)
+    await m.contacts.mark_mailed(event.request_id, m.clock())
+    await m.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
+    return MailResult("sent")
+
+
+async def _shred_contact(event: DeletionKeysDestroyed, m: Mail) -> None:
+    """The address is no longer needed once the notice has ended, however it ended."""
+    if m.keyvault is None:
+        return
+    with contextlib.suppress(KeyUnavailableError):  # no such key: nothing left to shred
+        await m.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
+
+
+def _log_mail(request_id: str, result: MailResult) -> None:
+    level = log.warning if result.outcome in ("failed", "deferred") else log.info
+    level("mail.person", request_id=request_id, status=result.outcome, smtp_code=result.smtp_code, error=result.error)
+
+
+def notified(
+    source: DeletionKeysDestroyed, *, webhook_endpoints: int, mail: MailResult, follow_up: bool = False
+) -> DeletionNotified:
+    """The request's DeletionNotified; a deferred mail's ending gets a second one (``follow_up``), with its own id."""
+    key = f"{source.event_id}|mail" if follow_up else str(source.event_id)
+    return DeletionNotified(
+        event_id=uuid.uuid5(_IDS, key),
+        request_id=source.request_id,
+        subject_id=source.subject_id,
+        producer=PRODUCER,
+        result=source.result,
+        webhook_endpoints=webhook_endpoints,
+        email_sent=mail.outcome == "sent",
+        mail=mail.outcome,
+        smtp_code=mail.smtp_code,
+    )
 
 
 async def on_keys_destroyed(event: DeletionKeysDestroyed, n: Notifier) -> Sequence[Event]:
     endpoints = await schedule_webhooks(event, n)
-    mail = await mail_person(event, n)
-    return [
-        DeletionNotified(
-            event_id=uuid.uuid5(_IDS, str(event.event_id)),
-            request_id=event.request_id,
-            subject_id=event.subject_id,
-            producer=PRODUCER,
-            result=event.result,
-            webhook_endpoints=endpoints,
-            email_sent=mail == "sent",
+    mail = await mail_person(event, n.mail, webhook_endpoints=endpoints)
+    return [notified(event, webhook_endpoints=endpoints, mail=mail)]
+
+
+async def send_deferred(m: Mail, publish: Callable[[Event], Awaitable[None]], *, limit: int = 20) -> int:
+    """The deferred-mail job's round: oldest first, send what the day's count allows, shred the contact key after
+    each, and publish the request's second DeletionNotified. Returns how many deferred notices ended."""
+    capped = await m.notices.mail_count(m.clock().strftime("%Y-%m-%d")) >= m.daily_cap
+    # At the cap, only the follow-ups still owed are worth claiming: the mails would only be put back.
+    claimed = await m.notices.claim_deferred(m.clock(), lease=m.lease, limit=limit, mails=not capped)
+    ended = 0
+    for index, notice in enumerate(claimed):
+        step = await _retry_deferred(notice, m, publish)
+        if step == "stop":
+            for untried in claimed[index + 1 :]:
+                await m.notices.save_notice(untried)  # ends the claim, unchanged: the next round looks again
+            break
+        ended += step == "ended"
+    return ended
+
+
+async def _retry_deferred(
+    notice: Notice, m: Mail, publish: Callable[[Event], Awaitable[None]]
+) -> Literal["ended", "waiting", "stop"]:
+    """One deferred notice: try it again, or publish the follow-up it owes. ``stop``: try no more this round."""
+    assert notice.deferred_event is not None and notice.deferred_at is not None  # only deferred notices get here
+    event = DeletionKeysDestroyed.model_validate_json(notice.deferred_event)
+    if notice.mail_status == "deferred":
+        try:
+            result = await _try_mail(event, m)
+        except MailError as exc:
+            # The server is down or refuses our session: the mail waits, unchanged, for a later round.
+            await m.notices.save_notice(notice)
+            log.warning("mail.deferred_not_sent", request_id=notice.request_id, error=scrub(str(exc)))
+            return "stop"
+        now = m.clock()
+        if result.outcome == "deferred" and result.smtp_code is None:
+            await m.notices.save_notice(notice)  # the day's cap again (another instance sent meanwhile)
+            return "stop"
+        if result.outcome == "deferred":
+            if now - notice.deferred_at < m.give_up_after:
+                tries = notice.tries + 1
+                delay = min(FIRST_MAIL_RETRY * 2 ** min(tries - 1, 8), LONGEST_MAIL_RETRY)
+                again = replace(notice, at=now, tries=tries, smtp_code=result.smtp_code, error=result.error)
+                await m.notices.save_notice(replace(again, next_try_at=now + delay))
+                _log_mail(notice.request_id, result)
+                return "waiting"
+            result = replace(result, outcome="failed")  # refused for now, for days: it will not pass
+        notice = replace(
+            notice,
+            mail_status=result.outcome,
+            at=now,
+            smtp_code=result.smtp_code,
+            error=result.error,
+            next_try_at=None,
+            follow_up="pending",
         )
-    ]
+        await m.notices.save_notice(notice)
+        _log_mail(notice.request_id, result)
+    if notice.mail_status == "failed":
+        await _shred_contact(event, m)
+    mail = MailResult(notice.mail_status, notice.smtp_code, notice.error)
+    await publish(notified(event, webhook_endpoints=notice.webhook_endpoints, mail=mail, follow_up=True))
+    await m.notices.save_notice(replace(notice, follow_up="published"))
+    return "ended"
 
 
 async def deliver_due(
@@ -329,8 +542,9 @@ async def _alert_owner(
     )
     try:
         await n.send_mail(message)
-    except Exception:
-        log.exception("webhook.owner_alert_failed", endpoint_id=endpoint_id)
+    except Exception as exc:
+        # Not log.exception: the rendered error could quote the owner's address.
+        log.error("webhook.owner_alert_failed", endpoint_id=endpoint_id, error=scrub(repr(exc)))
 
 
 def routes(n: Notifier) -> Mapping[str, Handler]:

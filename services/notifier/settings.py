@@ -21,7 +21,15 @@ class NotifierSettings(ServiceSettings):
     allow_loopback_webhooks: bool = Field(
         default=False, description="accept loopback webhook URLs (the local profile of `make run` only)"
     )
-    mail_daily_cap: int = Field(default=10_000, ge=0, description="at most this many mails to people per day")
+    mail_daily_cap: int = Field(
+        default=10_000, ge=0, description="at most this many mails to people per day; more wait for the next day"
+    )
+    mail_deferred_interval_s: float = Field(
+        default=60.0, gt=0, description="how often mails deferred (by the daily cap or a 4xx reply) are tried again"
+    )
+    mail_give_up_after_h: float = Field(
+        default=96.0, gt=0, description="a mail the server keeps refusing for now (4xx) fails after this many hours"
+    )
     keyvault_url: str = Field(default="http://127.0.0.1:8003", description="keyvault, to open contact addresses")
     keyvault_token: SecretStr | None = Field(default=None, description="service token with scope keys:use")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -88,11 +88,18 @@ def seconds_until(at: str, now: datetime) -> float:
 
 async def run_nightly(parts: PurgerParts, publisher: Publisher, *, pause_s: float) -> handlers.NightlyReport:
     """One nightly purge: delete what is due, publish each finished request's report, then record it."""
+    await run_release_ended(parts, publisher)
     report = await handlers.nightly_purge(parts.purger, pause_s=pause_s)
     for event in report.hard_deleted:
         await publisher.publish(event)
     await handlers.reported_hard_deleted(parts.purger, report)
-    log.info("nightly.done", chunks=report.chunks, records=report.records, requests=len(report.hard_deleted))
+    log.info(
+        "nightly.done",
+        chunks=report.chunks,
+        records=report.records,
+        deferred=report.deferred,
+        requests=len(report.hard_deleted),
+    )
     return report
 
 
@@ -105,6 +112,23 @@ async def nightly_schedule(parts: PurgerParts, publisher: Publisher, settings: P
             await run_nightly(parts, publisher, pause_s=settings.purge_batch_pause_s)
         except Exception:
             log.exception("nightly.failed")  # the ledger still lists what is left: tomorrow, or `lethe purge --now`
+
+
+async def run_release_ended(parts: PurgerParts, publisher: Publisher) -> int:
+    """Act on the rules and holds that ended since the last check: publish each follow-up report."""
+    events = await handlers.release_ended(parts.purger)
+    for event in events:
+        await publisher.publish(event)
+    return len(events)
+
+
+async def release_schedule(parts: PurgerParts, publisher: Publisher, settings: PurgerSettings) -> None:
+    while True:
+        try:
+            await run_release_ended(parts, publisher)
+        except Exception:
+            log.exception("retention.release_failed")  # the check time was not advanced: the next run retries
+        await asyncio.sleep(settings.retention_check_interval_s)
 
 
 async def run_backup_expiry(parts: PurgerParts, publisher: Publisher, *, retention: timedelta) -> int:
@@ -143,5 +167,6 @@ def create_app(
     service.background += [
         lambda: nightly_schedule(parts, service.publisher, settings),
         lambda: backup_expiry_schedule(parts, service.publisher, settings),
+        lambda: release_schedule(parts, service.publisher, settings),
     ]
     return service

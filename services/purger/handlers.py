@@ -1,6 +1,10 @@
 """What the purger decides: for each dataset of the data map, erase it, tag it, keep it (rule, hold) or skip it
 (exempt), and when to re-evaluate what was kept. The stores are reached through the ports below.
 
+Retention is state, not an event: every destructive step here (the erase, the nightly hard delete, backup expiry)
+asks the rules and holds in force at the moment it acts. Every ``deletion.purged`` reports the current outcome of
+every dataset of the request, so no consumer has to guess what an omission means.
+
 Every effect is idempotent: each dataset's outcome is recorded as soon as it is done, so a re-consumed event
 finishes what was left and reports the very same outcomes, under the very same event id.
 """
@@ -26,20 +30,23 @@ from shared.events import (
     DatasetOutcome,
     DeletionBackupsExpired,
     DeletionHardDeleted,
+    DeletionHeld,
     DeletionPurged,
     DeletionRequested,
     Event,
     HardDeletedDataset,
+    LegalHoldPlaced,
     LegalHoldReleased,
     RetentionRulesChanged,
 )
-from shared.retention import RetentionStore, retained_datasets
+from shared.retention import Retention, RetentionStore, retained_datasets
 
 log = structlog.get_logger(__name__)
 
 CONSUMES: tuple[str, ...] = (
     topics.DELETION_REQUESTED,
     topics.RETENTION_RULES_CHANGED,
+    topics.LEGAL_HOLD_PLACED,
     topics.LEGAL_HOLD_RELEASED,
 )
 PRODUCER = "purger"
@@ -60,6 +67,14 @@ class Progress(Protocol):
     async def complete_round(self, record: PurgeRecord, round_: int, at: datetime) -> PurgeRecord: ...
 
     async def with_retained(self, datasets: Sequence[str], subject_id: str | None) -> list[PurgeRecord]: ...
+
+    async def in_progress(self, subject_id: str | None) -> list[PurgeRecord]: ...
+
+    async def set_held(self, request_id: str, held: Mapping[str, str]) -> None: ...
+
+    async def retention_checked_at(self) -> datetime | None: ...
+
+    async def set_retention_checked_at(self, at: datetime) -> None: ...
 
     async def mark_hard_deleted(self, request_id: str, at: datetime) -> None: ...
 
@@ -92,9 +107,10 @@ class Purger:
 
 
 def purged_event(record: PurgeRecord, round_: int, datamap: DataMap) -> DeletionPurged:
-    """The round's report: the same event (id, time, outcomes) however often it is rebuilt."""
+    """The round's report: the outcome of every dataset as of that round (a follow-up repeats what it did not
+    change), the same event (id, time, outcomes) however often it is rebuilt."""
     order = {name: i for i, name in enumerate(datamap.names)}
-    outcomes = sorted(record.rounds[round_].values(), key=lambda o: order.get(o.dataset, len(order)))
+    outcomes = sorted(record.outcomes_as_of(round_).values(), key=lambda o: order.get(o.dataset, len(order)))
     return DeletionPurged(
         event_id=uuid.uuid5(_IDS, f"{record.request_id}:purged:{round_}"),
         occurred_at=record.completed[round_],
@@ -102,14 +118,21 @@ def purged_event(record: PurgeRecord, round_: int, datamap: DataMap) -> Deletion
         subject_id=record.subject_id,
         producer=PRODUCER,
         outcomes=tuple(outcomes),
+        round=round_,
+        held=tuple(sorted(record.held)),
     )
+
+
+async def retained_now(p: Purger, subject_id: str, now: datetime) -> dict[str, Retention]:
+    """What the rules and holds in force at ``now`` keep of this subject, and why."""
+    rules = (await p.retention.rule_set()).rules
+    return retained_datasets(rules, await p.retention.holds_for(subject_id), now)
 
 
 async def _run_round(p: Purger, record: PurgeRecord, round_: int, datasets: Sequence[Dataset]) -> PurgeRecord:
     """Decide and apply each dataset not yet done in this round, recording each outcome as soon as it is done."""
     now = p.clock()
-    rules = (await p.retention.rule_set()).rules
-    kept = retained_datasets(rules, await p.retention.holds_for(record.subject_id), now)
+    kept = await retained_now(p, record.subject_id, now)
     done = record.rounds.setdefault(round_, {})
     for dataset in datasets:
         if dataset.name in done:
@@ -152,24 +175,88 @@ async def purge(event: DeletionRequested, p: Purger) -> Sequence[Event]:
 
 
 async def reevaluate(p: Purger, datasets: Sequence[str], subject_id: str | None) -> list[Event]:
-    """Erase what a released hold or a changed rule no longer keeps: a follow-up report per affected request."""
+    """Erase what a released or ended hold, or a changed or ended rule, no longer keeps: a follow-up report (of
+    every dataset) per affected request. Datasets a later hold kept (``held``) are erased again once it is gone,
+    so that keyvault destroys the keys it restored for the hold."""
     reports: list[Event] = []
     now = p.clock()
-    rules = (await p.retention.rule_set()).rules
     for record in await p.progress.with_retained(datasets, subject_id):
-        kept = retained_datasets(rules, await p.retention.holds_for(record.subject_id), now)
-        freed = [p.datamap.get(name) for name in record.retained if name not in kept and name in p.datamap.names]
+        if 0 not in record.completed:
+            continue  # the first round is still running; it reads the rules and holds itself
+        kept = await retained_now(p, record.subject_id, now)
+        names = [*record.retained, *(d for d in record.held if d not in record.retained)]
+        freed = [p.datamap.get(name) for name in names if name not in kept and name in p.datamap.names]
         if not freed:
             continue
         round_ = record.last_round + 1
         record = await _run_round(p, record, round_, freed)
+        record.held = {d: h for d, h in record.held.items() if d in kept}
+        await p.progress.set_held(record.request_id, record.held)
         reports.append(purged_event(record, round_, p.datamap))
-        log.info("purge.reevaluated", request_id=record.request_id, datasets=[d.name for d in freed])
+        log.info("purge.reevaluated", request_id=record.request_id, round=round_, datasets=[d.name for d in freed])
+    return reports
+
+
+async def on_hold_placed(event: LegalHoldPlaced, p: Purger) -> Sequence[Event]:
+    """A hold placed after a request was purged: report it on each affected request (so its status and the audit
+    log show it, and keyvault restores what keys it still can). The nightly purge skips the held records itself."""
+    known = [d for d in event.datasets if d in p.datamap.names]
+    reports: list[Event] = []
+    for record in await p.progress.in_progress(event.subject_id):
+        outcomes = record.saved_outcomes
+        held = [d for d in known if d in outcomes and outcomes[d].outcome in ("erased", "tagged")]
+        if not held:
+            continue  # kept already (the purge saw the hold) or not reached yet (it will see it)
+        await p.progress.set_held(record.request_id, {**record.held, **dict.fromkeys(held, event.hold_id)})
+        live = [d for d in held if outcomes[d].outcome == "tagged" and record.hard_deleted_at is None]
+        reports.append(
+            DeletionHeld(
+                event_id=uuid.uuid5(_IDS, f"{record.request_id}:held:{event.hold_id}"),
+                occurred_at=event.occurred_at,
+                request_id=record.request_id,
+                subject_id=record.subject_id,
+                producer=PRODUCER,
+                hold_id=event.hold_id,
+                datasets=tuple(held),
+                records_kept=tuple(live),
+                legal_basis=event.legal_basis,
+                legal_ref=event.legal_ref,
+            )
+        )
+        log.info("purge.held", request_id=record.request_id, hold_id=event.hold_id, datasets=held, records_kept=live)
     return reports
 
 
 async def on_hold_released(event: LegalHoldReleased, p: Purger) -> Sequence[Event]:
     return await reevaluate(p, event.datasets, event.subject_id)
+
+
+async def release_ended(p: Purger) -> list[Event]:
+    """Act on the end dates of rules and holds: what a rule or hold stopped covering since the last check is
+    erased, with a follow-up report. Runs every few minutes and with ``lethe purge --now``."""
+    now = p.clock()
+    since = await p.progress.retention_checked_at()
+    rules = (await p.retention.rule_set()).rules
+    ended_rules = [
+        r for r in rules if r.expires_at is not None and r.expires_at <= now and (since is None or r.expires_at > since)
+    ]
+    ended_holds = await p.retention.holds_ending(after=since, until=now)
+    reports: list[Event] = []
+    if ended_rules:
+        reports += await reevaluate(p, sorted({d for r in ended_rules for d in r.datasets}), None)
+    for hold in ended_holds:
+        reports += await reevaluate(p, hold.datasets, hold.subject_id)
+    if ended_rules or ended_holds:
+        log.info(
+            "retention.ended",
+            rules=[r.rule_id for r in ended_rules],
+            holds=[h.hold_id for h in ended_holds],
+            follow_ups=len(reports),
+        )
+    # Recorded after the follow-ups are decided; the wiring publishes them before the next check, and a crash
+    # in between re-runs this window (reevaluate is idempotent: a freed dataset is no longer retained).
+    await p.progress.set_retention_checked_at(now)
+    return reports
 
 
 async def on_rules_changed(event: RetentionRulesChanged, p: Purger) -> Sequence[Event]:
@@ -182,6 +269,7 @@ class NightlyReport:
     chunks: int
     records: int
     hard_deleted: tuple[DeletionHardDeleted, ...]
+    deferred: int = 0  # chunks of a dataset kept (a hold or rule in force now): left in the ledger for later
 
 
 async def nightly_purge(
@@ -196,9 +284,18 @@ async def nightly_purge(
     a request is reported (once, under a fixed event id) only when all of its chunks are done.
     """
     now = p.clock()
-    chunks = records = 0
+    chunks = records = deferred = 0
     touched: dict[str, str] = {}
+    kept: dict[str, Retention] = {}
+    kept_for: str | None = None
     async for chunk in p.ledger.due(now):
+        # The ledger lists a request's chunks together: one look at the rules and holds per request.
+        if chunk.request_id != kept_for:
+            kept, kept_for = await retained_now(p, chunk.subject_id, p.clock()), chunk.request_id
+        if (why := kept.get(chunk.dataset)) is not None:
+            deferred += 1
+            log.info("nightly.deferred", request_id=chunk.request_id, dataset=chunk.dataset, kept_by=why.rule_id)
+            continue
         purged = await p.ledger.delete_chunk(chunk)
         chunks, records = chunks + 1, records + purged
         touched[chunk.request_id] = chunk.subject_id
@@ -223,7 +320,7 @@ async def nightly_purge(
                 datasets=tuple(HardDeletedDataset(dataset=d, records_purged=n) for d, n in sorted(totals.items())),
             )
         )
-    return NightlyReport(chunks, records, tuple(reports))
+    return NightlyReport(chunks, records, tuple(reports), deferred)
 
 
 async def reported_hard_deleted(p: Purger, report: NightlyReport) -> None:
@@ -243,6 +340,10 @@ def routes(p: Purger) -> Mapping[str, Handler]:
         assert isinstance(event, RetentionRulesChanged)
         return await on_rules_changed(event, p)
 
+    async def hold_placed(event: Event) -> Sequence[Event]:
+        assert isinstance(event, LegalHoldPlaced)
+        return await on_hold_placed(event, p)
+
     async def hold_released(event: Event) -> Sequence[Event]:
         assert isinstance(event, LegalHoldReleased)
         return await on_hold_released(event, p)
@@ -250,6 +351,7 @@ def routes(p: Purger) -> Mapping[str, Handler]:
     return {
         topics.DELETION_REQUESTED: requested,
         topics.RETENTION_RULES_CHANGED: rules_changed,
+        topics.LEGAL_HOLD_PLACED: hold_placed,
         topics.LEGAL_HOLD_RELEASED: hold_released,
     }
 
@@ -261,12 +363,19 @@ class Backups(Protocol):
 
 
 async def expire_backups(p: Purger, backups: Backups, *, retention: timedelta) -> list[DeletionBackupsExpired]:
-    """Delete the backups older than ``retention``; then report the requests no remaining backup holds."""
+    """Delete the backups older than ``retention``; then report the requests no remaining backup holds.
+
+    A backup that holds a dataset under a hold in force now is kept (deferred, not dropped): it may be the only
+    copy left of what the hold keeps, erased live before the hold was placed."""
     now = p.clock()
     cutoff = now - retention
+    held = {d for h in await p.retention.active_holds() if h.active(now) for d in h.datasets}
     remaining = []
     for backup in await backups.live():
-        if backup.created_at < cutoff:
+        if backup.created_at < cutoff and (blocked := held & backup.datasets):
+            log.info("backup.expiry_deferred", backup_id=backup.backup_id, held_datasets=sorted(blocked))
+            remaining.append(backup)
+        elif backup.created_at < cutoff:
             await backups.expire(backup, now=now)
             log.info("backup.expired", backup_id=backup.backup_id, created_at=backup.created_at.isoformat())
         else:

@@ -22,6 +22,9 @@ class PurgerSettings(ServiceSettings):
     backups_bucket: str = Field(default="lethe-backups", description="bucket that `lethe backup` writes to")
     backup_retention_days: int = Field(default=90, ge=1, le=3650, description="days a backup is kept")
     backup_expiry_interval_s: float = Field(default=3600.0, gt=0, description="how often expired backups are deleted")
+    retention_check_interval_s: float = Field(
+        default=300.0, gt=0, description="how often ended rules and holds are acted on (what they kept is erased)"
+    )
     s3_delete_attempts: int = Field(default=5, ge=1, le=20, description="tries per key that DeleteObjects refuses")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)

@@ -23,7 +23,7 @@ import pytest_asyncio
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from shared.auth import AUDIT_READ, KEYS_DESTROY, KEYS_USE, WEBHOOKS_ADMIN, issue_token
+from shared.auth import AUDIT_READ, KEYS_DESTROY_CONTACT, KEYS_USE, WEBHOOKS_ADMIN, issue_token
 from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore
 from shared.events import DeletionPurged
 from shared.kafka import KafkaPublisher
@@ -64,7 +64,7 @@ async def chain(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path):
         "NOTIFIER_RETRY_SCHEDULE_S": "[0, 0.5, 1]",
         "NOTIFIER_WORKER_INTERVAL_S": "0.1",
         "NOTIFIER_KEYVAULT_URL": f"http://127.0.0.1:{ports['keyvault']}",
-        "NOTIFIER_KEYVAULT_TOKEN": token(KEYS_USE, KEYS_DESTROY),
+        "NOTIFIER_KEYVAULT_TOKEN": token(KEYS_USE, KEYS_DESTROY_CONTACT),
         "AUDIT_HTTP_PORT": str(ports["audit"]),
         "AUDIT_SIGNING_KEY_FILE": str(tmp_path / "audit.key"),
         "AUDIT_CHECKPOINT_EVERY_ENTRIES": "1",

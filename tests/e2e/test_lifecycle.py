@@ -17,17 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 
-from shared.auth import KEYS_USE, RETENTION_ADMIN, WEBHOOKS_ADMIN
+from shared.auth import KEYS_USE
 from shared.datamap import load_datamap
 from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import MongoSettings
 from shared.signing import verify_document
-from tests.pipeline import ROOT, Api, Pipeline, Servers, WebhookReceiver, token
+from tests.pipeline import ROOT, Api, Pipeline, Servers, WebhookReceiver, running, token
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 DATAMAP = load_datamap(ROOT / "deploy" / "datamap.yaml")
@@ -36,39 +35,17 @@ STORY = ["deletion.requested", "deletion.purged", "deletion.keys_destroyed", "de
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_factory) -> Iterator[Pipeline]:
-
     workdir = tmp_path_factory.mktemp("lifecycle")
     (workdir / "no-rules.yaml").write_text("rules: []\n")
     servers = Servers.of(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher)
-    p = Pipeline(
-        servers,
-        workdir,
-        extra_env={
-            "INTAKE_DEFAULT_RULES_PATH": str(workdir / "no-rules.yaml"),
-            "PURGER_BACKUPS_BUCKET": f"lethe-backups-{uuid.uuid4().hex[:8]}",
-        },
-    )
-    try:
-        asyncio.run(p.start())
+    with running(servers, workdir, {"INTAKE_DEFAULT_RULES_PATH": str(workdir / "no-rules.yaml")}) as p:
         yield p
-    finally:
-        p.stop()
-        asyncio.run(_drop(p))
-
-
-async def _drop(p: Pipeline) -> None:
-    client = create_mongo_client(MongoSettings(url=p.servers.mongo_url))
-    await client.drop_database(p.database)
-    await client.close()
 
 
 @pytest_asyncio.fixture
 async def api(pipeline) -> Any:
-    async with aiohttp.ClientSession() as http, WebhookReceiver() as receiver:
-        a = Api(pipeline, http)
-        endpoint = await a.register(receiver)
-        yield a, receiver
-        await a.call("DELETE", "notifier", f"/webhooks/endpoints/{endpoint}", WEBHOOKS_ADMIN)
+    async with Api.with_receiver(pipeline) as both:
+        yield both
 
 
 def seed(p: Pipeline, prefix: str, users: int = 1) -> list[str]:
@@ -158,20 +135,7 @@ async def test_a_deletion_completes_with_one_webhook_a_mail_a_full_receipt_and_n
 async def test_a_legal_hold_keeps_invoices_until_it_is_released_and_the_receipt_follows(pipeline, api):
     a, receiver = api
     [subject] = seed(pipeline, f"hold-{uuid.uuid4().hex[:6]}")
-    status, hold = await a.call(
-        "POST",
-        "intake",
-        "/legal_holds",
-        RETENTION_ADMIN,
-        json={
-            "subject_id": subject,
-            "datasets": ["invoices"],
-            "reason": "litigation",
-            "legal_basis": "legal claims (GDPR Art. 17(3)(e))",
-            "legal_ref": "case 2026-117",
-        },
-    )
-    assert status == 201, hold
+    hold_id = await a.place_hold(subject, "invoices", legal_ref="case 2026-117")
 
     request_id = await a.delete(subject)
     body = await a.wait_status(request_id, {"partial"})
@@ -184,8 +148,7 @@ async def test_a_legal_hold_keeps_invoices_until_it_is_released_and_the_receipt_
     before = await a.receipt(request_id)
     assert {d["dataset"]: d["outcome"] for d in before["document"]["datasets"]}["invoices"] == "retained"
 
-    status, _ = await a.call("DELETE", "intake", f"/legal_holds/{hold['hold_id']}", RETENTION_ADMIN)
-    assert status == 200
+    await a.release_hold(hold_id)
     async with asyncio.timeout(60):
         while await stored(pipeline, "invoices", {"customer_id": subject}):
             await asyncio.sleep(0.3)

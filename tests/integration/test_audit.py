@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from services.audit import handlers
 from services.audit.adapters.log import MongoAuditLog
+from services.audit.api import verify_chain
 from services.audit.app import create_app
 from services.audit.chain import chain, verify_log
 from services.audit.settings import AuditSettings
@@ -166,6 +167,41 @@ async def test_tampering_anywhere_in_a_log_of_ten_thousand_entries_is_found(mong
             assert await first_bad(copy) == position + 1
         finally:
             await client.drop_database(f"{database}_{position}")
+
+
+async def test_an_edited_or_removed_stored_copy_is_found_by_verify_and_named_without_its_value(mongo):
+    client, database, _ = mongo
+    signer = Signer.from_seed_b64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+    audit_log = MongoAuditLog(client, database)
+    await audit_log.ensure_indexes()
+    for i in range(1, 21):  # appended as the service does: event times carry microseconds, MongoDB keeps milliseconds
+        await audit_log.append(requested(f"r{i}", f"u{i}"), recorded_at=utcnow())
+    await handlers.checkpoint_if_due(audit_log, signer, now=utcnow(), every_entries=1, every_s=1)
+    coll = audit_log.entries_collection
+    original = await coll.find_one({"_id": 12})
+    assert (await verify_chain(audit_log, signer)).ok
+
+    # An edited type hides the entry from queries by type: verify must not call that log intact.
+    await coll.update_one({"_id": 12}, {"$set": {"type": "deletion.notified"}})
+    assert 12 not in [e.seq for e in await audit_log.matching(types=["deletion.requested"])]
+    edits = {
+        "type": "deletion.notified",
+        "request_id": "r-forged",
+        "subject_id": "u-forged",
+        "occurred_at": T0,
+    }
+    for field, value in edits.items():
+        for change in ({"$set": {field: value}}, {"$unset": {field: ""}}):
+            await coll.replace_one({"_id": 12}, original)
+            await coll.update_one({"_id": 12}, change)
+            report = (await verify_chain(audit_log, signer)).as_json()
+            assert report["status"] == "tampered", change
+            assert report["first_bad_entry"]["seq"] == 12, change
+            assert report["first_bad_entry"]["field"] == field, change
+            for personal in ("u12", "r12", "u-forged", "r-forged"):
+                assert personal not in str(report), change
+    await coll.replace_one({"_id": 12}, original)
+    assert (await verify_chain(audit_log, signer)).ok
 
 
 @pytest_asyncio.fixture

@@ -221,7 +221,7 @@ async def test_the_status_follows_the_chain_on_kafka(stack):
     kept = next(o for o in body["outcomes"] if o["dataset"] == "invoices")
     assert (kept["rule_id"], kept["legal_ref"]) == ("tax-10y", "HGB §257")
     assert body["keys"]["destroyed"] == ["profiles"]
-    assert body["notified"] == {"webhook_endpoints": 2, "email_sent": False}
+    assert body["notified"] == {"webhook_endpoints": 2, "email_sent": False, "mail": None, "smtp_code": None}
     assert list(body["stages"]) == ["received", "purging", "purged", "keys_destroyed", "notified"]
     # Done, so a new DELETE starts a new request.
     async with http.delete(f"/users/{subject}/data", headers=bearer(token(DELETION_ANY))) as r:
@@ -576,3 +576,16 @@ async def test_the_operator_commands_delete_watch_and_manage_rules_and_holds(sta
     for command in ("delete", "status", "rules", "holds"):
         code, out = await lethe(stack, command, "--help")
         assert code == 0 and "Usage" in out, (command, out)
+
+
+async def test_a_delete_with_a_ten_megabyte_body_is_refused_with_413_and_creates_no_request(stack):
+    http, subject = stack["http"], f"user-{uuid.uuid4().hex[:8]}"
+    headers = bearer(token(DELETION_ANY))
+    async with http.delete(f"/users/{subject}/data", headers=headers, data=b"x" * 10 * 1024 * 1024) as r:
+        assert r.request_info.headers["Content-Length"] == str(10 * 1024 * 1024)
+        assert r.status == 413
+        assert r.content_type == "application/problem+json"
+    assert await stack["db"]["deletion_requests"].count_documents({"subject_id": subject}) == 0
+    async with http.delete(f"/users/{subject}/data", headers=headers) as r:
+        assert r.status == 202  # a new request: the refused one left nothing open for this subject
+    assert await stack["db"]["deletion_requests"].count_documents({"subject_id": subject}) == 1

@@ -12,22 +12,25 @@ import pytest_asyncio
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from structlog.testing import capture_logs
 
 from services.keyvault.app import create_app as create_keyvault
 from services.keyvault.settings import KeyvaultSettings
 from services.notifier import handlers
 from services.notifier.adapters.http import WebhookSender
-from services.notifier.adapters.store import MongoWebhookStore
+from services.notifier.adapters.memory import InMemoryNoticeStore
+from services.notifier.adapters.store import MongoWebhookStore, Notice
 from services.notifier.app import create_app as create_notifier
 from services.notifier.settings import NotifierSettings
 from shared import topics
-from shared.auth import KEYS_DESTROY, KEYS_USE, WEBHOOKS_ADMIN, issue_token
+from shared.auth import KEYS_DESTROY_CONTACT, KEYS_USE, WEBHOOKS_ADMIN, issue_token
 from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore
 from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionNotified, decode_event, utcnow
 from shared.kafka import KafkaPublisher, ensure_topics
-from shared.keyvault_client import KeyvaultClient
+from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
+from shared.smtp import send_mail
 from tests.support import PARTIAL, free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -43,8 +46,8 @@ def token(*scopes: str) -> str:
 class Receiver:
     """An integrator's endpoint on loopback: verifies each delivery with the official library."""
 
-    def __init__(self, answers: list[int]) -> None:
-        self.answers = answers  # status codes to give, in order; then 200
+    def __init__(self, answers: list[int | tuple[int, dict[str, str]]]) -> None:
+        self.answers = answers  # status codes (or code and headers) to give, in order; then 200
         self.secret: str | None = None
         self.seen: list[tuple[str, int]] = []  # (webhook-id, status answered)
         self.rejected = 0
@@ -59,10 +62,11 @@ class Receiver:
         except WebhookVerificationError:
             self.rejected += 1
             return web.Response(status=400)
-        status = self.answers.pop(0) if self.answers else 200
+        answer = self.answers.pop(0) if self.answers else 200
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
         self.seen.append((request.headers["webhook-id"], status))
         self.bodies.append(payload)
-        return web.Response(status=status)
+        return web.Response(status=status, headers=headers)
 
     async def __aenter__(self) -> "Receiver":
         app = web.Application()
@@ -316,7 +320,7 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
         retry_schedule_s=FAST,
         worker_interval_s=0.05,
         keyvault_url=keyvault_url,
-        keyvault_token=token(KEYS_USE, KEYS_DESTROY),
+        keyvault_token=token(KEYS_USE, KEYS_DESTROY_CONTACT),
     )
     notifier = create_notifier(settings)
     await notifier.start()
@@ -371,7 +375,8 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
                 async with asyncio.timeout(60):
                     async for record in reader:
                         notified = decode_event(record.topic, record.value)
-                        if notified.request_id == request_id:
+                        # Another notifier on the broker, without the contact, answers no_contact: not ours.
+                        if notified.request_id == request_id and notified.mail != "no_contact":
                             break
             finally:
                 await reader.stop()
@@ -451,7 +456,9 @@ async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_aga
     await keyvault.start()
     event = completed()
     try:
-        async with KeyvaultClient(f"http://127.0.0.1:{keyvault.port}", token=token(KEYS_USE, KEYS_DESTROY)) as kv:
+        async with KeyvaultClient(
+            f"http://127.0.0.1:{keyvault.port}", token=token(KEYS_USE, KEYS_DESTROY_CONTACT)
+        ) as kv:
             sealed = await kv.encrypt(event.subject_id, CONTACT_DATASET, b"ada@example.test")
             contacts = MongoContactStore(client, database)
             await contacts.put(Contact(event.request_id, event.subject_id, sealed))
@@ -465,3 +472,324 @@ async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_aga
                 await kv.decrypt(event.subject_id, CONTACT_DATASET, sealed)
     finally:
         await keyvault.stop()
+
+
+# Retry-After: what a receiver asks for cannot break the schedule.
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "inf", "nan", "-1", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_receiver_asking_for_an_absurd_retry_after_is_tried_again_within_the_schedule(
+    mongo, sender, retry_after
+):
+    n = notifier_for(mongo)
+    async with Receiver([(503, {"Retry-After": retry_after})]) as receiver:
+        endpoint_id = await register(n, receiver)
+        await handlers.on_keys_destroyed(completed(), n)
+        await run_worker(n, sender, lambda: len(receiver.seen) == 2, limit_s=10)
+    [delivery] = await n.store.deliveries_of(endpoint_id)
+    assert [a.status_code for a in delivery.attempts] == [503, 200]
+    assert delivery.status == "delivered"
+    gap = delivery.attempts[1].at - delivery.attempts[0].at
+    assert gap <= timedelta(seconds=5)  # FAST's longest step is 0.2 s
+
+
+# The person's notice: refusals, the daily cap, and the deferred-mail job, on the real stack.
+
+
+async def records_on(bootstrap: str, topic: str) -> list:
+    """Every record a topic holds now, from the beginning of each partition."""
+    from aiokafka import TopicPartition
+
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(topics.PARTITIONS)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        records = []
+        async with asyncio.timeout(30):
+            while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
+                for batch in (await reader.getmany(timeout_ms=500)).values():
+                    records += batch
+        return records
+    finally:
+        await reader.stop()
+
+
+def mentions(record, needle: bytes) -> bool:
+    return needle in (record.value or b"") or any(needle in (value or b"") for _, value in record.headers or ())
+
+
+class Stack:
+    """keyvault and notifier as services, with a consumer group of their own that starts at the end of the log."""
+
+    def __init__(self, mongo, kafka_bootstrap: str, smtp_catcher, tmp_path, **notifier_settings: object) -> None:
+        client, self.database, mongo_url = mongo
+        self.client = client
+        self.kafka = KafkaSettings(
+            bootstrap_servers=kafka_bootstrap, group_prefix=f"nt-{uuid.uuid4().hex[:8]}", start_from="latest"
+        )
+        self.mongo_settings = MongoSettings(url=mongo_url, database=self.database)
+        host, port, self.mail_dir = smtp_catcher
+        self.keyvault = create_keyvault(
+            KeyvaultSettings(
+                http_port=free_port(),
+                kafka=self.kafka,
+                mongo=self.mongo_settings,
+                auth=AUTH,
+                local_keyring_file=tmp_path / "keyring.json",
+            )
+        )
+        self.notifier_settings = notifier_settings | {"smtp": SmtpSettings(host=host, port=port)}
+        self.notifier = None
+
+    async def __aenter__(self) -> "Stack":
+        await ensure_topics(self.kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
+        await self.keyvault.start()
+        self.keyvault_url = f"http://127.0.0.1:{self.keyvault.port}"
+        settings = NotifierSettings(
+            http_port=free_port(),
+            kafka=self.kafka,
+            mongo=self.mongo_settings,
+            auth=AUTH,
+            allow_loopback_webhooks=True,
+            retry_schedule_s=FAST,
+            worker_interval_s=0.05,
+            keyvault_url=self.keyvault_url,
+            keyvault_token=token(KEYS_USE, KEYS_DESTROY_CONTACT),
+            **self.notifier_settings,
+        )
+        self.notifier = create_notifier(settings)
+        await self.notifier.start()
+        self.base = f"http://127.0.0.1:{settings.http_port}"
+        async with aiohttp.ClientSession() as http, asyncio.timeout(60):
+            while True:  # joined its group and knows its positions: it will see what is published next
+                async with http.get(f"{self.base}/readyz") as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.2)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
+        await self.keyvault.stop()
+
+    async def person(self, address: str) -> tuple[DeletionKeysDestroyed, str]:
+        """A request whose contact address is sealed in the contact store, as intake leaves it."""
+        event = completed()
+        async with KeyvaultClient(self.keyvault_url, token=token(KEYS_USE)) as kv:
+            sealed = await kv.encrypt(event.subject_id, CONTACT_DATASET, address.encode())
+        await MongoContactStore(self.client, self.database).put(Contact(event.request_id, event.subject_id, sealed))
+        return event, sealed
+
+    async def readable(self, event: DeletionKeysDestroyed, sealed: str) -> bool:
+        async with KeyvaultClient(self.keyvault_url, token=token(KEYS_USE)) as kv:
+            try:
+                await kv.decrypt(event.subject_id, CONTACT_DATASET, sealed)
+            except KeyUnavailableError:
+                return False
+            return True
+
+    async def publish(self, event: DeletionKeysDestroyed) -> None:
+        publisher = KafkaPublisher(self.kafka, client_id="test")
+        await publisher.start()
+        await publisher.publish(event)
+        await publisher.stop()
+
+    def mails_to(self, address: str) -> list:
+        found = [p for p in self.mail_dir.glob("*.eml") if address in p.read_text(errors="replace")]
+        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in found]
+
+
+async def notified_events(reader: AIOKafkaConsumer, request_id: str, count: int) -> list[DeletionNotified]:
+    """The next ``count`` DeletionNotified of our notifier for the request.
+
+    Any other notifier on the broker (another test's, another run's) consumes the event too and, without the
+    contact in its database, answers ``no_contact``: those are not ours.
+    """
+    found: list[DeletionNotified] = []
+    async with asyncio.timeout(60):
+        async for record in reader:
+            event = decode_event(record.topic, record.value)
+            if event.request_id == request_id and getattr(event, "mail", None) != "no_contact":
+                assert isinstance(event, DeletionNotified)
+                found.append(event)
+                if len(found) == count:
+                    return found
+    return found
+
+
+async def notified_reader(bootstrap: str) -> AIOKafkaConsumer:
+    reader = AIOKafkaConsumer(topics.DELETION_NOTIFIED, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    await reader.start()
+    async with asyncio.timeout(30):
+        while not reader.assignment():
+            await asyncio.sleep(0.1)
+    for tp in reader.assignment():
+        await reader.position(tp)  # pin "latest" now, before anything is published
+    return reader
+
+
+async def test_an_smtp_refusal_leaves_no_address_in_logs_or_kafka_and_the_request_final_with_the_mail_failed(
+    mongo, kafka_bootstrap, smtp_catcher, tmp_path, caplog
+):
+    address = f"ada-{uuid.uuid4().hex[:8]}@refused.test"  # the catcher answers 550, naming the address
+    with capture_logs() as logs:
+        async with Stack(mongo, kafka_bootstrap, smtp_catcher, tmp_path) as stack:
+            event, sealed = await stack.person(address)
+            reader = await notified_reader(kafka_bootstrap)
+            try:
+                await stack.publish(event)
+                [notified] = await notified_events(reader, event.request_id, 1)
+            finally:
+                await reader.stop()
+            async with aiohttp.ClientSession() as http:
+                admin = {"Authorization": f"Bearer {token(WEBHOOKS_ADMIN)}"}
+                async with http.get(f"{stack.base}/webhooks/requests/{event.request_id}", headers=admin) as r:
+                    mail_status = (await r.json())["mail"]
+            still_readable = await stack.readable(event, sealed)
+            mailed = stack.mails_to(address)
+
+    assert (notified.mail, notified.smtp_code, notified.email_sent) == ("failed", 550, False)
+    assert (mail_status["status"], mail_status["smtp_code"]) == ("failed", 550)
+    assert not still_readable  # the contact key was shredded although the mail never went out
+    assert mailed == []
+    needle = address.encode()
+    assert [repr(e) for e in logs if address in repr(e)] == []
+    assert [r.getMessage() for r in caplog.records if address in r.getMessage()] == []
+    for topic in (topics.DELETION_NOTIFIED, topics.dlq(topics.DELETION_KEYS_DESTROYED)):
+        assert [r.offset for r in await records_on(kafka_bootstrap, topic) if mentions(r, needle)] == [], topic
+    client, database, _ = mongo
+    for name in await client[database].list_collection_names():
+        docs = await client[database][name].find({}).to_list(None)
+        assert address not in repr(docs), name
+    assert any(e.get("status") == "failed" and e.get("smtp_code") == 550 for e in logs)  # logged, without it
+
+
+async def test_a_mail_over_the_daily_cap_waits_in_the_service_and_goes_out_when_the_day_allows(
+    mongo, kafka_bootstrap, smtp_catcher, tmp_path
+):
+    address = f"grace-{uuid.uuid4().hex[:8]}@example.test"
+    async with Stack(
+        mongo, kafka_bootstrap, smtp_catcher, tmp_path, mail_daily_cap=1, mail_deferred_interval_s=0.2
+    ) as stack:
+        store = MongoWebhookStore(stack.client, stack.database)
+        await store.count_mail(utcnow().strftime("%Y-%m-%d"))  # the day's one mail has gone to someone else
+        event, sealed = await stack.person(address)
+        reader = await notified_reader(kafka_bootstrap)
+        try:
+            await stack.publish(event)
+            [first] = await notified_events(reader, event.request_id, 1)
+            await asyncio.sleep(1)  # several rounds of the deferred-mail job
+            assert stack.mails_to(address) == []
+            assert await stack.readable(event, sealed)  # kept sealed, not shredded: it is still to be sent
+            await stack.client[stack.database]["notifier_counters"].delete_many({})  # as on the next day
+            [second] = await notified_events(reader, event.request_id, 1)
+        finally:
+            await reader.stop()
+        [mail] = stack.mails_to(address)
+        readable_after = await stack.readable(event, sealed)
+
+    assert (first.mail, first.email_sent) == ("deferred", False)
+    assert (second.mail, second.email_sent) == ("sent", True)
+    assert first.event_id != second.event_id
+    assert mail["To"] == address
+    assert not readable_after
+
+
+async def test_a_mail_over_the_cap_is_sent_by_the_job_the_next_day_oldest_first(
+    mongo, kafka_bootstrap, tmp_path, smtp_catcher
+):
+    host, port, mail_dir = smtp_catcher
+    _, database, mongo_url = mongo
+    keyvault = create_keyvault(
+        KeyvaultSettings(
+            http_port=free_port(),
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, group_prefix=f"nt-{uuid.uuid4().hex[:8]}"),
+            mongo=MongoSettings(url=mongo_url, database=database),
+            auth=AUTH,
+            local_keyring_file=tmp_path / "keyring.json",
+        )
+    )
+    await keyvault.start()
+    now = [utcnow()]
+    published: list = []
+
+    async def publish(event) -> None:
+        published.append(event)
+
+    async def mail(message) -> None:
+        await send_mail(SmtpSettings(host=host, port=port), message)
+
+    try:
+        async with KeyvaultClient(
+            f"http://127.0.0.1:{keyvault.port}", token=token(KEYS_USE, KEYS_DESTROY_CONTACT)
+        ) as kv:
+            n = notifier_for(mongo, send_mail=mail)
+            n.keyvault, n.mail_daily_cap, n.clock = kv, 1, lambda: now[0]
+            people = []
+            for i in range(3):
+                event = completed()
+                address = f"person{i}-{uuid.uuid4().hex[:6]}@example.test"
+                sealed = await kv.encrypt(event.subject_id, CONTACT_DATASET, address.encode())
+                await n.contacts.put(Contact(event.request_id, event.subject_id, sealed))
+                [notified] = await handlers.on_keys_destroyed(event, n)
+                people.append((event, address, sealed, notified))
+                now[0] += timedelta(seconds=1)
+            assert [p[3].mail for p in people] == ["sent", "deferred", "deferred"]
+            assert await handlers.send_deferred(n.mail, publish) == 0  # the same day
+            now[0] += timedelta(days=1)
+            assert await handlers.send_deferred(n.mail, publish) == 1
+            assert [e.request_id for e in published] == [people[1][0].request_id]  # the older one
+            now[0] += timedelta(days=1)
+            assert await handlers.send_deferred(n.mail, publish) == 1
+            for event, address, sealed, _ in people:
+                with pytest.raises(KeyUnavailableError):
+                    await kv.decrypt(event.subject_id, CONTACT_DATASET, sealed)
+                assert [p for p in mail_dir.glob("*.eml") if address in p.read_text(errors="replace")]
+    finally:
+        await keyvault.stop()
+    assert [(e.mail, e.email_sent) for e in published] == [("sent", True), ("sent", True)]
+
+
+# The notice store: the same contract for MongoDB and the in-memory fake.
+
+
+@pytest_asyncio.fixture(params=["mongo", "memory"])
+async def notices(request, mongo):
+    if request.param == "memory":
+        return InMemoryNoticeStore()
+    client, database, _ = mongo
+    return MongoWebhookStore(client, database)
+
+
+async def test_deferred_notices_are_claimed_oldest_first_once_each_until_the_lease_runs_out(notices):
+    t0 = utcnow().replace(microsecond=0)
+    for i, request_id in enumerate(["req-b", "req-a", "req-c"]):
+        at = t0 + timedelta(minutes=i)
+        await notices.save_notice(
+            Notice(request_id, "deferred", at, deferred_at=at, deferred_event="{}", next_try_at=at)
+        )
+    await notices.save_notice(Notice("req-sent", "sent", t0))
+    await notices.save_notice(
+        Notice("req-owed", "sent", t0, deferred_at=t0 + timedelta(hours=1), deferred_event="{}", follow_up="pending")
+    )
+    lease = timedelta(minutes=5)
+    now = t0 + timedelta(minutes=10)
+    claimed = await notices.claim_deferred(now, lease=lease, limit=10)
+    assert [c.request_id for c in claimed] == ["req-b", "req-a", "req-c", "req-owed"]
+    assert await notices.claim_deferred(now, lease=lease) == []  # leased
+    await notices.save_notice(claimed[0])  # saving ends the claim
+    assert [c.request_id for c in await notices.claim_deferred(now, lease=lease)] == ["req-b"]
+    assert [c.request_id for c in await notices.claim_deferred(now + lease, lease=lease, mails=False)] == ["req-owed"]
+    assert (await notices.notice("req-a")).deferred_at == t0 + timedelta(minutes=1)
+
+
+async def test_the_days_mail_count_counts_and_gives_back_places(notices):
+    day = f"2026-03-{uuid.uuid4().int % 28 + 1:02d}-{uuid.uuid4().hex[:4]}"
+    assert await notices.mail_count(day) == 0
+    assert [await notices.count_mail(day) for _ in range(3)] == [1, 2, 3]
+    await notices.uncount_mail(day)
+    assert await notices.mail_count(day) == 2

@@ -108,6 +108,45 @@ async def test_an_object_under_an_object_lock_legal_hold_survives_and_is_reporte
     assert [v.key for v in left] == ["users/u1/contract.pdf"]
 
 
+# The local SeaweedFS's identity without write permission (deploy/local/seaweedfs/s3.json): it may list and read but
+# every key of its DeleteObjects calls is refused with AccessDenied, as S3 answers an identity denied
+# s3:DeleteObjectVersion. Object Lock plays no part: the bucket has none.
+READER = {"access_key_id": "lethe-reader", "secret_access_key": "lethe-reader-local-secret"}
+
+
+async def test_versions_s3_refuses_to_delete_outside_object_lock_end_the_dataset_failed_not_retried_forever(
+    s3_endpoint,
+):
+    bucket = f"t-{uuid.uuid4().hex[:10]}"
+    async with s3_client(s3_settings(s3_endpoint)) as s3:
+        await make_bucket(s3, bucket)
+        await s3.put_object(Bucket=bucket, Key="users/u1/avatar.png", Body=b"a")
+        await s3.put_object(Bucket=bucket, Key="users/u1/avatar.png", Body=b"b")
+        await s3.put_object(Bucket=bucket, Key="users/u1/passport.jpg", Body=b"p")
+        connection = S3Connection(S3Settings(endpoint_url=s3_endpoint, **READER))
+        try:
+            # Were the refusal taken for an outage, the eraser would retry for 0.5+1+2+4 s, then raise.
+            async with asyncio.timeout(5):
+                outcome = await S3Eraser(connection, attempts=5).erase(uploads(bucket), "u1")
+        finally:
+            await connection.close()
+        left = await list_versions(s3, bucket, "users/u1/")
+        await drop_bucket(s3, bucket)
+    assert outcome.outcome == "failed"
+    assert outcome.error == (
+        f"3 object version(s) under s3://{bucket}/users/u1/ could not be deleted: "
+        "S3 refused with AccessDenied and no Object Lock keeps them"
+    )
+    assert outcome.counts.object_versions_deleted == 0
+    assert len(left) == 3
+
+
+async def test_a_bucket_that_does_not_exist_is_reported_failed_naming_it(s3_endpoint):
+    bucket = f"t-{uuid.uuid4().hex[:10]}"
+    outcome = await erase_uploads(s3_endpoint, bucket, attempts=2)
+    assert (outcome.outcome, outcome.error) == ("failed", f"the bucket '{bucket}' does not exist")
+
+
 @pytest_asyncio.fixture
 async def mongo_db(mongo_url):
     name = f"lethe_pg_{uuid.uuid4().hex[:8]}"
@@ -170,6 +209,71 @@ async def test_tagged_records_are_invisible_to_live_reads_then_gone_after_the_ni
     assert await coll.count_documents({"user_id": "u2"}) == 3
 
 
+async def test_a_missing_collection_is_reported_failed_in_both_modes_and_the_purger_never_creates_it(mongo_db):
+    client, db = mongo_db
+    profiles, messages = mongo_dataset("profiles", "erase"), mongo_dataset("chat_messages", "tag_then_purge")
+    eraser = MongoEraser(client, db, chunk_size=2)
+    await eraser.ensure_indexes([profiles, messages])
+    assert await client[db].list_collection_names() == []  # an index would have created the collection
+    for dataset in (profiles, messages):
+        outcome = await eraser.erase(dataset, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+        assert (outcome.outcome, outcome.error) == (
+            "failed",
+            f"the collection '{dataset.name}' does not exist in database '{db}'",
+        )
+    await client[db]["profiles"].insert_one({"_id": "p2", "user_id": "u2"})
+    await client[db]["chat_messages"].insert_one({"_id": "m2", "user_id": "u2"})
+    for dataset in (profiles, messages):  # there, but nothing of u1's in it: erased
+        outcome = await eraser.erase(dataset, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+        assert (outcome.outcome, outcome.error) == ("erased", None)
+
+
+class CrashBeforeTagging(MongoEraser):
+    """A purger killed after writing the ledger, before tagging anything."""
+
+    class Killed(Exception):
+        pass
+
+    async def _tag(self, *args: Any, **kwargs: Any) -> None:
+        raise self.Killed
+
+
+async def test_records_arriving_between_a_crash_after_chunking_and_the_rerun_are_each_listed_in_one_chunk(mongo_db):
+    client, db = mongo_db
+    messages = mongo_dataset("chat_messages", "tag_then_purge")
+    coll, ledger = client[db]["chat_messages"], client[db]["purge_ledger"]
+    await coll.insert_many([{"_id": f"m{i}", "user_id": "u1"} for i in range(5)] + [{"_id": "x", "user_id": "u2"}])
+    with pytest.raises(CrashBeforeTagging.Killed):
+        await CrashBeforeTagging(client, db, chunk_size=2).erase(
+            messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY
+        )
+    assert await ledger.count_documents({}) == 3  # m0 m1 | m2 m3 | m4, nothing tagged yet
+    # Sorted among the others: re-chunked from scratch, m2..m4 would shift into chunks 1 and 2, which exist, and
+    # m1a would be listed in none, tagged yet never hard-deleted.
+    await coll.insert_one({"_id": "m1a", "user_id": "u1"})
+
+    outcome = await MongoEraser(client, db, chunk_size=2).erase(
+        messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY
+    )
+
+    assert (outcome.outcome, outcome.counts.records_tagged) == ("tagged", 6)
+    tagged = sorted([d["_id"] async for d in coll.find({"deletion.request_id": "req_a"})])
+    listed = [i async for chunk in ledger.find({"request_id": "req_a"}) for i in chunk["ids"]]
+    assert sorted(listed) == tagged == ["m0", "m1", "m1a", "m2", "m3", "m4"]  # each exactly once
+    purger = Purger(
+        datamap=DataMap(datasets=(messages,)),
+        erasers={},
+        retention=InMemoryRetentionStore(),
+        progress=MongoPurgeProgress(client, db),
+        ledger=MongoPurgeLedger(client, db),
+        clock=lambda: T0 + 2 * DAY,
+        purge_after=DAY,
+    )
+    report = await nightly_purge(purger, pause_s=0)
+    assert report.records == 6
+    assert [d["_id"] async for d in coll.find({})] == ["x"]
+
+
 async def test_a_subjects_vectors_are_erased_by_filter_even_with_quotes_in_the_id(milvus_uri):
     client = MilvusClient(uri=milvus_uri)
     schema = client.create_schema(auto_id=True)
@@ -193,6 +297,18 @@ async def test_a_subjects_vectors_are_erased_by_filter_even_with_quotes_in_the_i
         await eraser.close()
     assert (outcome.outcome, outcome.counts.vectors_deleted) == ("erased", 2)
     assert nothing.counts.vectors_deleted == 0
+
+
+async def test_a_milvus_collection_that_does_not_exist_is_reported_failed_naming_it(milvus_uri):
+    dataset = Dataset(
+        name="embeddings", store="milvus", milvus=MilvusLocation(collection="never_made", filter_field="subject_id")
+    )
+    eraser = MilvusEraser(MilvusSettings(uri=milvus_uri))
+    try:
+        outcome = await eraser.erase(dataset, "u1")
+    finally:
+        await eraser.close()
+    assert (outcome.outcome, outcome.error) == ("failed", "the collection 'never_made' does not exist in Milvus")
 
 
 # --- the service, through Kafka -----------------------------------------------------------------------------
@@ -350,7 +466,14 @@ async def test_the_service_erases_keeps_and_skips_per_the_data_map_then_erases_w
     )
     first, follow_up = await events_for(env["kafka"], topics.DELETION_PURGED, rid, count=2)
     assert first == purged and follow_up.event_id != purged.event_id
-    assert [(o.dataset, o.outcome) for o in follow_up.outcomes] == [("profiles", "erased")]
+    # The follow-up states every dataset's current outcome, not only what changed.
+    assert follow_up.round == 1
+    assert [(o.dataset, o.outcome) for o in follow_up.outcomes] == [
+        ("accounts", "tagged"),
+        ("profiles", "erased"),
+        ("uploads", "erased"),
+        ("usage_daily", "exempt"),
+    ]
     assert await db["profiles"].count_documents({"user_id": subject}) == 0
 
 

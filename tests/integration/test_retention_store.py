@@ -67,9 +67,22 @@ async def test_holds_are_placed_once_released_once_and_found_for_their_subject_o
     assert {h.hold_id for h in await store.holds_for("u9")} == {"hold_b"}
     released = await store.release_hold("hold_a", by="legal", at=T0 + timedelta(days=1))
     again = await store.release_hold("hold_a", by="someone else", at=T0 + timedelta(days=2))
-    assert released == again and not released.active and released.released_by == "legal"
+    assert released == again and not released.active(T0) and released.released_by == "legal"
     assert {h.hold_id for h in await store.holds_for("u1")} == {"hold_b"}
     page = await store.holds(subject_id=None, active_only=False, limit=1, after=None)
     rest = await store.holds(subject_id=None, active_only=False, limit=10, after=page[0].hold_id)
     assert [h.hold_id for h in page + rest] == ["hold_a", "hold_b"]
     assert [h.hold_id for h in await store.holds(subject_id="u1", active_only=True, limit=10, after=None)] == []
+
+
+async def test_holds_with_an_end_are_found_once_their_end_falls_in_the_window_and_stop_keeping_after_it(store):
+    ends = T0 + timedelta(days=3)
+    await store.place_hold(hold("hold_e", "u1").model_copy(update={"ends_at": ends}))
+    await store.place_hold(hold("hold_f", "u1"))
+    assert {h.hold_id for h in await store.active_holds()} == {"hold_e", "hold_f"}
+    assert await store.holds_ending(after=None, until=ends - timedelta(seconds=1)) == []
+    [ending] = await store.holds_ending(after=ends - timedelta(days=1), until=ends)
+    assert ending.hold_id == "hold_e" and ending.active(ends - timedelta(seconds=1)) and not ending.active(ends)
+    assert await store.holds_ending(after=ends, until=ends + timedelta(days=30)) == []  # acted on once
+    await store.release_hold("hold_e", by="legal", at=T0)
+    assert await store.holds_ending(after=None, until=ends) == []

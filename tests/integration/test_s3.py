@@ -96,3 +96,28 @@ async def test_a_delete_objects_call_takes_a_thousand_keys(s3):
     assert reply.get("Errors", []) == []
     with pytest.raises(ClientError):
         await s3.delete_objects(Bucket=bucket, Delete={"Objects": [*keys, {"Key": "users/u1/1000"}]})
+
+
+async def test_an_identity_without_write_permission_has_each_key_of_a_delete_objects_call_refused(s3, s3_endpoint):
+    bucket = f"lethe-ro-{uuid.uuid4().hex[:8]}"
+    await s3.create_bucket(Bucket=bucket)
+    await s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    put = await s3.put_object(Bucket=bucket, Key="users/u1/a.png", Body=b"a")
+    # The local stack's read-only identity (deploy/local/seaweedfs/s3.json).
+    reader = S3Settings(
+        endpoint_url=s3_endpoint, access_key_id="lethe-reader", secret_access_key="lethe-reader-local-secret"
+    )
+    async with s3_client(reader) as refused:
+        versions, _ = await versions_under(refused, bucket, "users/u1/")
+        reply = await refused.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": "users/u1/a.png", "VersionId": put["VersionId"]}]}
+        )
+    assert [v["VersionId"] for v in versions] == [put["VersionId"]]  # it may list
+    assert [(e["Key"], e["VersionId"], e["Code"]) for e in reply["Errors"]] == [
+        ("users/u1/a.png", put["VersionId"], "AccessDenied")
+    ]
+    assert len((await versions_under(s3, bucket, "users/u1/"))[0]) == 1
+    await s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "users/u1/a.png", "VersionId": put["VersionId"]}]}
+    )
+    await s3.delete_bucket(Bucket=bucket)

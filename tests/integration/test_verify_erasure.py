@@ -17,7 +17,7 @@ from pymilvus import DataType, MilvusClient
 
 from services.keyvault.app import create_app as create_keyvault
 from services.keyvault.settings import KeyvaultSettings
-from shared.auth import KEYS_ADMIN, KEYS_DESTROY, KEYS_USE, issue_token
+from shared.auth import KEYS_ADMIN, KEYS_DESTROY_CONTACT, KEYS_USE, issue_token
 from shared.datamap import load_datamap
 from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
@@ -97,7 +97,9 @@ async def world(mongo_url, s3_endpoint, kafka_bootstrap, tmp_path):
     keyvault = create_keyvault(kv_settings)
     await keyvault.start()
     kv_url = f"http://127.0.0.1:{kv_settings.http_port}"
-    token = issue_token(AUTH, subject="ops", scopes=[KEYS_USE, KEYS_DESTROY, KEYS_ADMIN], ttl=timedelta(minutes=10))
+    token = issue_token(
+        AUTH, subject="ops", scopes=[KEYS_USE, KEYS_DESTROY_CONTACT, KEYS_ADMIN], ttl=timedelta(minutes=10)
+    )
     async with KeyvaultClient(kv_url, token=token) as kv:
         await kv.encrypt(subject, "profiles", b"Ada")
     env = os.environ | {

@@ -125,6 +125,39 @@ async def test_a_forged_checkpoint_signature_is_found():
     assert "bad signature" in report.reason
 
 
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("type", "deletion.notified"),
+        ("request_id", "r-other"),
+        ("subject_id", "someone-else"),
+        ("occurred_at", T0 - timedelta(days=1)),
+        ("event_id", "00000000-0000-0000-0000-000000000000"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_an_edited_stored_copy_is_found_and_named_without_its_values(field, edit):
+    entries = log_of(50)
+    original = getattr(entries[16], field)
+    entries[16] = replace(entries[16], **{field: edit})
+    report = await check(entries)
+    assert (report.ok, report.first_bad_seq, report.field) == (False, 17, field)
+    body = report.as_json()
+    assert body["first_bad_entry"] == {"seq": 17, "reason": report.reason, "field": field}
+    for value in (original, edit):
+        assert str(value) not in str(body)
+
+
+@pytest.mark.asyncio
+async def test_a_stored_time_kept_to_the_millisecond_verifies_and_one_a_millisecond_off_does_not():
+    event = requested(1).model_copy(update={"occurred_at": T0.replace(microsecond=123_456)})
+    [entry] = chain([(event, T0)])
+    as_stored = replace(entry, occurred_at=T0.replace(microsecond=123_000))
+    assert (await check([as_stored])).ok
+    report = await check([replace(entry, occurred_at=T0.replace(microsecond=124_000))])
+    assert (report.ok, report.field) == (False, "occurred_at")
+
+
 def story():
     purged = DeletionPurged(
         request_id="r1",

@@ -1,12 +1,14 @@
 """The consumer loop's decisions, with an in-memory publisher: dispatch, retries and the dead-letter topic."""
 
 import asyncio
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
+from structlog.testing import capture_logs
 
 from shared import topics
 from shared.consumer import KafkaConsumerLoop, Message, MessageProcessor, PermanentError
@@ -164,6 +166,65 @@ async def test_a_topic_without_a_handler_is_dead_lettered():
 
     assert outcome == "dead_lettered"
     assert publisher.on("deletion.purged.dlq")
+
+
+ADDRESS = "ada.lovelace@example.test"
+
+
+def leaks(logs: list[dict], publisher: InMemoryPublisher) -> list[str]:
+    """Every log entry and dead-letter header that still names the address."""
+    found = [repr(entry) for entry in logs if ADDRESS in repr(entry)]
+    return found + [f"{name}={value!r}" for m in publisher.raw for name, value in m.headers if b"example.test" in value]
+
+
+async def test_an_error_naming_an_address_is_dead_lettered_and_logged_without_it():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+
+    async def handler(event: Event) -> Sequence[Event]:
+        raise RuntimeError(f"SMTP 550 5.1.1 <{ADDRESS}>: Recipient address rejected")
+
+    with capture_logs() as logs:
+        outcome = await processor(handler, publisher, sleeps, attempts=2).process(message(requested().to_bytes()))
+
+    assert outcome == "dead_lettered"
+    [dead] = publisher.on("deletion.requested.dlq")
+    assert "<address>" in dead.header("error")
+    assert dead.header("error_type") == "RuntimeError"
+    assert leaks(logs, publisher) == []
+    [final] = [e for e in logs if e["event"] == "event.dead_lettered"]
+    assert final["error_type"] == "RuntimeError"
+    assert "exc_info" not in final
+    assert [e["event"] for e in logs].count("event.retrying") == 1
+
+
+async def test_a_permanent_error_and_a_transient_one_naming_an_address_leave_it_nowhere():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    failures = [ConnectionError(f"relay for {ADDRESS} is down"), PermanentError(f"{ADDRESS} cannot be mailed")]
+
+    async def handler(event: Event) -> Sequence[Event]:
+        raise failures.pop(0)
+
+    with capture_logs() as logs:
+        outcome = await processor(handler, publisher, sleeps).process(message(requested().to_bytes()))
+
+    assert outcome == "dead_lettered"
+    assert [e["event"] for e in logs] == ["event.retrying", "event.dead_lettered"]
+    assert publisher.on("deletion.requested.dlq")[0].header("error") == "<address> cannot be mailed"
+    assert leaks(logs, publisher) == []
+
+
+async def test_a_poison_message_quoting_an_address_is_dead_lettered_without_it():
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    poison = json.dumps({"type": "deletion.requested", "subject_id": ADDRESS}).encode()
+
+    async def handler(event: Event) -> Sequence[Event]:
+        return []
+
+    with capture_logs() as logs:
+        outcome = await processor(handler, publisher, sleeps).process(message(poison))
+
+    assert outcome == "dead_lettered"
+    assert leaks(logs, publisher) == []
 
 
 class RevokedConsumer:

@@ -12,7 +12,9 @@ from services.keyvault.adapters.kek import LocalKeyring
 from services.keyvault.adapters.memory import InMemoryKeyStore
 from services.keyvault.handlers import KeyUnavailableError, Vault
 from shared.crypto import DecryptionError, decrypt_field, encrypt_field
+from shared.datamap import DataMap, Dataset, MongoLocation
 from shared.events import DatasetOutcome, DeletionPurged
+from shared.fakes import InMemoryRetentionStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -27,11 +29,23 @@ class Clock:
         return self.now
 
 
-def vault(grace_days: int = 0, keyring: LocalKeyring | None = None) -> Vault:
+DATAMAP = DataMap(
+    datasets=tuple(
+        Dataset(name=name, store="mongo", mongo=MongoLocation(collection=name, subject_field="user_id"))
+        for name in ("profiles", "invoices", "chat_messages", "accounts", "usage_daily")
+    )
+)
+
+
+def vault(
+    grace_days: int = 0, keyring: LocalKeyring | None = None, retention: InMemoryRetentionStore | None = None
+) -> Vault:
     return Vault(
         store=InMemoryKeyStore(),
         kek=keyring or LocalKeyring({"kek-1": KEK_1}, "kek-1"),
         clock=Clock(),
+        retention=retention or InMemoryRetentionStore(),
+        datamap=DATAMAP,
         grace=timedelta(days=grace_days),
     )
 

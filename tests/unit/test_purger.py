@@ -7,11 +7,10 @@ import pytest
 
 from services.purger import handlers
 from services.purger.adapters.memory import InMemoryBackups, InMemoryProgress, InMemoryStores
-from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
 from shared.events import DeletionRequested, LegalHoldReleased, RetentionRulesChanged
 from shared.fakes import InMemoryRetentionStore
 from shared.retention import Rule
-from tests.support import litigation_hold
+from tests.support import UNIT_DATAMAP, litigation_hold
 
 pytestmark = pytest.mark.asyncio
 
@@ -19,27 +18,7 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def mongo(name, mode="erase", category="personal"):
-    return Dataset(
-        name=name,
-        store="mongo",
-        mongo=MongoLocation(collection=name, subject_field="user_id"),
-        mode=mode,
-        category=category,
-    )
-
-
-DATAMAP = DataMap(
-    datasets=(
-        mongo("accounts", mode="tag_then_purge"),
-        mongo("profiles"),
-        mongo("invoices"),
-        mongo("chat_messages", mode="tag_then_purge"),
-        Dataset(name="uploads", store="s3", s3=S3Location(bucket="uploads", prefix="users/{subject_id}/")),
-        Dataset(name="embeddings", store="milvus", milvus=MilvusLocation(collection="vec", filter_field="subject_id")),
-        mongo("usage_daily", category="anonymized_analytics"),
-    )
-)
+DATAMAP = UNIT_DATAMAP
 TAX = Rule(rule_id="tax-10y", datasets=("invoices",), legal_basis="legal obligation", legal_ref="HGB §257")
 
 
@@ -149,7 +128,12 @@ async def test_a_held_dataset_is_erased_with_a_follow_up_report_once_the_hold_is
     released = LegalHoldReleased(producer="intake", subject_id="u1", hold_id="hold_1", datasets=("profiles",))
     [follow_up] = await handlers.on_hold_released(released, purger)
     assert follow_up.request_id == "req_1" and follow_up.event_id != report.event_id
-    assert [(o.dataset, o.outcome) for o in follow_up.outcomes] == [("profiles", "erased")]
+    # The follow-up is a full snapshot: every dataset, the ones it did not touch as they were.
+    assert {o.dataset: o.outcome for o in follow_up.outcomes} == {
+        **{o.dataset: o.outcome for o in report.outcomes},
+        "profiles": "erased",
+    }
+    assert follow_up.round == 1
     assert stores.records["profiles"] == {}
     assert await handlers.on_hold_released(released, purger) == []  # nothing is held any more
 
@@ -162,7 +146,8 @@ async def test_a_rule_that_ends_frees_what_it_kept(world):
     [follow_up] = await handlers.on_rules_changed(
         RetentionRulesChanged(producer="intake", rule_ids=("tax-10y",), version=2), purger
     )
-    assert [(o.dataset, o.outcome) for o in follow_up.outcomes] == [("invoices", "erased")]
+    assert len(follow_up.outcomes) == len(DATAMAP.datasets)
+    assert {o.dataset: o.outcome for o in follow_up.outcomes}["invoices"] == "erased"
     assert stores.records["invoices"] == {}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -35,14 +35,20 @@ def _doc(entry: Entry) -> dict[str, Any]:
     }
 
 
+# A copy removed from a document reads as a value no event has, so verification reports the entry as edited
+# instead of failing on it.
+_REMOVED_TEXT = ""
+_REMOVED_TIME = datetime.min.replace(tzinfo=UTC)
+
+
 def _entry(doc: dict[str, Any]) -> Entry:
     return Entry(
         doc["_id"],
-        doc["event_id"],
-        doc["type"],
+        doc.get("event_id", _REMOVED_TEXT),
+        doc.get("type", _REMOVED_TEXT),
         doc.get("request_id"),
         doc.get("subject_id"),
-        doc["occurred_at"],
+        doc.get("occurred_at", _REMOVED_TIME),
         doc["content"],
         doc["prev_hash"],
         doc["hash"],

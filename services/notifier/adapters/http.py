@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,13 +37,26 @@ def sign(*, message_id: str, timestamp: datetime, body: str, secrets: list[str])
     }
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds a ``Retry-After`` asks for (delay-seconds or an HTTP date); None when absent or unusable.
+
+    Only finite, non-negative values pass: ``inf``, ``nan`` and negative delays are ignored, as is a date that
+    does not parse. A date in the past means now (0). How long is too long is the schedule's decision, not ours.
+    """
     if value is None:
         return None
+    value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: the schedule's own delay applies
+        try:
+            when = parsedate_to_datetime(value)
+        except (ValueError, TypeError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # "-0000": UTC by RFC 5322
+        return max(0.0, (when - now).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class WebhookSender:
@@ -78,7 +93,7 @@ class WebhookSender:
                     status_code=response.status,
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
                     duration_ms=int((time.monotonic() - started) * 1000),
-                    retry_after_s=_retry_after(response.headers.get("Retry-After")),
+                    retry_after_s=retry_after(response.headers.get("Retry-After"), now=datetime.now(UTC)),
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return AttemptResult(None, f"{type(exc).__name__}: {exc}"[:500], int((time.monotonic() - started) * 1000))

@@ -13,8 +13,11 @@ from typing import Any, Literal
 
 from pymongo import AsyncMongoClient, ReturnDocument
 
+from shared.events import MailOutcome
+
 EndpointStatus = Literal["active", "disabled"]
 DeliveryStatus = Literal["pending", "delivered", "dead"]
+FollowUp = Literal["pending", "published"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,32 @@ class Delivery:
     next_attempt_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Notice:
+    """What became of one request's final notice to the person. Never the address, nor a reply quoting it."""
+
+    request_id: str
+    mail_status: MailOutcome
+    at: datetime
+    smtp_code: int | None = None
+    error: str | None = None  # the server's reply, scrubbed of addresses
+    webhook_endpoints: int = 0  # repeated in the follow-up DeletionNotified of a deferred mail
+    # Set when the mail is first deferred (the daily cap, or a 4xx reply), and kept once it is sent or fails: the
+    # first DeletionNotified said "deferred", and a replay of the request's event must say the same.
+    deferred_at: datetime | None = None
+    deferred_code: int | None = None  # the 4xx reply that deferred it; None: the daily cap
+    deferred_event: str | None = None  # the DeletionKeysDestroyed (JSON), to compose the mail when it is sent
+    tries: int = 0
+    next_try_at: datetime | None = None
+    # A deferred mail that ended (sent, failed) owes a second DeletionNotified: pending until it is published.
+    follow_up: FollowUp | None = None
+
+
+def _notice(doc: dict[str, Any]) -> Notice:
+    fields = {k: v for k, v in doc.items() if k in Notice.__dataclass_fields__}
+    return Notice(request_id=doc["_id"], **fields)
+
+
 def _endpoint(doc: dict[str, Any]) -> Endpoint:
     return Endpoint(
         endpoint_id=doc["_id"],
@@ -101,6 +130,7 @@ class MongoWebhookStore:
 
     async def ensure_indexes(self) -> None:
         await self._deliveries.create_index("endpoint_id")
+        await self._notices.create_index([("mail_status", 1), ("deferred_at", 1)])
 
     # Endpoints
 
@@ -217,11 +247,42 @@ class MongoWebhookStore:
 
     # Notices to people
 
-    async def notice(self, request_id: str) -> dict[str, Any] | None:
-        return await self._notices.find_one({"_id": request_id})
+    async def notice(self, request_id: str) -> Notice | None:
+        doc = await self._notices.find_one({"_id": request_id})
+        return _notice(doc) if doc else None
 
-    async def save_notice(self, request_id: str, fields: dict[str, Any]) -> None:
-        await self._notices.update_one({"_id": request_id}, {"$set": fields}, upsert=True)
+    async def save_notice(self, notice: Notice) -> None:
+        """Record the notice as it now is; this also ends a claim on it."""
+        doc = asdict(notice)
+        doc["_id"] = doc.pop("request_id")
+        await self._notices.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def claim_deferred(
+        self, now: datetime, *, lease: timedelta, limit: int = 20, mails: bool = True
+    ) -> list[Notice]:
+        """Oldest first: the deferred notices due for another try (unless not ``mails``), and the ended ones whose
+        follow-up is owed. Each comes with a lease, so two notifier instances never send the same mail at once.
+        """
+        wanted: list[dict[str, Any]] = [{"follow_up": "pending"}]
+        if mails:
+            wanted.append({"mail_status": "deferred", "next_try_at": {"$lte": now}})
+        query = {
+            "$and": [
+                {"$or": wanted},
+                {"$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]},
+            ]
+        }
+        docs = await self._notices.find(query).sort([("deferred_at", 1), ("_id", 1)]).limit(limit).to_list(None)
+        claimed = []
+        for doc in docs:
+            won = await self._notices.find_one_and_update(
+                {"_id": doc["_id"], "lease_until": doc.get("lease_until")},
+                {"$set": {"lease_until": now + lease}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if won is not None:  # else another instance took it
+                claimed.append(_notice(won))
+        return claimed
 
     async def count_mail(self, day: str) -> int:
         """Count one more mail on ``day`` (YYYY-MM-DD); returns the day's total including it."""
@@ -230,3 +291,12 @@ class MongoWebhookStore:
         )
         assert doc is not None  # an upsert always returns the document
         return int(doc["sent"])
+
+    async def uncount_mail(self, day: str) -> None:
+        """Give back the place count_mail reserved, for a mail that did not go out."""
+        await self._counters.update_one({"_id": f"mail|{day}"}, {"$inc": {"sent": -1}})
+
+    async def mail_count(self, day: str) -> int:
+        """How many mails ``day`` has counted so far (without counting one)."""
+        doc = await self._counters.find_one({"_id": f"mail|{day}"})
+        return int(doc["sent"]) if doc else 0

@@ -35,6 +35,11 @@ class Backup:
     documents: int
     expired_at: datetime | None = None
 
+    @property
+    def datasets(self) -> frozenset[str]:
+        """The datasets it holds (one ``<backup id>/<dataset>.jsonl.gz`` object each)."""
+        return frozenset(key.split("/", 1)[-1].removesuffix(".jsonl.gz") for key in self.objects)
+
 
 class BackupStore:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, s3: S3Settings, *, bucket: str) -> None:

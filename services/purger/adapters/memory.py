@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ class InMemoryStores:
     chunks: dict[str, LedgerChunk] = field(default_factory=dict)
     chunk_size: int = 2
     fail_on: set[str] = field(default_factory=set)  # datasets whose store is "down"
+    missing: set[str] = field(default_factory=set)  # datasets whose collection or bucket does not exist
     erase_calls: int = 0
 
     async def erase(
@@ -30,6 +31,14 @@ class InMemoryStores:
         self.erase_calls += 1
         if dataset.name in self.fail_on:
             raise ConnectionError(f"{dataset.name}'s store is down")
+        if dataset.name in self.missing:
+            where = dataset.mongo or dataset.milvus
+            error = (
+                f"the bucket '{dataset.s3.bucket}' does not exist"
+                if dataset.s3
+                else f"the collection '{where.collection if where else dataset.name}' does not exist"
+            )
+            return DatasetOutcome(dataset=dataset.name, store=dataset.store, outcome="failed", error=error)
         mine = sorted(r for r, s in self.records.get(dataset.name, {}).items() if s == subject_id)
         if dataset.mode == "erase":
             for record in mine:
@@ -42,19 +51,16 @@ class InMemoryStores:
             )
         tags = self.tagged.setdefault(dataset.name, {})
         ids = [r for r in mine if tags.get(r, request_id) == request_id]
-        for number, start in enumerate(range(0, len(ids), self.chunk_size)):
-            chunk_id = f"{request_id}:{dataset.name}:{number}"
-            self.chunks.setdefault(
-                chunk_id,
-                LedgerChunk(
-                    chunk_id,
-                    request_id,
-                    subject_id,
-                    dataset.name,
-                    dataset.name,
-                    tuple(ids[start : start + self.chunk_size]),
-                    purge_after,
-                ),
+        # As the Mongo eraser: new chunks, after this request's existing ones, for the ids none of them lists yet.
+        prefix = f"{request_id}:{dataset.name}:"
+        mine_chunks = [c for c in self.chunks.values() if c.chunk_id.startswith(prefix)]
+        listed = {i for c in mine_chunks for i in c.ids}
+        new = [r for r in ids if r not in listed]
+        for number, start in enumerate(range(0, len(new), self.chunk_size), start=len(mine_chunks)):
+            chunk_id = f"{prefix}{number}"
+            chunk = tuple(new[start : start + self.chunk_size])
+            self.chunks[chunk_id] = LedgerChunk(
+                chunk_id, request_id, subject_id, dataset.name, dataset.name, chunk, purge_after
             )
         for record in ids:
             tags[record] = request_id
@@ -101,13 +107,19 @@ class InMemoryStores:
 @dataclass
 class InMemoryProgress:
     records: dict[str, PurgeRecord] = field(default_factory=dict)
+    checked_at: datetime | None = None
 
     async def get(self, request_id: str) -> PurgeRecord | None:
         found = self.records.get(request_id)
         if found is None:
             return None
         # A copy, as a database read would be.
-        return replace(found, rounds={n: dict(o) for n, o in found.rounds.items()}, completed=dict(found.completed))
+        return replace(
+            found,
+            rounds={n: dict(o) for n, o in found.rounds.items()},
+            completed=dict(found.completed),
+            held=dict(found.held),
+        )
 
     async def save_outcome(self, request_id: str, subject_id: str, round_: int, outcome: DatasetOutcome) -> None:
         record = self.records.setdefault(request_id, PurgeRecord(request_id, subject_id))
@@ -125,8 +137,24 @@ class InMemoryProgress:
         return [
             r
             for r in self.records.values()
-            if set(r.retained) & set(datasets) and (subject_id is None or r.subject_id == subject_id)
+            if (set(r.retained) | set(r.held)) & set(datasets) and (subject_id is None or r.subject_id == subject_id)
         ]
+
+    async def in_progress(self, subject_id: str | None) -> list[PurgeRecord]:
+        return [
+            r
+            for r in self.records.values()
+            if r.backups_expired_at is None and (subject_id is None or r.subject_id == subject_id)
+        ]
+
+    async def set_held(self, request_id: str, held: Mapping[str, str]) -> None:
+        self.records[request_id].held = dict(held)
+
+    async def retention_checked_at(self) -> datetime | None:
+        return self.checked_at
+
+    async def set_retention_checked_at(self, at: datetime) -> None:
+        self.checked_at = at if self.checked_at is None else max(self.checked_at, at)
 
     async def mark_hard_deleted(self, request_id: str, at: datetime) -> None:
         record = self.records[request_id]
@@ -144,8 +172,9 @@ class InMemoryProgress:
 class InMemoryBackups:
     backups: list[Backup] = field(default_factory=list)
 
-    def take(self, at: datetime, **_: Any) -> Backup:
-        backup = Backup(f"bk_{len(self.backups)}", at, (), 0)
+    def take(self, at: datetime, datasets: Sequence[str] = (), **_: Any) -> Backup:
+        backup_id = f"bk_{len(self.backups)}"
+        backup = Backup(backup_id, at, tuple(f"{backup_id}/{d}.jsonl.gz" for d in datasets), 0)
         self.backups.append(backup)
         return backup
 

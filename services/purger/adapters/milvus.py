@@ -41,11 +41,12 @@ class MilvusEraser:
                 raise ConnectionError(f"Milvus at {self._settings.uri} does not answer: {exc}") from exc
         return self._client
 
-    def _delete(self, collection: str, expression: str) -> int:
+    def _delete(self, collection: str, expression: str) -> int | None:
+        """How many vectors were deleted; None if the collection does not exist."""
         client = self._connect()
         try:
             if not client.has_collection(collection):
-                return 0
+                return None
             result: Any = client.delete(collection, filter=expression)
         except MilvusException as exc:
             if _unreachable(exc):
@@ -59,6 +60,14 @@ class MilvusEraser:
         assert dataset.milvus is not None
         expression = subject_filter(dataset.milvus.filter_field, subject_id)
         deleted = await asyncio.to_thread(self._delete, dataset.milvus.collection, expression)
+        if deleted is None:
+            # A misspelt or dropped collection: reporting it erased would hide that nothing was looked at.
+            return DatasetOutcome(
+                dataset=dataset.name,
+                store="milvus",
+                outcome="failed",
+                error=f"the collection '{dataset.milvus.collection}' does not exist in Milvus",
+            )
         return DatasetOutcome(
             dataset=dataset.name, store="milvus", outcome="erased", counts=DatasetCounts(vectors_deleted=deleted)
         )

@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.datamap import Dataset
 from shared.events import DatasetCounts, DatasetOutcome
@@ -26,6 +28,7 @@ LEDGER, PROGRESS = "purge_ledger", "purger_requests"
 # from a pool of 100 per database: a bulk of 100 or more updates waits for itself forever. Deletes release theirs.
 UPDATES_PER_BULK = 50
 TAGGED_BY = "deletion.request_id"
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,17 +56,31 @@ class PurgeRecord:
     hard_deleted_at: datetime | None = None
     clean_since: datetime | None = None
     backups_expired_at: datetime | None = None
+    # Datasets a hold placed after the purge now keeps (dataset -> hold id): erased again once it is gone.
+    held: dict[str, str] = field(default_factory=dict)
 
     @property
     def last_round(self) -> int:
         return max(self.completed, default=-1)
 
+    def outcomes_as_of(self, round_: int) -> dict[str, DatasetOutcome]:
+        """The latest outcome of each dataset over the completed rounds up to ``round_``."""
+        latest: dict[str, DatasetOutcome] = {}
+        for number in sorted(n for n in self.completed if n <= round_):
+            latest.update(self.rounds.get(number, {}))
+        return latest
+
     @property
     def outcomes(self) -> dict[str, DatasetOutcome]:
         """The latest outcome of each dataset over the completed rounds."""
+        return self.outcomes_as_of(self.last_round)
+
+    @property
+    def saved_outcomes(self) -> dict[str, DatasetOutcome]:
+        """The latest outcome of each dataset, a round still running included (what the stores went through)."""
         latest: dict[str, DatasetOutcome] = {}
-        for number in sorted(self.completed):
-            latest.update(self.rounds.get(number, {}))
+        for number in sorted(self.rounds):
+            latest.update(self.rounds[number])
         return latest
 
     @property
@@ -84,9 +101,26 @@ class MongoEraser:
         self._chunk_size = chunk_size
 
     async def ensure_indexes(self, datasets: Sequence[Dataset]) -> None:
+        """Index each dataset's subject field, in the collections that exist.
+
+        Creating an index creates its collection, and the collections are the company's, not the purger's: one
+        created here would make a misspelt or dropped collection look real, and every erasure in it ``erased``.
+        A missing one is logged now and reported ``failed`` by each erasure; it gets its index at the first start
+        after it appears (until then, erasures in it scan).
+        """
+        existing = set(await self._db.list_collection_names())
         for dataset in datasets:
-            if dataset.mongo is not None:
+            if dataset.mongo is None:
+                continue
+            if dataset.mongo.collection in existing:
                 await self._db[dataset.mongo.collection].create_index(dataset.mongo.subject_field)
+            else:
+                log.warning(
+                    "purger.collection_missing",
+                    dataset=dataset.name,
+                    collection=dataset.mongo.collection,
+                    database=self._db.name,
+                )
 
     async def erase(
         self, dataset: Dataset, subject_id: str, *, request_id: str, now: datetime, purge_after: datetime
@@ -96,6 +130,8 @@ class MongoEraser:
         field_ = dataset.mongo.subject_field
         if dataset.mode == "erase":
             result = await coll.delete_many({field_: subject_id})
+            if not result.deleted_count and (missing := await self._missing(dataset)):
+                return missing
             return DatasetOutcome(
                 dataset=dataset.name,
                 store="mongo",
@@ -107,37 +143,82 @@ class MongoEraser:
         found = [doc async for doc in coll.find(query, {"_id": 1, TAGGED_BY: 1})]
         ids = sorted((doc["_id"] for doc in found), key=str)
         untagged = [doc["_id"] for doc in found if doc.get("deletion", {}).get("request_id") is None]
-        # The ledger first: a crash after it leaves records listed but not yet tagged, which the re-run tags.
-        for number, start in enumerate(range(0, len(ids), self._chunk_size)):
-            chunk = ids[start : start + self._chunk_size]
-            await self._ledger.update_one(
-                {"_id": f"{request_id}:{dataset.name}:{number}"},
-                {
-                    "$setOnInsert": {
-                        "request_id": request_id,
-                        "subject_id": subject_id,
-                        "dataset": dataset.name,
-                        "collection": dataset.mongo.collection,
-                        "ids": chunk,
-                        "purge_after": purge_after,
-                        "done": False,
-                    }
-                },
-                upsert=True,
-            )
-        tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
-        # Filtered by _id alone, the one filter FerretDB answers from its index.
-        for start in range(0, len(untagged), UPDATES_PER_BULK):
-            batch = untagged[start : start + UPDATES_PER_BULK]
-            await coll.bulk_write([UpdateOne({"_id": i}, tag) for i in batch], ordered=False)
+        # The ledger first, then the tags: at every moment each tagged record is already listed, so whatever
+        # happens to this run (a crash, the event dead-lettered), nothing stays hidden yet never hard-deleted.
+        # A crash in between leaves records listed but untagged, which the re-run tags (and the nightly job deletes
+        # anyway: they are the subject's, to be erased).
+        await self._list(dataset, subject_id, request_id, ids, purge_after)
+        await self._tag(coll, untagged, request_id, now, purge_after)
         if not ids:  # nothing to wait for: the dataset holds nothing of the subject now
-            return DatasetOutcome(dataset=dataset.name, store="mongo", outcome="erased")
+            missing = await self._missing(dataset)
+            return missing or DatasetOutcome(dataset=dataset.name, store="mongo", outcome="erased")
         return DatasetOutcome(
             dataset=dataset.name,
             store="mongo",
             outcome="tagged",
             counts=DatasetCounts(records_tagged=len(ids)),
             purge_after=purge_after,
+        )
+
+    async def _list(
+        self, dataset: Dataset, subject_id: str, request_id: str, ids: Sequence[Any], purge_after: datetime
+    ) -> None:
+        """Add to the ledger, in new chunks, the ids that no chunk of this request and dataset lists yet.
+
+        Re-chunking everything on a re-run would shift records that arrived meanwhile into chunk numbers that
+        already exist, and leave them listed nowhere. Chunks are written one after another from 0, so an earlier
+        run's are 0..n-1, each read by ``_id`` (one lookup when there are none: the first run).
+        """
+        assert dataset.mongo is not None
+        prefix = f"{request_id}:{dataset.name}:"
+        listed: set[str] = set()
+        number = 0
+        while (chunk := await self._ledger.find_one({"_id": f"{prefix}{number}"}, {"ids": 1})) is not None:
+            listed.update(repr(i) for i in chunk["ids"])  # repr: ids of any BSON type, ObjectId("1") != "1"
+            number += 1
+        new = [i for i in ids if repr(i) not in listed]
+        for start in range(0, len(new), self._chunk_size):
+            # An insert, not an upsert: should another run have written this number meanwhile, the clash fails this
+            # run, and its retry reads that chunk, instead of silently listing nothing.
+            await self._ledger.insert_one(
+                {
+                    "_id": f"{prefix}{number}",
+                    "request_id": request_id,
+                    "subject_id": subject_id,
+                    "dataset": dataset.name,
+                    "collection": dataset.mongo.collection,
+                    "ids": new[start : start + self._chunk_size],
+                    "purge_after": purge_after,
+                    "done": False,
+                }
+            )
+            number += 1
+
+    async def _tag(
+        self,
+        coll: AsyncCollection[dict[str, Any]],
+        ids: Sequence[Any],
+        request_id: str,
+        now: datetime,
+        purge_after: datetime,
+    ) -> None:
+        tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
+        # Filtered by _id alone, the one filter FerretDB answers from its index.
+        for start in range(0, len(ids), UPDATES_PER_BULK):
+            batch = ids[start : start + UPDATES_PER_BULK]
+            await coll.bulk_write([UpdateOne({"_id": i}, tag) for i in batch], ordered=False)
+
+    async def _missing(self, dataset: Dataset) -> DatasetOutcome | None:
+        """``failed`` if the dataset's collection does not exist (asked only when nothing of the subject was found)."""
+        assert dataset.mongo is not None
+        name = dataset.mongo.collection
+        if await self._db.list_collection_names(filter={"name": name}):
+            return None
+        return DatasetOutcome(
+            dataset=dataset.name,
+            store="mongo",
+            outcome="failed",
+            error=f"the collection '{name}' does not exist in database '{self._db.name}'",
         )
 
 
@@ -196,9 +277,12 @@ def _chunk(doc: dict[str, Any]) -> LedgerChunk:
 class MongoPurgeProgress:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         self._requests = client[database][PROGRESS]
+        self._state = client[database]["purger_state"]
 
     async def ensure_indexes(self) -> None:
         await self._requests.create_index("retained")
+        await self._requests.create_index("held_datasets")
+        await self._requests.create_index("subject_id")
 
     async def get(self, request_id: str) -> PurgeRecord | None:
         doc = await self._requests.find_one({"_id": request_id})
@@ -224,10 +308,34 @@ class MongoPurgeProgress:
         return record
 
     async def with_retained(self, datasets: Sequence[str], subject_id: str | None) -> list[PurgeRecord]:
-        query: dict[str, Any] = {"retained": {"$in": list(datasets)}}
+        """The requests that kept (by rule or hold) or were held in any of ``datasets``."""
+        query: dict[str, Any] = {
+            "$or": [{"retained": {"$in": list(datasets)}}, {"held_datasets": {"$in": list(datasets)}}]
+        }
         if subject_id is not None:
             query["subject_id"] = subject_id
         return [_record(doc) async for doc in self._requests.find(query)]
+
+    async def in_progress(self, subject_id: str | None) -> list[PurgeRecord]:
+        """The requests (of a subject, or everyone's) whose erased data may still exist somewhere: tagged records,
+        keys in their grace window, or backups not yet expired."""
+        query: dict[str, Any] = {"backups_expired_at": None}
+        if subject_id is not None:
+            query["subject_id"] = subject_id
+        return [_record(doc) async for doc in self._requests.find(query)]
+
+    async def set_held(self, request_id: str, held: Mapping[str, str]) -> None:
+        await self._requests.update_one(
+            {"_id": request_id}, {"$set": {"held": dict(held), "held_datasets": sorted(held)}}
+        )
+
+    async def retention_checked_at(self) -> datetime | None:
+        doc = await self._state.find_one({"_id": "retention_checked"})
+        return None if doc is None else doc["at"]
+
+    async def set_retention_checked_at(self, at: datetime) -> None:
+        # Only forward: a drill run "as of" a later moment (`lethe purge --now --at`) already acted on what ended.
+        await self._state.update_one({"_id": "retention_checked"}, {"$max": {"at": at}}, upsert=True)
 
     async def mark_hard_deleted(self, request_id: str, at: datetime) -> None:
         await self._requests.update_one(
@@ -254,4 +362,5 @@ def _record(doc: dict[str, Any]) -> PurgeRecord:
         hard_deleted_at=doc.get("hard_deleted_at"),
         clean_since=doc.get("clean_since"),
         backups_expired_at=doc.get("backups_expired_at"),
+        held=dict(doc.get("held", {})),
     )
