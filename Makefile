@@ -5,7 +5,7 @@ PY := .venv/bin/python
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test up down status services services-stop test-unit test-integration test-e2e \
-        lint format typecheck bench bench-chain bench-purger chaos logs clean
+        lint format typecheck compose-check bench bench-chain bench-purger chaos logs clean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +52,14 @@ format: setup ## Apply ruff's formatting and safe fixes
 
 typecheck: setup ## mypy, strict, on shared/ and services/
 	@.venv/bin/mypy
+
+.PHONY: asyncapi
+asyncapi: setup ## Regenerate docs/asyncapi.yaml from the event models
+	@$(PY) -m ops.asyncapi --write
+
+compose-check: setup ## Validate docker-compose.yml (Compose specification) and test it against the code and images
+	@.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	@$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_compose.py
 
 bench: ## Benchmarks against the local stack; prints figures
 	@$(LOCAL)/bench.sh

@@ -117,9 +117,7 @@ async def bench(n: int, subjects: int) -> None:
 
 
 async def _end_to_end(kafka: KafkaSettings, *, client_url: str, token: str, rounds: int) -> list[float]:
-    reader = AIOKafkaConsumer(
-        topics.DELETION_KEYS_DESTROYED, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="latest"
-    )
+    reader = AIOKafkaConsumer(topics.DELETION_KEYS_DESTROYED, **kafka.client_options(), auto_offset_reset="latest")
     await reader.start()
     await asyncio.sleep(1)
     publisher = KafkaPublisher(kafka, client_id="bench")

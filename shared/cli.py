@@ -58,6 +58,46 @@ def topics_ensure(timeout: float) -> None:
     click.echo(f"{len(topics.ALL_TOPICS)} topics present ({len(created)} created)")
 
 
+@main.group(name="kafka")
+def kafka_group() -> None:
+    """The authenticated bus: principals, ACLs and topics."""
+
+
+@kafka_group.command(name="setup")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the broker.")
+def kafka_setup(timeout: float) -> None:
+    """Create every topic, every principal's SCRAM credential and exactly the ACLs of shared/topology.py.
+
+    Runs as the admin super user (LETHE_KAFKA_SASL_USERNAME / _PASSWORD); each principal's password comes from
+    LETHE_KAFKA_PASSWORD_<NAME>. Idempotent: run it after every change of the topology.
+    """
+    from pydantic import ValidationError
+
+    from shared.bus import PrincipalPasswords, setup
+
+    try:
+        passwords = PrincipalPasswords()  # every field comes from the environment
+    except ValidationError as exc:
+        names = ", ".join(f"LETHE_KAFKA_PASSWORD_{str(e['loc'][0]).upper()}" for e in exc.errors())
+        raise click.UsageError(f"set every principal's password: {names}") from exc
+    settings = KafkaSettings()
+    created = asyncio.run(ensure_topics(settings, topics.ALL_TOPICS, partitions=topics.PARTITIONS, timeout_s=timeout))
+    report = setup(settings, passwords)
+    click.echo(
+        f"{len(topics.ALL_TOPICS)} topics present ({len(created)} created); {len(report.users)} principals; "
+        f"{report.granted} ACLs in force ({report.revoked} stale ones removed)"
+    )
+
+
+@kafka_group.command(name="acls")
+def kafka_acls() -> None:
+    """Print the ACLs that `lethe kafka setup` puts in force (who may read and write what)."""
+    from shared.bus import describe, grants
+
+    for line in describe(grants()):
+        click.echo(line)
+
+
 async def _mongo_ok() -> bool:
     client = create_mongo_client(MongoSettings())
     try:

@@ -2,7 +2,8 @@
 
 A message is committed only after its handler returned and the handler's resulting events are in Kafka, so a
 crash at any point means the message is consumed again (handlers are idempotent). A message that can never
-succeed goes to ``<topic>.dlq`` with the reason in its headers; it is never swallowed.
+succeed goes to ``<topic>.dlq`` with the reason in its headers; it is never swallowed. A topic that someone outside
+lethe writes may also tell its sender why (a :class:`Route` with a rejection hook).
 """
 
 from __future__ import annotations
@@ -71,6 +72,38 @@ class Message:
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message on its way to the dead-letter topic: why (scrubbed of addresses), and the error that sent it."""
+
+    message: Message
+    reason: str
+    error: Exception  # InvalidEventError when it did not decode; else what the handler raised last
+
+
+RejectionHook = Callable[[DeadLetter], Sequence[Event]]
+"""Decides, with no I/O, what to tell a message's sender when it is dead-lettered: the events to publish first."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A handler, and a rejection hook for the messages of its topic that are dead-lettered.
+
+    Dead-letter topics are the operators' to read. A topic that senders outside lethe write (``deletion.intents``)
+    routes through a ``Route`` so that they hear of a message that was refused too: whenever one of its messages is
+    dead-lettered (it does not decode, the handler raised :class:`PermanentError`, or it failed every attempt), the
+    hook's events are published before the message goes to ``<topic>.dlq``. A crash in between publishes them again
+    when the message is re-consumed, so the hook should give them ids derived from the message. A hook that raises
+    is logged and skipped: the dead-letter itself must happen.
+    """
+
+    handle: Handler
+    on_reject: RejectionHook
+
+    async def __call__(self, event: Event) -> Sequence[Event]:
+        return await self.handle(event)
+
+
 @dataclass
 class MessageProcessor:
     """Takes one message from raw bytes to a durable result: handled and its events published, or dead-lettered."""
@@ -89,7 +122,7 @@ class MessageProcessor:
             event = decode_event(message.topic, message.value)
         except InvalidEventError as exc:
             reason = scrub(str(exc))  # a validation error quotes the payload, which may hold an address
-            await self._dead_letter(message, reason=reason, error_type="InvalidEventError")
+            await self._dead_letter(message, reason=reason, error_type="InvalidEventError", error=exc)
             bound.warning("event.dead_lettered", reason=reason)
             return "dead_lettered"
         bound = bound.bind(request_id=event.request_id, subject_id=event.subject_id, event_id=str(event.event_id))
@@ -115,7 +148,7 @@ class MessageProcessor:
                 return "ok"
             except PermanentError as exc:
                 reason = scrub(str(exc))
-                await self._dead_letter(message, reason=reason, error_type=type(exc).__name__)
+                await self._dead_letter(message, reason=reason, error_type=type(exc).__name__, error=exc)
                 bound.warning("event.dead_lettered", reason=reason, error_type=type(exc).__name__)
                 return "dead_lettered"
             except self.transient as exc:
@@ -128,7 +161,7 @@ class MessageProcessor:
                 # Unexpected errors get a bounded number of tries, then the dead-letter topic.
                 if attempt >= self.settings.retry_attempts:
                     reason = scrub(f"failed {attempt} times, last with {exc!r}")
-                    await self._dead_letter(message, reason=reason, error_type=type(exc).__name__)
+                    await self._dead_letter(message, reason=reason, error_type=type(exc).__name__, error=exc)
                     # No exc_info: the rendered exception would carry its raw text (an SMTP reply names the address).
                     bound.error(
                         "event.dead_lettered",
@@ -142,12 +175,39 @@ class MessageProcessor:
                 bound.warning("event.retrying", attempt=attempt, delay_s=round(delay, 2), error=scrub(repr(exc)))
                 await self.sleep(delay)
 
+    def _rejections(self, route: Route, dead: DeadLetter) -> Sequence[Event]:
+        try:
+            return route.on_reject(dead)
+        except Exception as exc:
+            log.error(
+                "event.rejection_hook_failed",
+                topic=dead.message.topic,
+                offset=dead.message.offset,
+                error=scrub(repr(exc)),
+            )
+            return ()
+
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter, capped."""
         ceiling = min(self.settings.retry_max_delay_s, self.settings.retry_initial_delay_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _dead_letter(self, message: Message, *, reason: str, error_type: str) -> None:
+    async def _dead_letter(
+        self, message: Message, *, reason: str, error_type: str, error: Exception | None = None
+    ) -> None:
+        route = self.routes.get(message.topic)
+        if isinstance(route, Route) and error is not None:
+            notices = self._rejections(route, DeadLetter(message, reason, error))
+            for notice in notices:
+                await self.publisher.publish(notice)
+            if notices:
+                log.info(
+                    "event.sender_told",
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    told=[f"{n.type}:{n.event_id}" for n in notices],
+                )
         headers = [
             ("error", scrub(reason)[:4000].encode()),
             ("error_type", error_type.encode()),
@@ -174,7 +234,7 @@ class KafkaConsumerLoop:
         self._gate = asyncio.Semaphore(partitions_at_once)
         self._consumer = AIOKafkaConsumer(
             *processor.routes,
-            bootstrap_servers=settings.bootstrap_servers,
+            **settings.client_options(),
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     TypeAdapter,
     field_validator,
     model_validator,
@@ -29,8 +30,14 @@ Outcome = Literal["erased", "tagged", "retained", "exempt", "failed"]
 # What became of the person's final notice.
 MailOutcome = Literal["sent", "failed", "deferred", "no_contact", "contact_key_gone", "no_keyvault"]
 RequestResult = Literal["completed", "partial"]
-Channel = Literal["api", "email"]
+# How a request reached intake: its HTTP API, the email channel, or an upstream service's intent on the bus.
+Channel = Literal["api", "email", "bus"]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
+# A subject id as it enters lethe (the HTTP path and the bus's intents alike): no spaces, slashes or controls.
+SubjectId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+# Why intake refused an intent: it did not validate, its producer may not ask, or it failed every attempt.
+RejectionCause = Literal["invalid", "unauthorized", "failed"]
 
 
 def utcnow() -> datetime:
@@ -270,6 +277,41 @@ class LegalHoldReleased(Event):
     datasets: tuple[Id, ...] = Field(min_length=1)
 
 
+class RequestDeletion(Event):
+    """The one command on the bus: an upstream service asks lethe to erase a subject's data.
+
+    Every other message on the bus is an event (what happened); this one asks. The product's own backends publish it
+    on ``deletion.intents``, keyed by the subject id, with their service name as the envelope's ``producer``.
+    intake alone acts on it, exactly as on ``DELETE /users/{id}/data`` with ``deletion:any``: one request per
+    subject while one is open (a second intent starts nothing), then the same deadline, outbox, status and audit.
+    An intent intake will not act on goes to ``deletion.intents.dlq`` and is answered on ``deletion.rejected``.
+    """
+
+    type: Literal["deletion.intents"] = topics.DELETION_INTENTS
+    schema_version: Literal[1] = 1
+    request_id: None = None  # intake names the request it starts
+    subject_id: SubjectId
+    # Why the service asks (e.g. "account closed", "support ticket 4711"); audit keeps it, so no personal data.
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    # The same key from the same producer never starts a second request (a re-sent intent, a retried publish).
+    idempotency_key: IdempotencyKey | None = None
+
+
+class DeletionRejected(Event):
+    """intake refused an intent (it is on ``deletion.intents.dlq`` with the same reason), for its producer to read.
+
+    The intent's event id, producer and subject id are given as far as they could be read from it: an intent that is
+    not even JSON has none of them. Keyed by the subject id when it was valid.
+    """
+
+    type: Literal["deletion.rejected"] = topics.DELETION_REJECTED
+    subject_id: SubjectId | None = None
+    intent_event_id: UUID | None = None
+    intent_producer: Id | None = None
+    cause: RejectionCause
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
 AnyEvent = Annotated[
     DeletionRequested
     | DeletionPurged
@@ -284,7 +326,9 @@ AnyEvent = Annotated[
     | DeletionOverdue
     | RetentionRulesChanged
     | LegalHoldPlaced
-    | LegalHoldReleased,
+    | LegalHoldReleased
+    | RequestDeletion
+    | DeletionRejected,
     Field(discriminator="type"),
 ]
 _ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -306,6 +350,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RetentionRulesChanged,
         LegalHoldPlaced,
         LegalHoldReleased,
+        RequestDeletion,
+        DeletionRejected,
     )
 }
 

@@ -34,7 +34,7 @@ class KafkaPublisher:
 
     def __init__(self, settings: KafkaSettings, *, client_id: str, metrics: Metrics | None = None) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **settings.client_options(),
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
@@ -64,7 +64,7 @@ async def ensure_topics(
     """Create the topics that don't exist yet; wait for the broker to answer first. Returns those created."""
     wanted = list(names)
     deadline = asyncio.get_running_loop().time() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="lethe-admin")
+    admin = AIOKafkaAdminClient(**settings.client_options(), client_id="lethe-admin")
     while True:
         try:
             await admin.start()

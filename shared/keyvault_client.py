@@ -22,6 +22,7 @@ import aiohttp
 
 from shared.crypto import DataKey, decrypt_field, encrypt_field, key_id_of
 from shared.service import Service
+from shared.settings import KafkaSettings
 from shared.topics import DELETION_KEYS_DESTROYED, DELETION_KEYS_SHREDDED
 
 INVALIDATING_TOPICS = (DELETION_KEYS_DESTROYED, DELETION_KEYS_SHREDDED)
@@ -168,12 +169,12 @@ class KeyCacheInvalidator:
     every event, not a share of them), from the end, and never commits.
     """
 
-    def __init__(self, client: KeyvaultClient, *, bootstrap_servers: str) -> None:
+    def __init__(self, client: KeyvaultClient, *, kafka: KafkaSettings) -> None:
         from aiokafka import AIOKafkaConsumer
 
         self._client = client
         self._consumer = AIOKafkaConsumer(
-            *INVALIDATING_TOPICS, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="latest"
+            *INVALIDATING_TOPICS, **kafka.client_options(), group_id=None, auto_offset_reset="latest"
         )
         self.forgotten = 0
 

@@ -5,7 +5,7 @@ This module and the services' own ``settings.py`` are the only places that read 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,11 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LETHE_KAFKA_", extra="ignore")
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    # Every client authenticates (SASL/SCRAM) as a principal of its own; ACLs give each only the topics it needs.
+    security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL", "PLAINTEXT"] = "SASL_PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
     # Consumer groups are "<group_prefix>-<service>"; a new group starts at the earliest offset unless told otherwise.
     group_prefix: str = "lethe"
     start_from: Literal["earliest", "latest"] = "earliest"
@@ -28,6 +33,23 @@ class KafkaSettings(BaseSettings):
     def group_of(self, service: str) -> str:
         """The consumer group of ``service``'s instances."""
         return f"{self.group_prefix}-{service}"
+
+    def client_options(self) -> dict[str, Any]:
+        """What every aiokafka client (producer, consumer, admin) is given to reach and authenticate to the broker."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.security_protocol == "PLAINTEXT":
+            return options
+        if not self.sasl_username or self.sasl_password is None:
+            raise ValueError(
+                "Kafka needs a principal: set LETHE_KAFKA_SASL_USERNAME and LETHE_KAFKA_SASL_PASSWORD "
+                "(or LETHE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT for a broker without authentication)"
+            )
+        return options | {
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password.get_secret_value(),
+        }
 
 
 class MongoSettings(BaseSettings):

@@ -16,6 +16,10 @@ DELETION_OVERDUE: Final = "deletion.overdue"
 RETENTION_RULES_CHANGED: Final = "retention.rules_changed"
 LEGAL_HOLD_PLACED: Final = "legal_hold.placed"
 LEGAL_HOLD_RELEASED: Final = "legal_hold.released"
+# The one command topic: upstream services ask for a deletion here, and intake answers on deletion.rejected
+# when it will not act on one.
+DELETION_INTENTS: Final = "deletion.intents"
+DELETION_REJECTED: Final = "deletion.rejected"
 
 EVENT_TOPICS: Final[tuple[str, ...]] = (
     DELETION_REQUESTED,
@@ -32,8 +36,13 @@ EVENT_TOPICS: Final[tuple[str, ...]] = (
     RETENTION_RULES_CHANGED,
     LEGAL_HOLD_PLACED,
     LEGAL_HOLD_RELEASED,
+    DELETION_INTENTS,
+    DELETION_REJECTED,
 )
 DELETION_TOPICS: Final = tuple(t for t in EVENT_TOPICS if t.startswith("deletion."))
+# What a request's status is folded from: every deletion.* topic but the intents and their rejections, which come
+# before there is a request.
+STATUS_TOPICS: Final = tuple(t for t in DELETION_TOPICS if t not in (DELETION_INTENTS, DELETION_REJECTED))
 DLQ_SUFFIX: Final = ".dlq"
 
 

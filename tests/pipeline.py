@@ -129,7 +129,12 @@ class Pipeline:
         return self.workdir / f"{name}-{instance}.log"
 
     def start_instance(self, name: str, instance: int = 0) -> None:
-        env = self.env | {f"{name.upper()}_HTTP_PORT": str(self.ports[(name, instance)])}
+        env = self.env | {
+            f"{name.upper()}_HTTP_PORT": str(self.ports[(name, instance)]),
+            # Each service is its own Kafka principal, as in production: the ACLs hold in every e2e test.
+            "LETHE_KAFKA_SASL_USERNAME": name,
+            "LETHE_KAFKA_SASL_PASSWORD": os.environ.get(f"LETHE_KAFKA_PASSWORD_{name.upper()}", ""),
+        }
         self.procs[(name, instance)] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
             cwd=ROOT,

@@ -1,5 +1,7 @@
 """Helpers the test layers share: free ports, a typical partial deletion, and a Kafka broker of a test's own."""
 
+import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from typing import Any
 from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
 from shared.events import DatasetOutcome
 from shared.retention import Hold
+from shared.settings import KafkaSettings
 
 ERASED_PROFILES = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased")
 KEPT_INVOICES = DatasetOutcome(
@@ -81,36 +84,38 @@ class OwnKafkaBroker:
         return ["java", f"-Dlog4j2.configurationFile={self.log4j}", "-cp", self.classpath, *args]
 
     def format(self) -> None:
+        """Storage formatted with the admin's SCRAM credential, and the local stack's configuration (SASL, ACLs)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={self.data_dir / 'logs'}",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=false",
-                ]
-            )
-        )
+        admin = os.environ.get("LETHE_KAFKA_PASSWORD_ADMIN", "lethe-local-admin")
+        template = (Path(__file__).parents[1] / "deploy" / "local" / "kafka" / "server.properties.in").read_text()
+        for placeholder, value in (
+            ("@PORT@", str(self.port)),
+            ("@CONTROLLER_PORT@", str(self.controller_port)),
+            ("@DATA_DIR@", str(self.data_dir / "logs")),
+            ("@ADMIN_PASSWORD@", admin),
+        ):
+            template = template.replace(placeholder, value)
+        self._props.write_text(template)
         cluster = subprocess.run(
             self._java("kafka.tools.StorageTool", "random-uuid"), check=True, capture_output=True, text=True
         ).stdout.strip()
+        scram = f"SCRAM-SHA-512=[name=admin,password={admin}]"
         subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster, "-c", str(self._props)),
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster,
+                "-c",
+                str(self._props),
+                "--add-scram",
+                scram,
+            ),
             check=True,
             capture_output=True,
         )
+        self._set_up = False
 
     def start(self, timeout_s: float = 90) -> None:
         self._process = subprocess.Popen(
@@ -119,6 +124,19 @@ class OwnKafkaBroker:
             stderr=subprocess.DEVNULL,
         )
         wait_listening(self._process, self.port, "the test broker", timeout_s)
+        if not self._set_up:  # the principals, topics and ACLs, once (they live in the metadata log)
+            from shared.bus import PrincipalPasswords, setup
+            from shared.kafka import ensure_topics
+            from shared.topics import ALL_TOPICS, PARTITIONS
+
+            settings = KafkaSettings(bootstrap_servers=self.bootstrap)
+            try:
+                asyncio.run(ensure_topics(settings, ALL_TOPICS, partitions=PARTITIONS))
+                setup(settings, PrincipalPasswords())  # type: ignore[call-arg]  # from the stack's environment
+            except BaseException:
+                self.stop()  # never leave a broker behind that no test will stop
+                raise
+            self._set_up = True
 
     def stop(self) -> None:
         terminate(self._process)
@@ -199,3 +217,8 @@ UNIT_DATAMAP = DataMap(
         mongo_dataset("usage_daily", category="anonymized_analytics"),
     )
 )
+
+
+def kafka_options(bootstrap: str) -> dict[str, Any]:
+    """What a test's own Kafka client is given: the broker, and the admin principal of the stack's environment."""
+    return KafkaSettings(bootstrap_servers=bootstrap).client_options()

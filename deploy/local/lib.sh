@@ -16,6 +16,17 @@ export GOTOOLCHAIN=local
 
 # The addresses of the local servers, as the services' and tests' settings read them.
 export LETHE_KAFKA_BOOTSTRAP_SERVERS="${LETHE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+# The bus is SASL/SCRAM with ACLs. Development passwords, for the local stack only: every principal has its own
+# (compose and production take them from secrets). Scripts, tests and `lethe` act as the admin super user; each
+# service runs as its own principal (services.sh, tests/pipeline.py).
+export LETHE_KAFKA_PASSWORD_ADMIN="${LETHE_KAFKA_PASSWORD_ADMIN:-lethe-local-admin}"
+for principal in intake purger keyvault notifier audit upstream; do
+  var="LETHE_KAFKA_PASSWORD_${principal^^}"
+  export "$var=${!var:-lethe-local-$principal}"
+done
+unset principal var
+export LETHE_KAFKA_SASL_USERNAME="${LETHE_KAFKA_SASL_USERNAME:-admin}"
+export LETHE_KAFKA_SASL_PASSWORD="${LETHE_KAFKA_SASL_PASSWORD:-$LETHE_KAFKA_PASSWORD_ADMIN}"
 export LETHE_MONGO_URL="${LETHE_MONGO_URL:-mongodb://127.0.0.1:27017/}"
 export LETHE_S3_ENDPOINT_URL="${LETHE_S3_ENDPOINT_URL:-http://127.0.0.1:8333}"
 export LETHE_S3_ACCESS_KEY_ID="${LETHE_S3_ACCESS_KEY_ID:-lethe}"

@@ -9,6 +9,8 @@ declare -A PORT=([intake]=8001 [purger]=8002 [keyvault]=8003 [notifier]=8004 [au
 export LETHE_LOG_FORMAT="${LETHE_LOG_FORMAT:-console}"
 # The local profile: webhooks may go to loopback receivers (off by default everywhere else).
 export NOTIFIER_ALLOW_LOOPBACK_WEBHOOKS="${NOTIFIER_ALLOW_LOOPBACK_WEBHOOKS:-true}"
+# The upstream services allowed to ask for deletions on deletion.intents (none by default anywhere else).
+export INTAKE_INTENT_PRODUCERS="${INTAKE_INTENT_PRODUCERS:-[\"billing\", \"accounts\"]}"
 
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$1/readyz"; }
 
@@ -28,7 +30,10 @@ start() {
     pid_alive "$VAR/run/svc-$name.pid" && continue
     port_open "${PORT[$name]}" && die "port ${PORT[$name]} is taken, so $name cannot start"
     say "starting $name on http://127.0.0.1:${PORT[$name]} (log: var/log/svc-$name.log)"
-    start_bg "svc-$name" "$PY" -m "services.$name"
+    # Each service talks to Kafka as its own principal, which the ACLs narrow to its own topics.
+    local password="LETHE_KAFKA_PASSWORD_${name^^}"
+    start_bg "svc-$name" env LETHE_KAFKA_SASL_USERNAME="$name" LETHE_KAFKA_SASL_PASSWORD="${!password}" \
+      "$PY" -m "services.$name"
   done
   for name in "${SERVICES[@]}"; do
     if ! wait_for "$name /readyz" 120 ready "${PORT[$name]}"; then

@@ -12,14 +12,22 @@ KAFKA_LOG4J="-Dlog4j2.configurationFile=$LOCAL/kafka/log4j2.properties"
 
 start_kafka() {
   local data="$VAR/kafka/data" props="$VAR/kafka/server.properties"
+  if [[ -f "$data/meta.properties" && ! -f "$VAR/kafka/.sasl" ]]; then
+    say "Kafka's storage predates SASL: formatting it again (local topics and offsets are dropped)"
+    rm -rf "$data"
+  fi
   mkdir -p "$data"
-  sed "s#@DATA_DIR@#$data#" "$LOCAL/kafka/server.properties.in" >"$props"
+  sed -e "s#@DATA_DIR@#$data#" -e "s#@PORT@#9092#" -e "s#@CONTROLLER_PORT@#9093#" \
+    -e "s#@ADMIN_PASSWORD@#$LETHE_KAFKA_PASSWORD_ADMIN#g" "$LOCAL/kafka/server.properties.in" >"$props"
+  chmod 600 "$props"
   if [[ ! -f "$data/meta.properties" ]]; then
-    say "formatting Kafka's storage (once)"
+    say "formatting Kafka's storage (once), with the admin's SCRAM credential"
     local cluster_id
     cluster_id="$(java -cp "$KAFKA_CP" "$KAFKA_LOG4J" kafka.tools.StorageTool random-uuid)"
     java -cp "$KAFKA_CP" "$KAFKA_LOG4J" kafka.tools.StorageTool format --standalone \
-      -t "$cluster_id" -c "$props" --ignore-formatted >>"$VAR/log/kafka.log"
+      -t "$cluster_id" -c "$props" --ignore-formatted \
+      --add-scram "SCRAM-SHA-512=[name=admin,password=$LETHE_KAFKA_PASSWORD_ADMIN]" >>"$VAR/log/kafka.log"
+    touch "$VAR/kafka/.sasl"
   fi
   start_bg kafka java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     "$KAFKA_LOG4J" -cp "$KAFKA_CP" kafka.Kafka "$props"
@@ -75,7 +83,7 @@ up() {
     die "the local stack did not become ready"
   fi
   wait_for "kms (moto)" 60 port_open 4566 || die "the KMS test endpoint did not start (see var/log/kms.log)"
-  "$PY" -m shared.cli topics ensure
+  "$PY" -m shared.cli kafka setup
   say "local stack ready in $((SECONDS - started)) s"
 }
 

@@ -183,9 +183,8 @@ def _entry_view(entry: Entry) -> dict[str, Any]:
 
 async def consumer_lag(settings: AuditSettings) -> tuple[list[dict[str, Any]], dict[str, int], str | None]:
     """Lag per (group, topic) of lethe's consumer groups, and the messages on each dead-letter topic."""
-    bootstrap = settings.kafka.bootstrap_servers
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(**settings.kafka.client_options(), request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(**settings.kafka.client_options(), request_timeout_ms=5000)
     try:
         async with asyncio.timeout(10):
             await admin.start()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, get_args
 
-import aiohttp
 import structlog
 from aiohttp import web
 from pydantic import (
@@ -26,8 +25,15 @@ from pydantic import (
 )
 
 from services.intake import handlers
-from services.intake.adapters.store import AccountDirectory, RequestStore, StoredReply
-from services.intake.handlers import DeletionRequest, RequestNotReadyError, RulePatchError
+from services.intake.adapters.store import AccountDirectory, RequestStore
+from services.intake.deletions import Deletions
+from services.intake.handlers import (
+    DeletionRequest,
+    IdempotencyKeyBusyError,
+    IdempotencyKeyReusedError,
+    RequestNotReadyError,
+    RulePatchError,
+)
 from services.intake.limits import RateLimits
 from services.intake.settings import IntakeSettings
 from services.intake.verification import (
@@ -40,15 +46,20 @@ from services.intake.verification import (
 from shared.auth import DELETION_ANY, DELETION_SELF, RETENTION_ADMIN, Forbidden, Principal, TokenVerifier
 from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore, email_lookup_hash
 from shared.datamap import DataMap
-from shared.events import LegalHoldPlaced, LegalHoldReleased, RetentionRulesChanged
-from shared.keyvault_client import KeyUnavailableError, KeyvaultClient, KeyvaultError
+from shared.events import (
+    IdempotencyKey,
+    LegalHoldPlaced,
+    LegalHoldReleased,
+    RetentionRulesChanged,
+    SubjectId,
+)
+from shared.keyvault_client import KeyvaultClient
 from shared.problems import ProblemError, field_problem, fields_problem, invalid, parse_json
 from shared.retention import Hold, RetentionStore, Rule, StaleRuleSetError
 from shared.smtp import send_mail
 
 log = structlog.get_logger(__name__)
 
-SubjectId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
 RequestId = Annotated[str, StringConstraints(pattern=r"^req_[0-9a-f]{32}$")]
 HoldId = Annotated[str, StringConstraints(pattern=r"^hold_[0-9a-f]{32}$")]
 SUBJECT_ID: TypeAdapter[str] = TypeAdapter(SubjectId)
@@ -58,12 +69,9 @@ HOLD_ID: TypeAdapter[str] = TypeAdapter(HoldId)
 LINK_TOKEN: TypeAdapter[str] = TypeAdapter(
     Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){2}$")]
 )
-IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(
-    Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
-)
+IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 ADMINS = (DELETION_ANY, RETENTION_ADMIN)
-IDEMPOTENCY_LEASE = timedelta(seconds=30)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -99,6 +107,7 @@ class HoldBody(_Body):
 
 class RequestsQuery(_Body):
     status: handlers.Status | None = None
+    subject_id: SubjectId | None = None
     since: AwareDatetime | None = Field(default=None, description="received at or after")
     until: AwareDatetime | None = Field(default=None, description="received before")
     limit: int = Field(default=50, ge=1)
@@ -121,6 +130,7 @@ class IntakeApi:
     retention: RetentionStore
     accounts: AccountDirectory
     contacts: MongoContactStore
+    deletions: Deletions
     keyvault: KeyvaultClient | None
     datamap: DataMap
     verifier: TokenVerifier
@@ -222,59 +232,16 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
     def view(r: DeletionRequest) -> dict[str, Any]:
         return request_view(r, settings.public_url)
 
-    async def capture_contact(subject_id: str, request_id: str) -> bool:
-        """Keep the account's address for the final notice, sealed under the subject's contact key.
-
-        It is read now, before the purge erases the account and keyvault shreds its key. Without it the
-        deletion still goes ahead; only the person's mail is not sent (the request shows it).
-        """
-        if api.keyvault is None or settings.accounts_dataset not in api.datamap.names:
-            return False
-        accounts = api.datamap.get(settings.accounts_dataset)
-        try:
-            stored = await api.accounts.stored_address(subject_id)
-            if stored is None:
-                return False
-            address = (
-                (await api.keyvault.decrypt(subject_id, accounts.name, stored)).decode()
-                if settings.email_address_field in accounts.encrypted_fields
-                else stored
-            )
-            sealed = await api.keyvault.encrypt(subject_id, CONTACT_DATASET, address.encode())
-            await api.contacts.put(Contact(request_id, subject_id, sealed))
-            return True
-        except (KeyvaultError, KeyUnavailableError, aiohttp.ClientError, UnicodeDecodeError, ValueError) as exc:
-            log.warning("request.contact_not_kept", subject_id=subject_id, error=repr(exc))
-            return False
-
     async def start(principal: Principal, subject_id: str) -> tuple[int, dict[str, Any]]:
-        request_id = handlers.new_request_id()
-        captured = await capture_contact(subject_id, request_id)
         try:
-            started, record = await handlers.request_deletion(
-                api.requests,
-                subject_id=subject_id,
-                requested_by=principal.subject,
-                channel="api",
-                now=api.clock(),
-                deadline=deadline,
-                backups=backups,
-                request_id=request_id,
-            )
+            started, record = await api.deletions.start(subject_id, requested_by=principal.subject, channel="api")
         except RequestNotReadyError as exc:
-            if captured:
-                await api.contacts.forget(request_id)  # no request was stored under this id
             raise ProblemError(
                 503,
                 "Service Unavailable",
                 "another request for this subject is being stored",
                 headers={"Retry-After": "1"},
             ) from exc
-        if captured and record.request_id != request_id:
-            await api.contacts.forget(request_id)  # the subject's open request already has its contact
-        if started:
-            api.kick_relay()
-            log.info("request.received", request_id=record.request_id, subject_id=subject_id)
         return (202 if started else 200), view(record)
 
     async def delete_user_data(request: web.Request) -> web.Response:
@@ -292,23 +259,17 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         scoped = hashlib.sha256(f"{principal.subject}\0{key}".encode()).hexdigest()
         fingerprint = f"DELETE /users/{subject_id}/data"
         for _ in range(50):  # a concurrent first request with the same key is waited for, up to ~5 s
-            now = api.clock()
-            reserved = await api.requests.reserve_key(scoped, fingerprint=fingerprint, now=now, lease=IDEMPOTENCY_LEASE)
-            if reserved == "mismatch":
-                raise field_problem("header.Idempotency-Key", "already used for a different request")
-            if isinstance(reserved, StoredReply):
-                return web.json_response(
-                    reserved.body, status=reserved.status, headers={**NO_STORE, "Idempotent-Replayed": "true"}
+            try:
+                reply, replayed = await api.deletions.once(
+                    scoped, fingerprint=fingerprint, run=lambda: start(principal, subject_id)
                 )
-            if reserved == "reserved":
-                try:
-                    status, body = await start(principal, subject_id)
-                except BaseException:
-                    await api.requests.forget_key(scoped)
-                    raise
-                await api.requests.complete_key(scoped, reply=StoredReply(fingerprint, status, body), now=api.clock())
-                return web.json_response(body, status=status, headers=NO_STORE)
-            await asyncio.sleep(0.1)
+            except IdempotencyKeyReusedError as exc:
+                raise field_problem("header.Idempotency-Key", "already used for a different request") from exc
+            except IdempotencyKeyBusyError:
+                await asyncio.sleep(0.1)
+                continue
+            headers = {**NO_STORE, "Idempotent-Replayed": "true"} if replayed else NO_STORE
+            return web.json_response(reply.body, status=reply.status, headers=headers)
         raise ProblemError(
             409, "Conflict", "a request with this Idempotency-Key is still in progress", headers={"Retry-After": "1"}
         )
@@ -319,7 +280,12 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:  # one closure per
         if query.limit > settings.max_page_size:
             raise field_problem("query.limit", f"at most {settings.max_page_size}")
         records = await api.requests.page(
-            status=query.status, since=query.since, until=query.until, limit=query.limit, offset=query.offset
+            status=query.status,
+            since=query.since,
+            until=query.until,
+            subject_id=query.subject_id,
+            limit=query.limit,
+            offset=query.offset,
         )
         more = len(records) == query.limit
         return web.json_response(
@@ -653,11 +619,12 @@ API_PATHS: dict[str, Any] = {
     },
     "/deletion_requests": {
         "get": _op(
-            "Deletion requests, newest first, by status and the time they were received (for operators)",
+            "Deletion requests, newest first, by status, subject and the time they were received (for operators)",
             {"200": "a page of requests; next_offset is null on the last page"},
             auth=DELETION_ANY,
             params=[
                 _param("status", "query", {"type": "string", "enum": list(get_args(handlers.Status))}, required=False),
+                _param("subject_id", "query", SUBJECT_SCHEMA, required=False),
                 _param("since", "query", {"type": "string", "format": "date-time"}, required=False),
                 _param("until", "query", {"type": "string", "format": "date-time"}, required=False),
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}, required=False),

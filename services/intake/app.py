@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from services.intake import api, handlers
 from services.intake.adapters.store import MongoAccountDirectory, MongoOutbox, MongoRequestStore, RequestStore
+from services.intake.deletions import Deletions
 from services.intake.limits import RateLimits
 from services.intake.settings import IntakeSettings
 from shared.auth import TokenVerifier
@@ -152,7 +153,22 @@ def create_app(
         per_address=settings.email_rate_limit_per_address,
         per_email_client=settings.email_rate_limit_per_client,
     )
+    contacts = MongoContactStore(mongo, db)
     emails: set[asyncio.Task[None]] = set()
+
+    def kick_relay() -> None:
+        relay.kick()  # the relay publishes through the service's publisher, so it is built after the service
+
+    deletions = Deletions(
+        settings=settings,
+        datamap=datamap,
+        requests=requests,
+        accounts=directory,
+        contacts=contacts,
+        keyvault=keyvault,
+        clock=clock,
+        kick_relay=kick_relay,
+    )
 
     async def cancel_email_work() -> None:
         for task in emails:
@@ -168,7 +184,7 @@ def create_app(
         description=DESCRIPTION,
         settings=settings,
         kafka=settings.kafka,
-        routes=handlers.routes(requests, clock),
+        routes=handlers.routes(requests, clock, deletions=deletions, producers=settings.intent_producers),
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
         api_paths=api.API_PATHS,
@@ -189,7 +205,8 @@ def create_app(
             requests=requests,
             retention=retention,
             accounts=directory,
-            contacts=MongoContactStore(mongo, db),
+            contacts=contacts,
+            deletions=deletions,
             keyvault=keyvault,
             datamap=datamap,
             verifier=TokenVerifier(settings.auth),
@@ -200,7 +217,7 @@ def create_app(
         ),
     )
     if keyvault is not None:
-        KeyCacheInvalidator(keyvault, bootstrap_servers=settings.kafka.bootstrap_servers).wire(service)
+        KeyCacheInvalidator(keyvault, kafka=settings.kafka).wire(service)
     service.background += [
         relay.run,
         lambda: watch_deadlines(

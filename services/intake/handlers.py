@@ -7,17 +7,22 @@ different topics may arrive in any order and any number of times and the result 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import structlog
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from shared import topics
-from shared.consumer import Handler
+from shared.consumer import DeadLetter, Handler, PermanentError, Route
 from shared.datamap import DataMap
 from shared.events import (
+    Channel,
     DatasetOutcome,
     DeletionBackupsExpired,
     DeletionHardDeleted,
@@ -29,16 +34,25 @@ from shared.events import (
     DeletionNotified,
     DeletionOverdue,
     DeletionPurged,
+    DeletionRejected,
     DeletionRequested,
     Event,
+    Id,
+    InvalidEventError,
+    RejectionCause,
+    RequestDeletion,
     RequestStatus,
+    SubjectId,
 )
 from shared.retention import Rule
+from shared.scrub import scrub
 
 if TYPE_CHECKING:
     from services.intake.adapters.store import RequestStore
+    from services.intake.deletions import Deletions
 
-CONSUMES: tuple[str, ...] = topics.DELETION_TOPICS
+log = structlog.get_logger(__name__)
+
 PRODUCER = "intake"
 
 Status = RequestStatus
@@ -87,7 +101,7 @@ class DeletionRequest(BaseModel):
 
     request_id: str
     subject_id: str
-    channel: Literal["api", "email"] = "api"
+    channel: Channel = "api"
     requested_by: str | None = None
     created_at: datetime | None = None
     deadline_at: datetime | None = None
@@ -150,7 +164,7 @@ def new_request(
     *,
     subject_id: str,
     requested_by: str,
-    channel: Literal["api", "email"],
+    channel: Channel,
     now: datetime,
     deadline: timedelta,
     backups: timedelta,
@@ -351,13 +365,23 @@ def patch_rules(
     return tuple(sorted(by_id.values(), key=lambda r: r.rule_id)), tuple(sorted(set(changed)))
 
 
-def routes(requests: RequestStore, clock: Callable[[], datetime]) -> Mapping[str, Handler]:
-    """The registry of what intake reacts to: every deletion topic feeds the request's status."""
+def routes(
+    requests: RequestStore, clock: Callable[[], datetime], *, deletions: Deletions, producers: Collection[str]
+) -> Mapping[str, Handler]:
+    """The registry of what intake reacts to: the status topics feed a request's status; an intent starts one
+    (and an intent that is dead-lettered is answered on deletion.rejected)."""
 
     async def on_event(event: Event) -> Sequence[Event]:
         return await track(event, requests, now=clock())
 
-    return {topic: on_event for topic in CONSUMES}
+    async def on_intent(event: Event) -> Sequence[Event]:
+        assert isinstance(event, RequestDeletion)  # the loop validated the event against its topic
+        return await request_from_intent(event, deletions, producers=producers)
+
+    return {
+        **{topic: on_event for topic in topics.STATUS_TOPICS},
+        topics.DELETION_INTENTS: Route(on_intent, on_reject=rejection),
+    }
 
 
 # --- Decisions that read and write through the ports (the wiring supplies them) ---
@@ -367,12 +391,134 @@ class RequestNotReadyError(Exception):
     """A subject's open request is claimed but not stored yet (a writer is mid-way); retry shortly."""
 
 
+class IdempotencyKeyReusedError(Exception):
+    """An idempotency key was already used for a different request."""
+
+
+class IdempotencyKeyBusyError(Exception):
+    """The first request with an idempotency key is still running; retry shortly."""
+
+
+class IntentRejectedError(PermanentError):
+    """An intent intake will not act on: dead-lettered, and its producer told why (``cause``) on deletion.rejected."""
+
+    def __init__(self, cause: RejectionCause, reason: str) -> None:
+        super().__init__(reason)
+        self.cause: RejectionCause = cause
+
+
+def requested_by_upstream(producer: str) -> str:
+    return f"upstream:{producer}"
+
+
+async def request_from_intent(
+    intent: RequestDeletion, deletions: Deletions, *, producers: Collection[str]
+) -> Sequence[Event]:
+    """Start the deletion an upstream service asks for, as ``DELETE /users/{id}/data`` with ``deletion:any`` does.
+
+    The same claim, deadline, outbox, contact and status; a subject's open request is returned, not doubled. An
+    intent is also started at most once: by its ``idempotency_key`` or, without one, by its event id, so a
+    re-consumed or re-sent intent changes nothing even after its request has finished.
+    """
+    if intent.producer not in producers:
+        raise IntentRejectedError(
+            "unauthorized",
+            f"the service {intent.producer!r} may not ask for deletions (it is not in INTAKE_INTENT_PRODUCERS)",
+        )
+    requested_by = requested_by_upstream(intent.producer)
+    own = f"key:{intent.idempotency_key}" if intent.idempotency_key else f"event:{intent.event_id}"
+    # Scoped to the bus and the producer: no HTTP client's Idempotency-Key and no other service's can collide.
+    key = hashlib.sha256(f"intent\0{intent.producer}\0{own}".encode()).hexdigest()
+
+    async def start() -> tuple[int, dict[str, Any]]:
+        started, record = await deletions.start(intent.subject_id, requested_by=requested_by, channel="bus")
+        return (202 if started else 200), {"request_id": record.request_id, "status": record.status}
+
+    try:
+        reply, replayed = await deletions.once(key, fingerprint=f"intent for {intent.subject_id}", run=start)
+    except IdempotencyKeyReusedError as exc:
+        raise IntentRejectedError("invalid", "its idempotency_key was already used for another subject") from exc
+    except IdempotencyKeyBusyError as exc:
+        raise RequestNotReadyError(intent.subject_id) from exc  # the loop retries it shortly
+    log.info(
+        "intent.handled",
+        subject_id=intent.subject_id,
+        request_id=reply.body["request_id"],
+        started=reply.status == 202 and not replayed,
+        replayed=replayed,
+        producer=intent.producer,
+    )
+    return ()
+
+
+_UUID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+_SUBJECT_ID: TypeAdapter[str] = TypeAdapter(SubjectId)
+
+
+def _readable(raw: bytes | None) -> dict[str, Any]:
+    """What can be read of an intent that may not validate: its event id, producer and subject id, each if valid."""
+    try:
+        doc = json.loads(raw or b"")
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    found: dict[str, Any] = {}
+    for field, source, kind in (
+        ("intent_event_id", "event_id", _UUID),
+        ("intent_producer", "producer", _ID),
+        ("subject_id", "subject_id", _SUBJECT_ID),
+    ):
+        with contextlib.suppress(ValidationError):
+            found[field] = kind.validate_python(doc.get(source))
+    return found
+
+
+def _why(dead: DeadLetter) -> str:
+    """The reason, told field by field for an intent that did not validate (without quoting what it held)."""
+    invalid = dead.error.__cause__
+    if not (isinstance(dead.error, InvalidEventError) and isinstance(invalid, ValidationError)):
+        return dead.reason
+    problems = []
+    for error in invalid.errors(include_url=False, include_input=False, include_context=False):
+        loc = [str(part) for part in error["loc"]]
+        if loc[:1] == [dead.message.topic]:
+            loc = loc[1:]  # the union's tag, not a field
+        problems.append(f"{'.'.join(loc)}: {error['msg']}" if loc else error["msg"])
+    return "not a valid intent: " + "; ".join(problems)
+
+
+def rejection(dead: DeadLetter) -> Sequence[Event]:
+    """What intake tells an intent's producer when the intent is dead-lettered (the consumer loop publishes it).
+
+    Its id is derived from the intent's place in the topic, so a re-consumed intent is answered with the same event.
+    """
+    m = dead.message
+    cause: RejectionCause = (
+        dead.error.cause
+        if isinstance(dead.error, IntentRejectedError)
+        else "invalid"
+        if isinstance(dead.error, InvalidEventError)
+        else "failed"
+    )
+    return [
+        DeletionRejected(
+            event_id=uuid.uuid5(_IDS, f"{m.topic}:{m.partition}:{m.offset}:rejected"),
+            producer=PRODUCER,
+            cause=cause,
+            reason=scrub(_why(dead))[:1000],
+            **_readable(m.value),
+        )
+    ]
+
+
 async def request_deletion(
     requests: RequestStore,
     *,
     subject_id: str,
     requested_by: str,
-    channel: Literal["api", "email"],
+    channel: Channel,
     now: datetime,
     deadline: timedelta,
     backups: timedelta,

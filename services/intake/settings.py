@@ -1,8 +1,9 @@
 """Settings of the intake service (env prefix ``INTAKE_``)."""
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, StringConstraints
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, ServiceSettings, SmtpSettings
@@ -49,6 +50,13 @@ class IntakeSettings(ServiceSettings):
         default=None, description="HS256 secret of email verification links (default: LETHE_AUTH_JWT_SECRET)"
     )
     verification_ttl_s: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600, description="verification link life")
+    intent_producers: tuple[Annotated[str, StringConstraints(min_length=1, max_length=200)], ...] = Field(
+        default=(),
+        description=(
+            "upstream services (the intent's producer) allowed to ask for deletions on deletion.intents, "
+            'a JSON list such as ["accounts", "billing"]; empty (the default): none, every intent is rejected'
+        ),
+    )
     keyvault_url: str = Field(default="http://127.0.0.1:8003", description="keyvault, to seal contact addresses")
     keyvault_token: SecretStr | None = Field(
         default=None, description="service token with scope keys:use (without it, no email-channel requests)"

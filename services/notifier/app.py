@@ -104,5 +104,5 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         lambda: send_deferred_periodically(notifier.mail, service.publisher, settings.mail_deferred_interval_s)
     )
     if keyvault is not None:
-        KeyCacheInvalidator(keyvault, bootstrap_servers=settings.kafka.bootstrap_servers).wire(service)
+        KeyCacheInvalidator(keyvault, kafka=settings.kafka).wire(service)
     return service

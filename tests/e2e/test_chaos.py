@@ -31,6 +31,7 @@ from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import KafkaSettings, MongoSettings
 from tests.pipeline import FINAL, ROOT, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
+from tests.support import kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -227,13 +228,13 @@ async def counts(api: Api, receiver: WebhookReceiver, request_ids: list[str]) ->
 
 async def reset_groups_to_earliest(bootstrap: str, prefix: str) -> list[str]:
     """What `kafka-consumer-groups --reset-offsets --to-earliest --all-topics --execute` does, for lethe's groups."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         groups = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith(prefix)]
         for group in groups:
             committed = await admin.list_consumer_group_offsets(group)
-            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(**kafka_options(bootstrap), group_id=group, enable_auto_commit=False)
             await consumer.start()
             try:
                 consumer.assign(list(committed))
@@ -248,8 +249,8 @@ async def reset_groups_to_earliest(bootstrap: str, prefix: str) -> list[str]:
 
 async def wait_caught_up(bootstrap: str, groups: list[str], timeout_s: float, doing: str = "replay") -> None:
     """Until every group has committed up to the end of every partition it reads."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap))
     await admin.start()
     await consumer.start()
     try:
@@ -270,7 +271,7 @@ async def wait_caught_up(bootstrap: str, groups: list[str], timeout_s: float, do
 
 
 async def dead_letters(bootstrap: str) -> dict[str, list[dict[str, str]]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap), auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
         parts = [TopicPartition(topics.dlq(t), n) for t in topics.EVENT_TOPICS for n in range(topics.PARTITIONS)]

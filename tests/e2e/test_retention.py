@@ -23,9 +23,10 @@ from shared.auth import KEYS_ADMIN, KEYS_DESTROY_CONTACT, KEYS_USE, RETENTION_AD
 from shared.events import decode_event
 from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
+from shared.settings import KafkaSettings, MongoSettings
 from tests.e2e.test_lifecycle import one_webhook, outcomes, seed, stored
 from tests.pipeline import ROOT, Api, Pipeline, Servers, running, token
+from tests.support import kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -194,10 +195,10 @@ async def test_a_destroyed_key_fails_to_decrypt_in_another_running_process_withi
     [subject] = seed(pipeline, f"cache-{uuid.uuid4().hex[:6]}")
     [profile] = await stored(pipeline, "profiles", {"user_id": subject})
     destroyed = AIOKafkaConsumer(
-        topics.DELETION_KEYS_DESTROYED, bootstrap_servers=pipeline.servers.kafka, auto_offset_reset="latest"
+        topics.DELETION_KEYS_DESTROYED, **kafka_options(pipeline.servers.kafka), auto_offset_reset="latest"
     )
     async with KeyvaultClient(pipeline.url("keyvault"), token=token(KEYS_USE)) as kv:
-        invalidator = KeyCacheInvalidator(kv, bootstrap_servers=pipeline.servers.kafka)
+        invalidator = KeyCacheInvalidator(kv, kafka=KafkaSettings(bootstrap_servers=pipeline.servers.kafka))
         await invalidator.start()
         await destroyed.start()
         reading = asyncio.create_task(invalidator.run())
@@ -249,7 +250,7 @@ async def messages_mentioning(kafka: str, needle: bytes, *topic_names: str) -> l
     """Every message (value or header) on the topics that contains ``needle``, read from the start to the end."""
     from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         parts = [TopicPartition(t, n) for t in topic_names for n in range(topics.PARTITIONS)]

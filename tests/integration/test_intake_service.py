@@ -42,7 +42,7 @@ from shared.events import (
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyvaultClient
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
-from tests.support import PARTIAL, free_port
+from tests.support import PARTIAL, free_port, kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -134,7 +134,7 @@ def _decoded(batch, subject_id):
 
 async def events_on(kafka: KafkaSettings, topic: str, *, subject_id: str, count: int, within_s: float = 30):
     """The first ``count`` events for ``subject_id`` on ``topic`` from the start, then a short wait for extras."""
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(topic, **kafka_options(kafka.bootstrap_servers), auto_offset_reset="earliest")
     await reader.start()
     found = []
     try:
@@ -168,6 +168,19 @@ async def _status(http, request_id, scopes=(DELETION_ANY,)):
     async with http.get(f"/deletion_requests/{request_id}", headers=bearer(token(*scopes))) as r:
         assert r.status == 200, await r.text()
         return await r.json()
+
+
+async def test_a_subjects_requests_are_found_by_its_id(stack):
+    http, admin = stack["http"], bearer(token(DELETION_ANY))
+    subject, other = f"user-{uuid.uuid4().hex[:8]}", f"user-{uuid.uuid4().hex[:8]}"
+    started = []
+    for who in (subject, other):
+        async with http.delete(f"/users/{who}/data", headers=admin) as r:
+            started.append((await r.json())["request_id"])
+    async with http.get("/deletion_requests", headers=admin, params={"subject_id": subject}) as r:
+        assert r.status == 200
+        body = await r.json()
+    assert [(i["request_id"], i["subject_id"]) for i in body["items"]] == [(started[0], subject)]
 
 
 async def test_fifty_concurrent_identical_deletes_create_one_request(stack):
@@ -297,6 +310,7 @@ async def test_bad_input_gets_a_4xx_naming_the_field(stack):
     cases = [
         ("DELETE", "/users/has%20space/data", {}, None, 422, "path.id"),
         ("GET", "/deletion_requests/not-an-id", {}, None, 422, "path.request_id"),
+        ("GET", "/deletion_requests?subject_id=has%20space", {}, None, 422, "query.subject_id"),
         ("DELETE", "/users/u1/data", {"Idempotency-Key": "x" * 300}, None, 422, "header.Idempotency-Key"),
         ("PATCH", "/data_retention/rules", {}, {"rules": [{"rule_id": "r1"}]}, 422, "body.rules.0.datasets"),
         (
@@ -341,7 +355,7 @@ async def test_rules_are_versioned_published_and_checked_against_the_data_map(st
     ) as r:
         assert r.status == 412
     reader = AIOKafkaConsumer(
-        topics.RETENTION_RULES_CHANGED, bootstrap_servers=stack["kafka"].bootstrap_servers, auto_offset_reset="earliest"
+        topics.RETENTION_RULES_CHANGED, **kafka_options(stack["kafka"].bootstrap_servers), auto_offset_reset="earliest"
     )
     await reader.start()
     try:

@@ -16,6 +16,7 @@ from shared.events import DeletionRequested, Event, utcnow
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.metrics import Metrics
 from shared.settings import KafkaSettings
+from tests.support import kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -83,7 +84,7 @@ async def run_until(loop: KafkaConsumerLoop, condition, limit_s: float = 60) -> 
 
 
 async def committed(settings: KafkaSettings, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(settings.bootstrap_servers))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -129,7 +130,7 @@ async def test_a_poison_message_lands_on_the_dead_letter_topic_and_the_loop_keep
 
     reader = AIOKafkaConsumer(
         topics.dlq(topics.DELETION_REQUESTED),
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_options(settings.bootstrap_servers),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -19,7 +19,7 @@ from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionPurged,
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, KeyvaultClient
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
-from tests.support import free_port
+from tests.support import free_port, kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -55,11 +55,11 @@ async def test_a_subjects_data_is_unreadable_after_deletion_and_others_are_not(k
         theirs = await client.encrypt(bob, "profiles", b"bob's profile")
         backup = list(mine)  # copies taken before the deletion, as a backup would hold them
 
-        invalidator = KeyCacheInvalidator(client, bootstrap_servers=kafka.bootstrap_servers)
+        invalidator = KeyCacheInvalidator(client, kafka=KafkaSettings(bootstrap_servers=kafka.bootstrap_servers))
         await invalidator.start()
         invalidating = asyncio.create_task(invalidator.run())
         reader = AIOKafkaConsumer(
-            topics.DELETION_KEYS_DESTROYED, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="latest"
+            topics.DELETION_KEYS_DESTROYED, **kafka_options(kafka.bootstrap_servers), auto_offset_reset="latest"
         )
         await reader.start()
         await asyncio.sleep(1)  # let the reader take its position at the end

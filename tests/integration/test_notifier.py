@@ -31,7 +31,7 @@ from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
 from shared.smtp import send_mail
-from tests.support import PARTIAL, free_port
+from tests.support import PARTIAL, free_port, kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -356,7 +356,7 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
             old_secret = registered["secret"]
 
             reader = AIOKafkaConsumer(
-                topics.DELETION_NOTIFIED, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="latest"
+                topics.DELETION_NOTIFIED, **kafka_options(kafka.bootstrap_servers), auto_offset_reset="latest"
             )
             await reader.start()
             await asyncio.sleep(1)
@@ -500,7 +500,7 @@ async def records_on(bootstrap: str, topic: str) -> list:
     """Every record a topic holds now, from the beginning of each partition."""
     from aiokafka import TopicPartition
 
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    reader = AIOKafkaConsumer(**kafka_options(bootstrap), enable_auto_commit=False)
     await reader.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(topics.PARTITIONS)]
@@ -622,7 +622,7 @@ async def notified_events(reader: AIOKafkaConsumer, request_id: str, count: int)
 
 
 async def notified_reader(bootstrap: str) -> AIOKafkaConsumer:
-    reader = AIOKafkaConsumer(topics.DELETION_NOTIFIED, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    reader = AIOKafkaConsumer(topics.DELETION_NOTIFIED, **kafka_options(bootstrap), auto_offset_reset="latest")
     await reader.start()
     async with asyncio.timeout(30):
         while not reader.assignment():

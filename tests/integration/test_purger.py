@@ -35,7 +35,7 @@ from shared.mongo import create_mongo_client
 from shared.retention import MongoRetentionStore
 from shared.s3 import S3Connection, s3_client
 from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings
-from tests.support import drop_bucket, free_port, litigation_hold
+from tests.support import drop_bucket, free_port, kafka_options, litigation_hold
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -391,7 +391,7 @@ async def purger_service(kafka_bootstrap, mongo_url, s3_endpoint, tmp_path):
 
 async def events_for(kafka, topic, request_id, *, count, within_s=60):
     """The first ``count`` events of ``request_id`` on ``topic``, read from the start."""
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(topic, **kafka_options(kafka.bootstrap_servers), auto_offset_reset="earliest")
     await reader.start()
     found = []
     try:

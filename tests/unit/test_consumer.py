@@ -1,4 +1,5 @@
-"""The consumer loop's decisions, with an in-memory publisher: dispatch, retries and the dead-letter topic."""
+"""The consumer loop's decisions, with an in-memory publisher: dispatch, retries, the dead-letter topic and the
+rejection hook that tells a sender why."""
 
 import asyncio
 import json
@@ -11,8 +12,16 @@ from aiokafka.errors import IllegalStateError
 from structlog.testing import capture_logs
 
 from shared import topics
-from shared.consumer import KafkaConsumerLoop, Message, MessageProcessor, PermanentError
-from shared.events import DatasetOutcome, DeletionPurged, DeletionRequested, Event, utcnow
+from shared.consumer import DeadLetter, KafkaConsumerLoop, Message, MessageProcessor, PermanentError, Route
+from shared.events import (
+    DatasetOutcome,
+    DeletionOverdue,
+    DeletionPurged,
+    DeletionRequested,
+    Event,
+    InvalidEventError,
+    utcnow,
+)
 from shared.fakes import InMemoryPublisher
 from shared.metrics import Metrics
 from shared.settings import KafkaSettings
@@ -239,7 +248,10 @@ class RevokedConsumer:
 
 async def test_a_commit_for_a_partition_a_rebalance_took_away_does_not_kill_the_consumer():
     loop = KafkaConsumerLoop(
-        KafkaSettings(), group_id="g", client_id="c", processor=processor(None, InMemoryPublisher(), Sleeps())
+        KafkaSettings(security_protocol="PLAINTEXT"),
+        group_id="g",
+        client_id="c",
+        processor=processor(None, InMemoryPublisher(), Sleeps()),
     )
     loop._consumer = RevokedConsumer()  # type: ignore[assignment]
     await loop._commit(TopicPartition(topics.DELETION_REQUESTED, 0), 5)  # logged; the new owner re-reads
@@ -286,7 +298,7 @@ async def loop_over_two_partitions(partitions_at_once: int) -> tuple[list[str], 
 
     tp0, tp1 = TopicPartition(topics.DELETION_REQUESTED, 0), TopicPartition(topics.DELETION_REQUESTED, 1)
     loop = KafkaConsumerLoop(
-        KafkaSettings(),
+        KafkaSettings(security_protocol="PLAINTEXT"),
         group_id="g",
         client_id="c",
         processor=processor(handler, InMemoryPublisher(), Sleeps()),
@@ -310,3 +322,111 @@ async def test_one_partition_at_a_time_keeps_the_batch_sequential():
     handled, committed = await loop_over_two_partitions(partitions_at_once=1)
     assert handled == ["slow", "after-slow", "fast"]
     assert len(committed) == 2
+
+
+class Timeline(InMemoryPublisher):
+    """An in-memory publisher that also records the order of everything published, events and raw alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    async def publish(self, event: Event) -> None:
+        self.order.append(event.type)
+        await super().publish(event)
+
+    async def publish_raw(self, topic, value, *, key, headers) -> None:
+        self.order.append(topic)
+        await super().publish_raw(topic, value, key=key, headers=headers)
+
+
+def telling(seen: list[DeadLetter]):
+    """A rejection hook that answers each dead-lettered message with an overdue notice naming its offset."""
+
+    def hook(dead: DeadLetter) -> Sequence[Event]:
+        seen.append(dead)
+        return [
+            DeletionOverdue(
+                request_id=f"offset-{dead.message.offset}",
+                subject_id="user-1",
+                producer="test",
+                deadline_at=utcnow(),
+                status=dead.reason[:50],
+                past_deadline=False,
+            )
+        ]
+
+    return hook
+
+
+async def test_a_route_tells_the_sender_of_an_undecodable_message_before_it_is_dead_lettered():
+    publisher, sleeps, seen = Timeline(), Sleeps(), []
+    calls: list[Event] = []
+
+    async def handler(event: Event) -> Sequence[Event]:
+        calls.append(event)
+        return []
+
+    route = Route(handler, on_reject=telling(seen))
+    with capture_logs() as logs:
+        outcome = await processor(route, publisher, sleeps).process(message(b"{not json"))
+
+    assert outcome == "dead_lettered" and calls == []
+    assert publisher.order == [topics.DELETION_OVERDUE, "deletion.requested.dlq"]
+    [told] = [e for e in logs if e["event"] == "event.sender_told"]
+    assert told["told"] == [f"deletion.overdue:{publisher.events[0].event_id}"] and told["offset"] == 7
+    [dead] = seen
+    assert isinstance(dead.error, InvalidEventError)
+    assert dead.message.value == b"{not json" and dead.message.offset == 7
+    assert dead.reason == publisher.on("deletion.requested.dlq")[0].header("error")
+
+
+async def test_a_route_tells_the_sender_of_a_permanent_error_and_of_a_message_that_failed_every_attempt():
+    publisher, sleeps, seen = Timeline(), Sleeps(), []
+    failures = [PermanentError(f"{ADDRESS} may not ask"), KeyError("bug"), KeyError("bug")]
+
+    async def handler(event: Event) -> Sequence[Event]:
+        raise failures.pop(0)
+
+    route = Route(handler, on_reject=telling(seen))
+    first = await processor(route, publisher, sleeps, attempts=2).process(message(requested().to_bytes()))
+    second = await processor(route, publisher, sleeps, attempts=2).process(message(requested().to_bytes(), offset=8))
+
+    assert (first, second) == ("dead_lettered", "dead_lettered")
+    assert [type(d.error) for d in seen] == [PermanentError, KeyError]
+    assert seen[0].reason == "<address> may not ask"  # the sender hears the scrubbed reason, as the dead-letter says
+    assert "failed 2 times" in seen[1].reason
+    assert publisher.order == [topics.DELETION_OVERDUE, "deletion.requested.dlq"] * 2
+    assert [e.request_id for e in publisher.events] == ["offset-7", "offset-8"]
+
+
+async def test_a_route_tells_nothing_about_a_message_that_was_handled():
+    publisher, sleeps, seen = Timeline(), Sleeps(), []
+
+    async def handler(event: Event) -> Sequence[Event]:
+        return [purged_from(event)]
+
+    outcome = await processor(Route(handler, on_reject=telling(seen)), publisher, sleeps).process(
+        message(requested().to_bytes())
+    )
+
+    assert outcome == "ok" and seen == []
+    assert publisher.order == [topics.DELETION_PURGED]
+
+
+async def test_a_rejection_hook_that_fails_is_logged_and_the_message_is_still_dead_lettered():
+    publisher, sleeps = Timeline(), Sleeps()
+
+    async def handler(event: Event) -> Sequence[Event]:
+        return []
+
+    def broken(dead: DeadLetter) -> Sequence[Event]:
+        raise ValueError(f"cannot answer {ADDRESS}")
+
+    with capture_logs() as logs:
+        outcome = await processor(Route(handler, on_reject=broken), publisher, sleeps).process(message(None))
+
+    assert outcome == "dead_lettered"
+    assert publisher.order == ["deletion.requested.dlq"]
+    assert "event.rejection_hook_failed" in [e["event"] for e in logs]
+    assert leaks(logs, publisher) == []

@@ -1,5 +1,7 @@
 """The event contracts: round trips, strictness, and the topic each event belongs on."""
 
+import json
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -10,8 +12,10 @@ from shared.events import (
     EVENT_TYPES,
     DatasetOutcome,
     DeletionPurged,
+    DeletionRejected,
     DeletionRequested,
     InvalidEventError,
+    RequestDeletion,
     decode_event,
     utcnow,
 )
@@ -93,3 +97,65 @@ def test_a_request_with_anything_retained_is_partial():
     base = {"request_id": "r", "subject_id": "s", "producer": "purger"}
     assert DeletionPurged(outcomes=(erased,), **base).result == "completed"
     assert DeletionPurged(outcomes=(erased, kept), **base).result == "partial"
+
+
+def intent_doc(**overrides: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "type": "deletion.intents",
+        "producer": "billing",
+        "subject_id": "user-1",
+        "reason": "account closed",
+    }
+    return doc | overrides
+
+
+def test_the_intent_is_a_small_versioned_command_keyed_by_its_subject():
+    intent = RequestDeletion(producer="billing", subject_id="user-1", reason=" account closed ", idempotency_key="k-1")
+    assert decode_event(topics.DELETION_INTENTS, intent.to_bytes()) == intent
+    assert intent.key() == b"user-1" and intent.schema_version == 1
+    assert intent.reason == "account closed" and intent.request_id is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"subject_id": "user 1"}, "subject_id"),  # the HTTP path's pattern: no spaces, slashes or controls
+        ({"subject_id": "../etc"}, "subject_id"),
+        ({"subject_id": "x" * 201}, "subject_id"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"request_id": "req_1"}, "request_id"),  # intake names the request
+        ({"reason": ""}, "reason"),
+        ({"reason": "x" * 201}, "reason"),
+        ({"idempotency_key": "has space"}, "idempotency_key"),
+        ({"email": "someone@example.com"}, "email"),
+    ],
+)
+def test_an_intent_that_breaks_the_contract_is_invalid(overrides, field):
+    raw = json.dumps(intent_doc(**overrides)).encode()
+    with pytest.raises(InvalidEventError, match=field):
+        decode_event(topics.DELETION_INTENTS, raw)
+
+
+def test_an_intent_needs_its_subject_reason_and_producer():
+    for missing in ("subject_id", "reason", "producer"):
+        doc = intent_doc()
+        del doc[missing]
+        with pytest.raises(InvalidEventError, match=missing):
+            decode_event(topics.DELETION_INTENTS, json.dumps(doc).encode())
+
+
+def test_a_rejection_carries_what_could_be_read_of_the_intent():
+    bare = DeletionRejected(producer="intake", cause="invalid", reason="not JSON")
+    assert decode_event(topics.DELETION_REJECTED, bare.to_bytes()) == bare
+    assert bare.key() == str(bare.event_id).encode()
+    told = DeletionRejected(
+        producer="intake",
+        cause="unauthorized",
+        reason="may not ask",
+        subject_id="user-1",
+        intent_producer="marketing",
+        intent_event_id=uuid.uuid4(),
+    )
+    assert told.key() == b"user-1"
+    with pytest.raises(ValidationError, match="cause"):
+        DeletionRejected(producer="intake", cause="because", reason="x")

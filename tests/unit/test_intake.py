@@ -8,7 +8,11 @@ import pytest
 
 from services.intake import handlers
 from services.intake.adapters.memory import InMemoryRequestStore
+from services.intake.deletions import Deletions
 from services.intake.handlers import DeletionRequest, RulePatchError, due_overdue, fold, new_request, patch_rules
+from services.intake.settings import IntakeSettings
+from shared import topics, topology
+from shared.consumer import DeadLetter, Message, MessageProcessor, PermanentError, Route
 from shared.datamap import DataMap, Dataset, MongoLocation
 from shared.events import (
     DatasetOutcome,
@@ -17,12 +21,18 @@ from shared.events import (
     DeletionKeysDestroyed,
     DeletionNotified,
     DeletionPurged,
+    DeletionRejected,
     HardDeletedDataset,
+    InvalidEventError,
     KeyRef,
+    RequestDeletion,
+    decode_event,
 )
-from shared.fakes import InMemoryRetentionStore
+from shared.fakes import InMemoryContactStore, InMemoryKeyvault, InMemoryPublisher, InMemoryRetentionStore
+from shared.metrics import Metrics
 from shared.retention import Rule, StaleRuleSetError, retained_datasets
-from tests.support import PARTIAL, litigation_hold
+from shared.settings import KafkaSettings
+from tests.support import PARTIAL, UNIT_DATAMAP, litigation_hold
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -220,3 +230,240 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_and_others_do_n
     await limits.email(address="a@example.com", client="10.0.0.3")
     with pytest.raises(ProblemError):
         await limits.email(address="a@example.com", client="10.0.0.4")  # the address's limit, from any client
+
+
+# --- Intents: upstream services ask for deletions on the bus ---------------------------------------------------
+
+
+class Accounts:
+    """The accounts directory (AccountDirectory) in memory: subject id -> the address the final notice goes to."""
+
+    def __init__(self, **addresses: str) -> None:
+        self.addresses = addresses
+
+    async def subject_for(self, email_hash: str) -> str | None:
+        return None
+
+    async def stored_address(self, subject_id: str) -> str | None:
+        return self.addresses.get(subject_id)
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.kicks = 0
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+
+def deletions(store: InMemoryRequestStore | None = None, now: datetime = T0, **addresses: str):
+
+    relay = Relay()
+    return Deletions(
+        settings=IntakeSettings(deadline_days=30, backups_days=90),
+        datamap=UNIT_DATAMAP,
+        requests=store or InMemoryRequestStore(),
+        accounts=Accounts(**addresses),
+        contacts=InMemoryContactStore(),
+        keyvault=InMemoryKeyvault(),
+        clock=lambda: now,
+        kick_relay=relay.kick,
+    ), relay
+
+
+def intent(subject: str = "u1", producer: str = "billing", **extra):
+
+    return RequestDeletion(subject_id=subject, producer=producer, reason="account closed", occurred_at=T0, **extra)
+
+
+ALLOWED = ("billing", "accounts")
+
+
+@pytest.mark.asyncio
+async def test_an_intent_starts_a_request_as_the_api_would_with_its_deadline_contact_and_outbox():
+    ports, relay = deletions(u1="ada@example.test")
+
+    emitted = await handlers.request_from_intent(intent(), ports, producers=ALLOWED)
+
+    assert emitted == ()  # deletion.requested goes out through the outbox, as for the API
+    [record] = ports.requests.requests.values()
+    assert record.status == "received"
+    assert record.channel == "bus" and record.requested_by == "upstream:billing"
+    assert record.deadline_at == T0 + 30 * DAY and record.backups_purged_by == T0 + 90 * DAY
+    [event] = ports.requests.outbox
+    assert (event.request_id, event.subject_id, event.channel) == (record.request_id, "u1", "bus")
+    assert ports.requests.claims == {"u1": record.request_id}
+    [contact] = ports.contacts.contacts.values()
+    assert contact.request_id == record.request_id
+    assert await ports.keyvault.decrypt("u1", "contact", contact.email_ciphertext) == b"ada@example.test"
+    assert relay.kicks == 1
+
+
+async def api_delete(ports, subject: str):
+    """What DELETE /users/{subject}/data decides, through the same use case."""
+    started, record = await ports.start(subject, requested_by="svc", channel="api")
+    return (202 if started else 200), {"request_id": record.request_id}
+
+
+@pytest.mark.asyncio
+async def test_a_second_intent_for_a_subject_with_an_open_request_starts_nothing_new():
+    ports, relay = deletions(u1="ada@example.test")
+    await handlers.request_from_intent(intent(), ports, producers=ALLOWED)
+    [first] = ports.requests.requests
+
+    await handlers.request_from_intent(intent(producer="accounts"), ports, producers=ALLOWED)
+    status, body = await api_delete(ports, "u1")
+
+    assert list(ports.requests.requests) == [first]
+    assert len(ports.requests.outbox) == 1 and relay.kicks == 1
+    assert len(ports.contacts.contacts) == 1  # the second contact was dropped: the open request has one
+    assert (status, body["request_id"]) == (200, first)  # the API gives the same answer for the same subject
+
+
+@pytest.mark.asyncio
+async def test_a_re_consumed_intent_starts_nothing_even_after_its_request_finished_but_a_new_one_does():
+    store = InMemoryRequestStore()
+    ports, _ = deletions(store)
+    first = intent()
+    await handlers.request_from_intent(first, ports, producers=ALLOWED)
+    [request_id] = store.requests
+    for event in chain(store.requests[request_id]):
+        await handlers.track(event, store, now=T0)
+    assert store.requests[request_id].status == "completed" and store.claims == {}
+
+    await handlers.request_from_intent(first, ports, producers=ALLOWED)  # the same message, consumed again
+    assert list(store.requests) == [request_id]
+
+    await handlers.request_from_intent(intent(), ports, producers=ALLOWED)  # a new ask, as a new API call
+    assert len(store.requests) == 2
+
+
+@pytest.mark.asyncio
+async def test_an_idempotency_key_starts_one_request_and_may_not_be_reused_for_another_subject():
+    store = InMemoryRequestStore()
+    ports, _ = deletions(store)
+    await handlers.request_from_intent(intent(idempotency_key="close-42"), ports, producers=ALLOWED)
+    [request_id] = store.requests
+    for event in chain(store.requests[request_id]):
+        await handlers.track(event, store, now=T0)
+
+    await handlers.request_from_intent(intent(idempotency_key="close-42"), ports, producers=ALLOWED)
+    assert list(store.requests) == [request_id]
+    other = intent(producer="accounts", idempotency_key="close-42")
+    await handlers.request_from_intent(other, ports, producers=ALLOWED)
+    assert len(store.requests) == 2  # keys are per producer
+    with pytest.raises(handlers.IntentRejectedError) as caught:
+        await handlers.request_from_intent(intent("u2", idempotency_key="close-42"), ports, producers=ALLOWED)
+    assert caught.value.cause == "invalid" and "idempotency_key" in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_an_intent_from_a_service_that_may_not_ask_is_rejected_and_starts_nothing():
+    ports, relay = deletions(u1="ada@example.test")
+
+    with pytest.raises(handlers.IntentRejectedError) as caught:
+        await handlers.request_from_intent(intent(producer="marketing"), ports, producers=ALLOWED)
+
+    assert caught.value.cause == "unauthorized"
+    assert "'marketing'" in str(caught.value) and "INTAKE_INTENT_PRODUCERS" in str(caught.value)
+    assert ports.requests.requests == {} and ports.requests.outbox == [] and ports.contacts.contacts == {}
+    assert relay.kicks == 0
+    with pytest.raises(handlers.IntentRejectedError):
+        await handlers.request_from_intent(intent(), ports, producers=())  # none allowed: every intent refused
+
+
+def test_intake_folds_status_from_every_deletion_topic_but_intents_and_rejections_and_handles_intents_apart():
+
+    ports, _ = deletions()
+    routes = handlers.routes(ports.requests, lambda: T0, deletions=ports, producers=ALLOWED)
+
+    assert set(routes) == {*topics.DELETION_TOPICS} - {topics.DELETION_REJECTED}
+    assert set(routes) == set(topology.consumed_by("intake"))
+    assert isinstance(routes[topics.DELETION_INTENTS], Route)
+    assert not any(isinstance(routes[t], Route) for t in topics.STATUS_TOPICS)
+    record, _ = requested()
+    assert fold(record, intent(), seen_at=T0) == record
+
+
+def dead_intent(value: bytes | None, error: Exception, reason: str = "why", offset: int = 9):
+
+    return DeadLetter(Message("deletion.intents", 2, offset, b"k", value), reason, error)
+
+
+def decode_error(value: bytes) -> Exception:
+
+    with pytest.raises(InvalidEventError) as caught:
+        decode_event("deletion.intents", value)
+    return caught.value
+
+
+def test_an_intent_with_a_bad_subject_id_is_rejected_as_invalid_naming_the_field_but_not_the_id():
+    good = intent()
+    value = good.to_bytes().replace(b'"u1"', b'"u 1/../x"')
+
+    [rejected] = handlers.rejection(dead_intent(value, decode_error(value)))
+
+    assert rejected.type == "deletion.rejected" and rejected.producer == "intake"
+    assert rejected.cause == "invalid"
+    assert rejected.subject_id is None  # not a valid subject id: neither told nor used as the key
+    assert (rejected.intent_event_id, rejected.intent_producer) == (good.event_id, "billing")
+    assert rejected.reason.startswith("not a valid intent: subject_id: String should match pattern")
+    assert "u 1/../x" not in rejected.reason
+
+
+def test_an_intent_of_an_unknown_schema_version_is_rejected_as_invalid():
+    value = intent().to_bytes().replace(b'"schema_version":1', b'"schema_version":2')
+
+    [rejected] = handlers.rejection(dead_intent(value, decode_error(value)))
+
+    assert rejected.cause == "invalid" and rejected.subject_id == "u1" and rejected.key() == b"u1"
+    assert rejected.reason == "not a valid intent: schema_version: Input should be 1"
+
+
+def test_a_refused_or_unreadable_intent_is_answered_once_per_message_with_what_could_be_read():
+
+    good = intent(producer="marketing")
+    refused = handlers.IntentRejectedError("unauthorized", "the service 'marketing' may not ask")
+    [unauthorized] = handlers.rejection(dead_intent(good.to_bytes(), refused, reason=str(refused)))
+    [again] = handlers.rejection(dead_intent(good.to_bytes(), refused, reason=str(refused)))
+    [garbage] = handlers.rejection(dead_intent(b"\xff{not json", decode_error(b"\xff{not json"), offset=10))
+    [failed] = handlers.rejection(dead_intent(good.to_bytes(), KeyError("bug"), reason="failed 8 times", offset=11))
+    [permanent] = handlers.rejection(dead_intent(None, PermanentError("no"), reason="no", offset=12))
+
+    assert (unauthorized.cause, unauthorized.subject_id, unauthorized.intent_producer) == (
+        "unauthorized",
+        "u1",
+        "marketing",
+    )
+    assert unauthorized.reason == "the service 'marketing' may not ask"
+    assert again.event_id == unauthorized.event_id  # a re-consumed intent is answered with the same event
+    assert garbage.cause == "invalid" and garbage.event_id != unauthorized.event_id
+    assert (garbage.subject_id, garbage.intent_event_id, garbage.intent_producer) == (None, None, None)
+    assert (failed.cause, failed.reason) == ("failed", "failed 8 times")
+    assert permanent.cause == "failed"
+
+
+@pytest.mark.asyncio
+async def test_the_consumer_loop_answers_a_refused_intent_on_deletion_rejected_and_dead_letters_it():
+
+    ports, _ = deletions()
+    publisher = InMemoryPublisher()
+    processor = MessageProcessor(
+        routes=handlers.routes(ports.requests, lambda: T0, deletions=ports, producers=ALLOWED),
+        publisher=publisher,
+        settings=KafkaSettings(security_protocol="PLAINTEXT"),
+        metrics=Metrics(service="test"),
+    )
+    refused = intent(producer="marketing")
+    bad = intent().to_bytes().replace(b'"u1"', b'"bad id"')
+
+    for offset, value in enumerate((refused.to_bytes(), bad, intent("u3").to_bytes())):
+        await processor.process(Message("deletion.intents", 0, offset, b"k", value))
+
+    rejected = [e for e in publisher.events if isinstance(e, DeletionRejected)]
+    assert [(r.cause, r.subject_id) for r in rejected] == [("unauthorized", "u1"), ("invalid", None)]
+    assert rejected[0].intent_event_id == refused.event_id
+    dead = publisher.on("deletion.intents.dlq")
+    assert [d.value for d in dead] == [refused.to_bytes(), bad]
+    assert "may not ask for deletions" in dead[0].header("error")
+    assert [r.subject_id for r in ports.requests.requests.values()] == ["u3"]

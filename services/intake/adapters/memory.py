@@ -50,6 +50,7 @@ class InMemoryRequestStore:
         status: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        subject_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[DeletionRequest]:
@@ -57,6 +58,7 @@ class InMemoryRequestStore:
             r
             for r in self.requests.values()
             if (status is None or r.status == status)
+            and (subject_id is None or r.subject_id == subject_id)
             and (since is None or (r.created_at is not None and r.created_at >= since))
             and (until is None or (r.created_at is not None and r.created_at < until))
         ]

@@ -75,10 +75,11 @@ class RequestStore(Protocol):
         status: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        subject_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[DeletionRequest]:
-        """Requests, newest first, optionally of one status and received in [since, until)."""
+        """Requests, newest first, optionally of one status, of one subject and received in [since, until)."""
         ...
 
     async def reserve_key(
@@ -100,10 +101,14 @@ def _record(doc: dict[str, Any]) -> DeletionRequest:
     return DeletionRequest.model_validate({"request_id": doc["_id"], **fields})
 
 
-def page_filter(status: str | None, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+def page_filter(
+    status: str | None, since: datetime | None, until: datetime | None, subject_id: str | None = None
+) -> dict[str, Any]:
     query: dict[str, Any] = {}
     if status is not None:
         query["status"] = status
+    if subject_id is not None:
+        query["subject_id"] = subject_id
     window = {op: at for op, at in (("$gte", since), ("$lt", until)) if at is not None}
     if window:
         query["created_at"] = window
@@ -163,11 +168,12 @@ class MongoRequestStore:
         status: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        subject_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[DeletionRequest]:
         cursor = (
-            self._requests.find(page_filter(status, since, until))
+            self._requests.find(page_filter(status, since, until, subject_id))
             .sort([("created_at", -1), ("_id", 1)])
             .skip(offset)
             .limit(limit)

@@ -1,0 +1,1 @@
+"""Tooling that works on the project rather than in it: generators of published documents (shared never imports it)."""

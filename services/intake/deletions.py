@@ -1,0 +1,139 @@
+"""Starting a deletion, whoever asks: the one use case behind ``DELETE /users/{id}/data`` and the bus's intents."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+
+from services.intake import handlers
+from services.intake.adapters.store import AccountDirectory, RequestStore, StoredReply
+from services.intake.handlers import (
+    DeletionRequest,
+    IdempotencyKeyBusyError,
+    IdempotencyKeyReusedError,
+    RequestNotReadyError,
+)
+from services.intake.settings import IntakeSettings
+from shared.contacts import CONTACT_DATASET, Contact
+from shared.datamap import DataMap
+from shared.events import Channel
+from shared.keyvault_client import KeyUnavailableError, KeyvaultError
+
+log = structlog.get_logger(__name__)
+
+# How long a first request with an idempotency key holds it before another may take over (its holder died).
+IDEMPOTENCY_LEASE = timedelta(seconds=30)
+
+
+class Sealer(Protocol):
+    """The part of keyvault that reads the account's address and seals it for the final notice."""
+
+    async def encrypt(self, subject_id: str, dataset: str, plaintext: bytes) -> str: ...
+    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes: ...
+
+
+class ContactStore(Protocol):
+    async def put(self, contact: Contact) -> None: ...
+    async def forget(self, request_id: str) -> None: ...
+
+
+@dataclass
+class Deletions:
+    """What starting a deletion needs; app.py builds one that the HTTP API and the intent handler share."""
+
+    settings: IntakeSettings
+    datamap: DataMap
+    requests: RequestStore
+    accounts: AccountDirectory
+    contacts: ContactStore
+    keyvault: Sealer | None
+    clock: Callable[[], datetime]
+    kick_relay: Callable[[], None]
+
+    async def start(self, subject_id: str, *, requested_by: str, channel: Channel) -> tuple[bool, DeletionRequest]:
+        """Start a deletion, or return the subject's open one: (started, request).
+
+        The account's address is kept first (for the final notice), then the request is claimed and stored with its
+        deadline, and the relay is woken to publish ``deletion.requested``. Raises :class:`RequestNotReadyError` when
+        another request for the subject is being stored (retry shortly).
+        """
+        request_id = handlers.new_request_id()
+        captured = await self.capture_contact(subject_id, request_id)
+        try:
+            started, record = await handlers.request_deletion(
+                self.requests,
+                subject_id=subject_id,
+                requested_by=requested_by,
+                channel=channel,
+                now=self.clock(),
+                deadline=timedelta(days=self.settings.deadline_days),
+                backups=timedelta(days=self.settings.backups_days),
+                request_id=request_id,
+            )
+        except RequestNotReadyError:
+            if captured:
+                await self.contacts.forget(request_id)  # no request was stored under this id
+            raise
+        if captured and record.request_id != request_id:
+            await self.contacts.forget(request_id)  # the subject's open request already has its contact
+        if started:
+            self.kick_relay()
+            log.info("request.received", request_id=record.request_id, subject_id=subject_id, channel=channel)
+        return started, record
+
+    async def capture_contact(self, subject_id: str, request_id: str) -> bool:
+        """Keep the account's address for the final notice, sealed under the subject's contact key.
+
+        It is read now, before the purge erases the account and keyvault shreds its key. Without it the
+        deletion still goes ahead; only the person's mail is not sent (the request shows it).
+        """
+        settings = self.settings
+        if self.keyvault is None or settings.accounts_dataset not in self.datamap.names:
+            return False
+        accounts = self.datamap.get(settings.accounts_dataset)
+        try:
+            stored = await self.accounts.stored_address(subject_id)
+            if stored is None:
+                return False
+            address = (
+                (await self.keyvault.decrypt(subject_id, accounts.name, stored)).decode()
+                if settings.email_address_field in accounts.encrypted_fields
+                else stored
+            )
+            sealed = await self.keyvault.encrypt(subject_id, CONTACT_DATASET, address.encode())
+            await self.contacts.put(Contact(request_id, subject_id, sealed))
+            return True
+        except (KeyvaultError, KeyUnavailableError, aiohttp.ClientError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("request.contact_not_kept", subject_id=subject_id, error=repr(exc))
+            return False
+
+    async def once(
+        self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+    ) -> tuple[StoredReply, bool]:
+        """Run ``run`` once per idempotency key, keeping its answer: (answer, replayed).
+
+        ``key`` is already scoped to whoever asks. Raises :class:`IdempotencyKeyReusedError` when the key was used for
+        another request (``fingerprint``) and :class:`IdempotencyKeyBusyError` while its first use is still running.
+        """
+        reserved = await self.requests.reserve_key(
+            key, fingerprint=fingerprint, now=self.clock(), lease=IDEMPOTENCY_LEASE
+        )
+        if reserved == "mismatch":
+            raise IdempotencyKeyReusedError(key)
+        if isinstance(reserved, StoredReply):
+            return reserved, True
+        if reserved == "busy":
+            raise IdempotencyKeyBusyError(key)
+        try:
+            status, body = await run()
+        except BaseException:
+            await self.requests.forget_key(key)
+            raise
+        reply = StoredReply(fingerprint, status, body)
+        await self.requests.complete_key(key, reply=reply, now=self.clock())
+        return reply, False
