@@ -196,11 +196,15 @@ class KeyCacheInvalidator:
     async def run(self) -> None:
         from shared.events import InvalidEventError, decode_event
 
-        async for record in self._consumer:
-            try:
-                event = decode_event(record.topic, record.value)
-            except InvalidEventError:
-                continue  # the keyvault consumer dead-letters it; a cache has nothing to forget
-            if event.subject_id:
-                self._client.forget_subject(event.subject_id)
-                self.forgotten += 1
+        while True:
+            # Short polls: cancelling the job (the service stopping) lands between two of them, never inside
+            # aiokafka's fetcher.
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for record in (r for batch in batches.values() for r in batch):
+                try:
+                    event = decode_event(record.topic, record.value)
+                except InvalidEventError:
+                    continue  # the keyvault consumer dead-letters it; a cache has nothing to forget
+                if event.subject_id:
+                    self._client.forget_subject(event.subject_id)
+                    self.forgotten += 1

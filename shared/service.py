@@ -77,7 +77,11 @@ class Service:
         """Stop consuming (finishing the message in hand), stop serving, close clients."""
         for task in self._background_tasks:
             task.cancel()
-        await asyncio.gather(*self._background_tasks, return_exceptions=True)
+        if self._background_tasks:
+            # A job that swallows its cancellation must not keep the service from stopping: it is left behind, named.
+            _, stuck = await asyncio.wait(self._background_tasks, timeout=grace_s)
+            for task in stuck:
+                log.warning("service.job_did_not_stop", job=task.get_name())
         if self.consumer is not None:
             self.consumer.request_stop()
         if self._consume_task is not None:

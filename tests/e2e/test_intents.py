@@ -162,17 +162,22 @@ async def test_a_duplicate_intent_for_an_open_request_starts_nothing_new(pipelin
     [subject] = seed(pipeline, f"twice-{uuid.uuid4().hex[:6]}")
     first = intent(subject)
 
-    # The same intent twice (a re-sent message) and another one for the same subject, before the first is done.
-    await publish(upstream, first, first, intent(subject, reason="support ticket 4711"))
+    # The purger is stopped, so the request stays open however fast lethe is (a deletion takes well under a second).
+    pipeline.kill("purger")
+    try:
+        # The same intent twice (a re-sent message) and another one for the same subject, before the first is done.
+        await publish(upstream, first, first, intent(subject, reason="support ticket 4711"))
 
-    request_id = (await the_request(a, subject))["request_id"]
-    async with asyncio.timeout(30):
-        while len(handled := handled_intents(pipeline, subject)) < 3:
-            await asyncio.sleep(0.3)
-    assert {e["request_id"] for e in handled} == {request_id}
-    assert [(e["started"], e["replayed"]) for e in handled] == [(True, False), (False, True), (False, False)]
-    status, answer = await a.call("DELETE", "intake", f"/users/{subject}/data", DELETION_ANY)
-    assert (status, answer["request_id"]) == (200, request_id)  # the API gives the same answer
+        request_id = (await the_request(a, subject))["request_id"]
+        async with asyncio.timeout(30):
+            while len(handled := handled_intents(pipeline, subject)) < 3:
+                await asyncio.sleep(0.3)
+        assert {e["request_id"] for e in handled} == {request_id}
+        assert [(e["started"], e["replayed"]) for e in handled] == [(True, False), (False, True), (False, False)]
+        status, answer = await a.call("DELETE", "intake", f"/users/{subject}/data", DELETION_ANY)
+        assert (status, answer["request_id"]) == (200, request_id)  # the API gives the same answer
+    finally:
+        await pipeline.restart("purger")
 
     await a.wait_status(request_id, {"completed"})
     await one_webhook(receiver, request_id, "data_deletion.completed")
