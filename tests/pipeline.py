@@ -184,6 +184,13 @@ class Pipeline:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
+    def pause(self, name: str, instance: int = 0) -> None:
+        """SIGSTOP: the process holds its partitions and positions but does nothing (resume within its session)."""
+        self.procs[(name, instance)].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str, instance: int = 0) -> None:
+        self.procs[(name, instance)].send_signal(signal.SIGCONT)
+
     async def restart(self, name: str, instance: int = 0, timeout_s: float = 120) -> None:
         self.start_instance(name, instance)
         await self.wait_ready(timeout_s, keys=[(name, instance)])

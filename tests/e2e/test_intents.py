@@ -162,8 +162,9 @@ async def test_a_duplicate_intent_for_an_open_request_starts_nothing_new(pipelin
     [subject] = seed(pipeline, f"twice-{uuid.uuid4().hex[:6]}")
     first = intent(subject)
 
-    # The purger is stopped, so the request stays open however fast lethe is (a deletion takes well under a second).
-    pipeline.kill("purger")
+    # The purger is paused, so the request stays open however fast lethe is (a deletion takes well under a second);
+    # it resumes within its consumer session, keeping its partitions and positions.
+    pipeline.pause("purger")
     try:
         # The same intent twice (a re-sent message) and another one for the same subject, before the first is done.
         await publish(upstream, first, first, intent(subject, reason="support ticket 4711"))
@@ -177,7 +178,7 @@ async def test_a_duplicate_intent_for_an_open_request_starts_nothing_new(pipelin
         status, answer = await a.call("DELETE", "intake", f"/users/{subject}/data", DELETION_ANY)
         assert (status, answer["request_id"]) == (200, request_id)  # the API gives the same answer
     finally:
-        await pipeline.restart("purger")
+        pipeline.resume("purger")
 
     await a.wait_status(request_id, {"completed"})
     await one_webhook(receiver, request_id, "data_deletion.completed")
