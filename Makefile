@@ -10,7 +10,7 @@ PY := .venv/bin/python
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## Install what is missing: .venv, Kafka jars, FerretDB and SeaweedFS builds (cached in ~/.cache/lethe)
+setup: ## Install what is missing: .venv (with SecantusDB), Kafka jars, the SeaweedFS build (cached in ~/.cache/lethe)
 	@$(LOCAL)/setup.sh
 
 run: ## Install, start the stack and the five services, stream their logs; Ctrl-C stops everything
@@ -19,7 +19,7 @@ run: ## Install, start the stack and the five services, stream their logs; Ctrl-
 test: ## Install, start the stack, run every test layer against it, stop it; exits with the tests' status
 	@$(LOCAL)/test.sh
 
-up: setup ## Start the local stack (Kafka, FerretDB, SeaweedFS, Milvus Lite, SMTP catcher) in the background
+up: setup ## Start the local stack (Kafka, SecantusDB, SeaweedFS, Milvus Lite, SMTP catcher) in the background
 	@$(LOCAL)/stack.sh up
 
 down: ## Stop the five services and the local stack

@@ -1,12 +1,20 @@
-"""End-to-end benchmark: deletions per second from DELETE to the integrator's webhook, and their latency.
+"""End-to-end benchmark: deletions per second from DELETE to the integrator's webhook, and where the time goes.
 
-The five services run as separate processes on the local stack (one instance each). Every subject is seeded like
-`lethe seed` does: records in the six MongoDB datasets (encrypted fields sealed through keyvault), four S3
-versions and markers, three Milvus vectors; the data map has 9 datasets, so each deletion touches 9 (one exempt).
+The five services run as separate processes on the local stack (one instance each). ``--people`` subjects (10,000
+by default) are seeded like `lethe seed` does, in bulk: records in the six MongoDB datasets (encrypted fields sealed
+through keyvault), four S3 versions and markers, three Milvus vectors; the data map has 9 datasets (one exempt).
 
-Three runs: a fixed offered rate, saturation (all deletions at once), and the raw limit of the stores for the
-same work (indexed deletes by _id on MongoDB and DeleteObjects on S3, issued directly, without lethe). It prints a
-table, each service's peak RSS, and writes var/bench/chain.json. Run with `make bench` or `make bench-chain`.
+Runs, one after another, each on subjects of its own:
+- fixed offered rates (1, 10, 50, 100 deletions/s by default), each for ``--seconds``;
+- saturation: ``--saturation`` deletions all at once;
+- the raw store limit: the same deletes issued straight at the stores, without lethe (indexed ``delete_many`` by
+  subject in each collection, every S3 version with DeleteObjects, the Milvus vectors by filter).
+
+For each run it reports throughput, p50/p95/p99 from DELETE to the first webhook, and per deletion: the MongoDB
+commands each service sent, the Kafka records each published, and the CPU seconds of every process (the five
+services, Kafka, the MongoDB server, SeaweedFS, Milvus, and this driver). CPU is read from /proc before and after a
+run, so it includes whatever else the process did meanwhile (a few background jobs). Writes var/bench/chain.json.
+Run with `make bench-chain` (or `make bench`); `--people 100000` works (seeding then takes much longer).
 """
 
 from __future__ import annotations
@@ -20,10 +28,14 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from pymilvus import MilvusClient
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
@@ -36,9 +48,12 @@ from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
 from shared.settings import MilvusSettings, MongoSettings, S3Settings
-from tests.pipeline import ROOT, Api, Pipeline, Servers, WebhookReceiver, token
+from tests.pipeline import ROOT, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
 
 DATAMAP = load_datamap(ROOT / "deploy" / "datamap.yaml")
+STACK = ("kafka", "mongo", "seaweedfs", "milvus")  # the servers whose CPU counts (var/run/<name>.pid)
+SEED_BATCH = 250
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def servers() -> Servers:
@@ -61,20 +76,93 @@ def settings_of(p: Pipeline) -> PurgerSettings:
     )
 
 
-async def seed(p: Pipeline, subjects: list[str]) -> None:
+async def seed(p: Pipeline, subjects: list[str]) -> float:
     rng = random.Random(1)
-    started = time.monotonic()
-    async with KeyvaultClient(p.url("keyvault"), token=token(KEYS_USE)) as kv:
-        seeder = Seeder(settings_of(p), DATAMAP, kv, "lethe-local-email-lookup-key")
-        async with seeder:
-            gate = asyncio.Semaphore(4)
+    started = shown = time.monotonic()
+    kv = KeyvaultClient(p.url("keyvault"), token=token(KEYS_USE))  # the seeder closes it
+    async with Seeder(settings_of(p), DATAMAP, kv, "lethe-local-email-lookup-key") as seeder:
+        for start in range(0, len(subjects), SEED_BATCH):
+            await seeder.people(subjects[start : start + SEED_BATCH], rng)
+            if time.monotonic() - shown > 10:
+                shown = time.monotonic()
+                rate = (start + SEED_BATCH) / (shown - started)
+                print(f"    seeded {start + SEED_BATCH:,}/{len(subjects):,} people ({rate:.0f}/s)", flush=True)
+    took = time.monotonic() - started
+    print(f"  seeded {len(subjects):,} people in {took:.0f} s", flush=True)
+    return took
 
-            async def one(subject: str) -> None:
-                async with gate:
-                    await seeder.person(subject, rng)
 
-            await asyncio.gather(*(one(s) for s in subjects))
-    print(f"  seeded {len(subjects)} people in {time.monotonic() - started:.1f} s", flush=True)
+# --- what each process spends -------------------------------------------------------------------------------------
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in a process group (a server and its children)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is the state; pgrp is the 5th field of stat, the 3rd after ")"
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def _process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_seconds(p: Pipeline) -> dict[str, float]:
+    cpu = {name: _process_cpu_s(p.procs[(name, 0)].pid) for name in SERVICES}
+    for name in STACK:
+        pid_file = ROOT / "var" / "run" / f"{name}.pid"
+        if pid_file.exists():
+            cpu[name] = _group_cpu_s(int(pid_file.read_text()))
+    cpu["driver"] = _process_cpu_s(os.getpid())
+    return cpu
+
+
+async def counters(p: Pipeline, http: aiohttp.ClientSession) -> dict[str, Counter[str]]:
+    """Each service's MongoDB commands and published Kafka records so far, from its /metrics."""
+    mongo: Counter[str] = Counter()
+    kafka: Counter[str] = Counter()
+    for name in SERVICES:
+        async with http.get(f"{p.url(name)}/metrics") as response:
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "lethe_mongo_commands_total":
+                    mongo[name] += int(sample.value)
+                    mongo[f"{name}.{sample.labels['command']}"] += int(sample.value)
+                elif sample.name == "lethe_events_published_total":
+                    kafka[name] += int(sample.value)
+    return {"mongo": mongo, "kafka": kafka}
+
+
+async def measured(
+    p: Pipeline, http: aiohttp.ClientSession, deletions: int, work: Callable[[], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Run ``work``; add what it cost per deletion: CPU seconds per process, MongoDB commands and Kafka records."""
+    cpu0, count0 = cpu_seconds(p), await counters(p, http)
+    result = await work()
+    cpu1, count1 = cpu_seconds(p), await counters(p, http)
+    n = max(1, deletions)
+    result["cpu_s_per_deletion"] = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / n, 4) for k in cpu1}
+    result["cpu_s_per_deletion_total"] = round(sum(result["cpu_s_per_deletion"].values()), 4)
+    for kind in ("mongo", "kafka"):
+        per = {s: round((count1[kind][s] - count0[kind][s]) / n, 2) for s in SERVICES}
+        result[f"{kind}_per_deletion"] = per
+        result[f"{kind}_per_deletion_total"] = round(sum(per.values()), 2)
+    result["mongo_per_deletion_by_command"] = {
+        k: round((v - count0["mongo"][k]) / n, 2) for k, v in sorted(count1["mongo"].items()) if "." in k
+    }
+    return result
+
+
+# --- the runs -----------------------------------------------------------------------------------------------------
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -88,12 +176,14 @@ async def run(api: Api, receiver: WebhookReceiver, subjects: list[str], rate: fl
     """Offer the deletions at ``rate`` per second (None: all at once); wait for every webhook."""
     sent: dict[str, float] = {}
     started = time.monotonic()
+    gate = asyncio.Semaphore(64)  # connections to intake at once, so a burst queues here, not in the kernel
 
     async def one(i: int, subject: str) -> None:
         if rate is not None:
             await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-        t = time.monotonic()
-        sent[await api.delete(subject)] = t
+        async with gate:
+            t = time.monotonic()
+            sent[await api.delete(subject)] = t
 
     await asyncio.gather(*(one(i, s) for i, s in enumerate(subjects)))
     async with asyncio.timeout(600 + 3 * len(subjects)):
@@ -114,29 +204,28 @@ async def run(api: Api, receiver: WebhookReceiver, subjects: list[str], rate: fl
 
 
 async def raw_limit(p: Pipeline, subjects: list[str]) -> dict[str, Any]:
-    """The same erasure issued straight at the stores: each record by _id, each S3 version with DeleteObjects."""
+    """The same erasure issued straight at the stores, 16 subjects at a time: per collection one indexed
+    ``delete_many`` by subject, every S3 version with DeleteObjects, the Milvus vectors by filter."""
     settings = settings_of(p)
     client = create_mongo_client(settings.mongo)
     db = client[p.database]
+    milvus = MilvusClient(uri=settings.milvus.uri)
     mongo_sets = [d for d in DATAMAP.datasets if d.mongo is not None and not d.exempt]
     s3_sets = [d for d in DATAMAP.datasets if d.s3 is not None]
-    ids: dict[str, list[tuple[str, list[Any]]]] = {}
-    for subject in subjects:  # found beforehand: the raw figure is the deleting alone
-        ids[subject] = []
-        for d in mongo_sets:
-            assert d.mongo is not None
-            found = await db[d.mongo.collection].find({d.mongo.subject_field: subject}, {"_id": 1}).to_list()
-            ids[subject].append((d.mongo.collection, [doc["_id"] for doc in found]))
-    records = sum(len(v) for parts in ids.values() for _, v in parts)
+    milvus_sets = [d for d in DATAMAP.datasets if d.milvus is not None]
+    records = 0
     async with s3_client(settings.s3) as s3:
         started = time.monotonic()
-        gate = asyncio.Semaphore(4)
+        gate = asyncio.Semaphore(16)
 
         async def one(subject: str) -> None:
+            nonlocal records
             async with gate:
-                for collection, keys in ids[subject]:
-                    for key in keys:
-                        await db[collection].delete_one({"_id": key})
+                for d in mongo_sets:
+                    assert d.mongo is not None
+                    records += (
+                        await db[d.mongo.collection].delete_many({d.mongo.subject_field: subject})
+                    ).deleted_count
                 for d in s3_sets:
                     assert d.s3 is not None
                     versions = await list_versions(s3, d.s3.bucket, d.s3.prefix_for(subject))
@@ -145,81 +234,124 @@ async def raw_limit(p: Pipeline, subjects: list[str]) -> dict[str, Any]:
                             Bucket=d.s3.bucket,
                             Delete={"Objects": [{"Key": v.key, "VersionId": v.version_id} for v in versions]},
                         )
+                for d in milvus_sets:
+                    assert d.milvus is not None
+                    where = f'{d.milvus.filter_field} == "{subject}"'
+                    await asyncio.to_thread(milvus.delete, d.milvus.collection, filter=where)
 
         await asyncio.gather(*(one(s) for s in subjects))
         took = time.monotonic() - started
+    milvus.close()
     await client.close()
-    return {"subjects": len(subjects), "records": records, "throughput_per_s": len(subjects) / took}
+    return {"deletions": len(subjects), "records": records, "throughput_per_s": len(subjects) / took}
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
+    """(name, offered rate or None for all at once, deletions) of every lethe run."""
+    runs: list[tuple[str, float | None, int]] = [
+        (f"{rate:g}/s", rate, max(args.min_deletions, round(rate * args.seconds))) for rate in args.rates
+    ]
+    runs.append(("saturation", None, args.saturation))
+    return runs
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     workdir = ROOT / "var" / "bench" / f"chain-{uuid.uuid4().hex[:6]}"
-    p = Pipeline(servers(), workdir, extra_env={"LETHE_LOG_LEVEL": "WARNING"})
+    # Production's audit checkpointing (the e2e suite signs after every entry, to test it quickly).
+    env = {"LETHE_LOG_LEVEL": "WARNING", "AUDIT_CHECKPOINT_EVERY_ENTRIES": "100", "AUDIT_CHECKPOINT_EVERY_S": "300"}
+    p = Pipeline(servers(), workdir, extra_env=env)
+    runs = plan(args)
+    needed = sum(n for _, _, n in runs) + args.raw
+    if needed > args.people:
+        raise SystemExit(f"the runs delete {needed:,} people but only --people {args.people:,} are seeded")
     tag = uuid.uuid4().hex[:6]
-    fixed = [f"bench-{tag}-f{n:05d}" for n in range(args.fixed)]
-    burst = [f"bench-{tag}-s{n:05d}" for n in range(args.saturation)]
-    raw = [f"bench-{tag}-r{n:05d}" for n in range(args.saturation)]
+    people = [f"bench-{tag}-{n:06d}" for n in range(args.people)]
     print(f"starting the five services (logs in {workdir})", flush=True)
     await p.start()
+    results: dict[str, Any] = {}
     try:
-        await seed(p, fixed + burst + raw)
+        seeding_s = await seed(p, people)
+        queue = iter(people)
         async with aiohttp.ClientSession() as http, WebhookReceiver() as receiver:
             api = Api(p, http)
             await api.register(receiver)
-            print(f"  fixed rate: {args.fixed} deletions at {args.rate}/s", flush=True)
-            at_rate = await run(api, receiver, fixed, args.rate)
-            print(f"  saturation: {args.saturation} deletions at once", flush=True)
-            saturated = await run(api, receiver, burst, None)
-        print("  raw store limit", flush=True)
-        direct = await raw_limit(p, raw)
+            for name, rate, n in runs:
+                subjects = [next(queue) for _ in range(n)]
+                print(f"  {name}: {n} deletions" + (f" at {rate:g}/s" if rate else " at once"), flush=True)
+                results[name] = await measured(
+                    p,
+                    http,
+                    n,
+                    lambda s=subjects, r=rate: run(api, receiver, s, r),  # type: ignore[misc]
+                )
+            raw = [next(queue) for _ in range(args.raw)]
+            print(f"  raw store limit: {len(raw)} subjects", flush=True)
+            direct = await measured(p, http, len(raw), lambda: raw_limit(p, raw))
     finally:
         p.stop()
+    within = [r["offered_per_s"] for r in results.values() if r["offered_per_s"] and r["latency_s"]["p99"] <= 2.0]
     return {
         "machine": f"{os.cpu_count()} cores",
+        "people": args.people,
+        "seeding_s": round(seeding_s, 1),
         "datasets_per_subject": len(DATAMAP.datasets),
-        "records_per_subject": direct["records"] / max(1, direct["subjects"]),
-        "fixed_rate": at_rate,
-        "saturation": saturated,
+        "records_per_subject": direct["records"] / max(1, direct["deletions"]),
+        "runs": results,
         "raw_store_limit": direct,
-        "ratio_to_raw": saturated["throughput_per_s"] / direct["throughput_per_s"],
+        "ratio_to_raw": results["saturation"]["throughput_per_s"] / direct["throughput_per_s"],
+        "highest_rate_with_p99_within_2s": max(within, default=None),
         "peak_rss_mib": {name: round(kib / 1024, 1) for name, kib in sorted(p.peak_rss_kib.items())},
     }
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [("run", "deletions", "offered/s", "done/s", "p50 s", "p95 s", "p99 s")]
-    for name in ("fixed_rate", "saturation"):
-        r = result[name]
-        lat = r["latency_s"]
-        offered = "-" if r["offered_per_s"] is None else f"{r['offered_per_s']:.1f}"
+    runs = {**result["runs"], "raw stores": result["raw_store_limit"]}
+    head = ("run", "deletions", "done/s", "p50 s", "p95 s", "p99 s", "mongo ops", "kafka recs", "cpu s")
+    rows = [head]
+    for name, r in runs.items():
+        lat = r.get("latency_s")
         rows.append(
             (
                 name,
                 str(r["deletions"]),
-                offered,
                 f"{r['throughput_per_s']:.2f}",
-                f"{lat['p50']:.2f}",
-                f"{lat['p95']:.2f}",
-                f"{lat['p99']:.2f}",
+                *((f"{lat[k]:.2f}" for k in ("p50", "p95", "p99")) if lat else ("-", "-", "-")),
+                f"{r['mongo_per_deletion_total']:.1f}",
+                f"{r['kafka_per_deletion_total']:.1f}",
+                f"{r['cpu_s_per_deletion_total']:.3f}",
             )
         )
-    raw = result["raw_store_limit"]
-    rows.append(("raw stores", str(raw["subjects"]), "-", f"{raw['throughput_per_s']:.2f}", "-", "-", "-"))
     lines = ["  ".join(f"{c:>10}" for c in row) for row in rows]
+    lines.append("(mongo ops, kafka recs and cpu s are per deletion; cpu s summed over every process)")
+    sat = result["runs"]["saturation"]
+    lines.append("per deletion at saturation, by process:")
+    lines.append("  cpu s:      " + ", ".join(f"{k} {v:.3f}" for k, v in sat["cpu_s_per_deletion"].items()))
+    lines.append("  mongo ops:  " + ", ".join(f"{k} {v:.1f}" for k, v in sat["mongo_per_deletion"].items()))
+    lines.append("  kafka recs: " + ", ".join(f"{k} {v:.1f}" for k, v in sat["kafka_per_deletion"].items()))
     lines.append(
-        f"each subject: {result['datasets_per_subject']} datasets, "
-        f"{result['records_per_subject']:.1f} MongoDB records, 4 S3 versions/markers, 3 vectors; "
-        f"lethe at saturation = {result['ratio_to_raw']:.2f} x the raw store limit"
+        f"{result['people']:,} people seeded in {result['seeding_s']:.0f} s; each: {result['datasets_per_subject']} "
+        f"datasets, {result['records_per_subject']:.1f} MongoDB records, 4 S3 versions/markers, 3 vectors"
     )
+    lines.append(f"lethe at saturation = {result['ratio_to_raw']:.2f} x the raw store limit")
+    best = result["highest_rate_with_p99_within_2s"]
+    lines.append(f"highest offered rate with p99 <= 2 s: {'none' if best is None else f'{best:g}/s'}")
     lines.append("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mib"].items()))
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fixed", type=int, default=60, help="deletions offered at the fixed rate")
-    parser.add_argument("--rate", type=float, default=1.0, help="the fixed offered rate, deletions per second")
-    parser.add_argument("--saturation", type=int, default=100, help="deletions offered all at once")
+    parser.add_argument("--people", type=int, default=10_000, help="people seeded before the runs")
+    parser.add_argument(
+        "--rates",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[1.0, 10.0, 50.0, 100.0],
+        help="fixed offered rates, deletions/s, comma-separated",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each fixed rate is offered")
+    parser.add_argument("--min-deletions", type=int, default=20, help="at least this many deletions per fixed rate")
+    parser.add_argument("--saturation", type=int, default=1000, help="deletions offered all at once")
+    parser.add_argument("--raw", type=int, default=500, help="subjects deleted straight at the stores")
     arguments = parser.parse_args()
     outcome = asyncio.run(main(arguments))
     out = ROOT / "var" / "bench" / "chain.json"

@@ -19,21 +19,23 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     chain = load("chain")
     if chain:
-        for run in ("fixed_rate", "saturation"):
-            r = chain[run]
+        for name, r in chain["runs"].items():
             lat = r["latency_s"]
-            offered = "all at once" if r["offered_per_s"] is None else f"{r['offered_per_s']:.1f}/s offered"
+            offered = "all at once" if r["offered_per_s"] is None else f"{r['offered_per_s']:g}/s offered"
             rows.append(
                 (
-                    f"end to end, {run.replace('_', ' ')} ({r['deletions']} deletions, {offered})",
+                    f"end to end, {name} ({r['deletions']} deletions, {offered})",
                     f"{r['throughput_per_s']:.2f} deletions/s; p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s, "
-                    f"p99 {lat['p99']:.2f} s",
+                    f"p99 {lat['p99']:.2f} s; per deletion {r['mongo_per_deletion_total']:.1f} MongoDB commands, "
+                    f"{r['kafka_per_deletion_total']:.1f} Kafka records, {r['cpu_s_per_deletion_total']:.3f} CPU s",
                 )
             )
         raw = chain["raw_store_limit"]
         rows.append(("raw store limit, same work without lethe", f"{raw['throughput_per_s']:.2f} subjects/s"))
         rows.append(("lethe at saturation / raw store limit", f"{chain['ratio_to_raw']:.2f}"))
-        rows.append(("datasets per subject", f"{chain['datasets_per_subject']}"))
+        best = chain["highest_rate_with_p99_within_2s"]
+        rows.append(("highest offered rate with p99 <= 2 s", "none" if best is None else f"{best:g}/s"))
+        rows.append(("people seeded", f"{chain['people']:,} in {chain['seeding_s']:.0f} s"))
         rss = ", ".join(f"{k} {v}" for k, v in chain["peak_rss_mib"].items())
         rows.append(("peak RSS per service (MiB)", rss))
     purger = load("purger")

@@ -104,6 +104,26 @@ class Route:
         return await self.handle(event)
 
 
+BatchHandler = Callable[[Sequence[Event]], Awaitable[Sequence[Event]]]
+
+
+@dataclass(frozen=True)
+class BatchRoute:
+    """A handler of every event one poll brought from one partition, in their order: one store write for many.
+
+    The loop calls ``handle_many`` once with the batch's valid events (those that do not decode are dead-lettered
+    first, as always). If that call fails in any way, nothing of the batch is committed and each event goes
+    through the one-at-a-time path instead (``handle_many([event])``, with its retries and dead-lettering), so a
+    poison event or an outage costs the batch's speed, never its guarantees. ``handle_many`` must therefore be
+    idempotent for any prefix of the batch it may have applied before failing, like every handler.
+    """
+
+    handle_many: BatchHandler
+
+    async def __call__(self, event: Event) -> Sequence[Event]:
+        return await self.handle_many([event])
+
+
 @dataclass
 class MessageProcessor:
     """Takes one message from raw bytes to a durable result: handled and its events published, or dead-lettered."""
@@ -135,6 +155,38 @@ class MessageProcessor:
             outcome = await self._handle_with_retries(handler, event, message, bound)
         self.metrics.consumed.labels(message.topic, outcome).inc()
         return outcome
+
+    async def process_batch(self, messages: Sequence[Message]) -> None:
+        """Messages of one partition, in order: through their topic's :class:`BatchRoute` in one call when it has
+        one, else (or when that call fails) one at a time through :meth:`process`."""
+        route = self.routes.get(messages[0].topic) if messages else None
+        if not isinstance(route, BatchRoute) or len(messages) == 1:
+            for message in messages:
+                await self.process(message)
+            return
+        valid: list[tuple[Message, Event]] = []
+        for message in messages:
+            try:
+                valid.append((message, decode_event(message.topic, message.value)))
+            except InvalidEventError:
+                await self.process(message)  # dead-letters it, with the reason and the metrics
+        if not valid:
+            return
+        topic = messages[0].topic
+        try:
+            with self.metrics.handle_seconds.labels(topic).time():
+                results = await route.handle_many([event for _, event in valid])
+                for result in results:
+                    await self.publisher.publish(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("batch.failed", topic=topic, events=len(valid), error=scrub(repr(exc)))
+            for message, _ in valid:
+                await self.process(message)
+            return
+        self.metrics.consumed.labels(topic, "ok").inc(len(valid))
+        log.debug("batch.handled", topic=topic, events=len(valid), emitted=[r.type for r in results])
 
     async def _handle_with_retries(self, handler: Handler, event: Event, message: Message, bound: Any) -> str:
         attempt = 0
@@ -273,13 +325,16 @@ class KafkaConsumerLoop:
     async def _drain(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         """Handle one partition's messages in order, then commit past the last one handled."""
         done = None
+        batched = isinstance(self._processor.routes.get(tp.topic), BatchRoute)
         async with self._gate:
-            for record in messages:
+            for start in range(0, len(messages), len(messages) if batched else 1):
                 if self._stopping.is_set() or tp not in self._consumer.assignment():
                     break  # a rebalance took the partition away: its new owner reads on from the last commit
-                message = Message(record.topic, record.partition, record.offset, record.key, record.value)
-                await self._processor.process(message)
-                done = record.offset + 1
+                part = messages[start : start + (len(messages) if batched else 1)]
+                await self._processor.process_batch(
+                    [Message(r.topic, r.partition, r.offset, r.key, r.value) for r in part]
+                )
+                done = part[-1].offset + 1
         if done is not None:
             await self._commit(tp, done)
 

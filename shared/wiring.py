@@ -8,12 +8,14 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from pymongo import AsyncMongoClient
 
 from shared.consumer import Handler, KafkaConsumerLoop, MessageProcessor
 from shared.events import Event
 from shared.http import ReadinessCheck, add_ops_routes, openapi_document
 from shared.kafka import KafkaPublisher, Publisher
 from shared.metrics import Metrics
+from shared.mongo import CommandCountCollector, command_count
 from shared.problems import body_cap_middleware
 from shared.service import Hook, Service
 from shared.settings import KafkaSettings, ServiceSettings
@@ -46,9 +48,12 @@ def build_service(
     on_start: Sequence[Hook] = (),
     on_stop: Sequence[Hook] = (),
     partitions_at_once: int | None = None,
+    mongo: AsyncMongoClient[dict[str, Any]] | None = None,
 ) -> Service:
     """Build (without any I/O) a service that consumes ``routes`` and serves ops endpoints plus ``web_app``."""
     metrics = Metrics(service=name)
+    if mongo is not None:  # its round trips on /metrics, for the benchmark's per-deletion figures
+        metrics.registry.register(CommandCountCollector(command_count(mongo)))
     publisher = (deps or ServiceDeps()).publisher
     starts: list[Hook] = list(on_start)
     stops: list[Hook] = list(on_stop)

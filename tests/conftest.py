@@ -136,14 +136,14 @@ def own_kafka(tmp_path: Path) -> Iterator[object]:
 def own_mongo(tmp_path: Path) -> Iterator[object]:
     """A MongoDB-protocol server this test alone uses and may stop and restart (``.stop()``, ``.start()``, ``.url``).
 
-    The local stack's FerretDB build (LETHE_TEST_FERRETDB_BIN, set by the stack scripts) on a directory of its own.
+    The local stack's SecantusDB (LETHE_TEST_MONGO_BIN, set by the stack scripts) on a directory of its own.
     """
-    binary = os.environ.get("LETHE_TEST_FERRETDB_BIN")
+    binary = os.environ.get("LETHE_TEST_MONGO_BIN")
     if not (binary and Path(binary).exists()):
-        pytest.fail(HOW_TO_START.format(var="LETHE_TEST_FERRETDB_BIN"), pytrace=False)
-    from tests.support import OwnFerretDB
+        pytest.fail(HOW_TO_START.format(var="LETHE_TEST_MONGO_BIN"), pytrace=False)
+    from tests.support import OwnMongo
 
-    server = OwnFerretDB(Path(binary), tmp_path / "ferretdb")
+    server = OwnMongo(Path(binary), tmp_path / "mongo")
     server.start()
     yield server
     server.stop()

@@ -170,23 +170,23 @@ async def drop_bucket(s3: Any, bucket: str) -> None:
     await s3.delete_bucket(Bucket=bucket)
 
 
-class OwnFerretDB:
-    """A FerretDB of a test's own (the local stack's build, on its own SQLite directory), to stop and restart."""
+class OwnMongo:
+    """A MongoDB-protocol server of a test's own (the stack's SecantusDB, on its own directory), to stop and restart."""
 
     def __init__(self, binary: Path, data_dir: Path) -> None:
         self.binary, self.data_dir = binary, data_dir
         self.port = free_port()
-        self.url = f"mongodb://127.0.0.1:{self.port}/"
+        self.url = f"mongodb://127.0.0.1:{self.port}/?retryWrites=false"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
-            [str(self.binary), f"--listen-addr=127.0.0.1:{self.port}", f"--sqlite-url=file:{self.data_dir}/"],
+            [str(self.binary), "--host=127.0.0.1", f"--port={self.port}", f"--storage-path={self.data_dir}"],
             stdout=subprocess.DEVNULL,
-            stderr=(self.data_dir / "ferretdb.log").open("ab"),
+            stderr=(self.data_dir / "mongo.log").open("ab"),
         )
-        wait_listening(self._process, self.port, "the test's FerretDB", timeout_s)
+        wait_listening(self._process, self.port, "the test's MongoDB server", timeout_s)
 
     def stop(self) -> None:
         terminate(self._process)

@@ -27,7 +27,9 @@ done
 unset principal var
 export LETHE_KAFKA_SASL_USERNAME="${LETHE_KAFKA_SASL_USERNAME:-admin}"
 export LETHE_KAFKA_SASL_PASSWORD="${LETHE_KAFKA_SASL_PASSWORD:-$LETHE_KAFKA_PASSWORD_ADMIN}"
-export LETHE_MONGO_URL="${LETHE_MONGO_URL:-mongodb://127.0.0.1:27017/}"
+# retryWrites=false: every effect of lethe is idempotent, and SecantusDB scans its table of retryable writes (up to
+# 10,000) on every write, which tripled the time of one insert (docs/benchmarks.md).
+export LETHE_MONGO_URL="${LETHE_MONGO_URL:-mongodb://127.0.0.1:27017/?retryWrites=false}"
 export LETHE_S3_ENDPOINT_URL="${LETHE_S3_ENDPOINT_URL:-http://127.0.0.1:8333}"
 export LETHE_S3_ACCESS_KEY_ID="${LETHE_S3_ACCESS_KEY_ID:-lethe}"
 export LETHE_S3_SECRET_ACCESS_KEY="${LETHE_S3_SECRET_ACCESS_KEY:-lethe-local-secret}"
@@ -41,8 +43,8 @@ export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-http://127.0.0.1:19530}"
 # The Kafka jars, for tests that start a broker of their own (to stop and restart it under a running service).
 export LETHE_TEST_KAFKA_CLASSPATH="${LETHE_TEST_KAFKA_CLASSPATH:-$CACHE/kafka/libs/*}"
 export LETHE_TEST_KAFKA_LOG4J="${LETHE_TEST_KAFKA_LOG4J:-$LOCAL/kafka/log4j2.properties}"
-# A FerretDB of their own lets the fault tests stop MongoDB without touching the stack's.
-export LETHE_TEST_FERRETDB_BIN="${LETHE_TEST_FERRETDB_BIN:-$CACHE/bin/ferretdb}"
+# A MongoDB server of their own lets the fault tests stop MongoDB without touching the stack's.
+export LETHE_TEST_MONGO_BIN="${LETHE_TEST_MONGO_BIN:-$VENV/bin/secantusd-py}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing for the local stack: the venv and its packages, the Kafka jars, FerretDB and SeaweedFS.
+# Installs what is missing for the local stack: the venv and its packages (SecantusDB, the MongoDB-wire server, among
+# them), the Kafka jars, and the SeaweedFS build.
 # Everything is cached under ~/.cache/lethe (or $LETHE_CACHE_DIR) and rebuilt only when its inputs change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -13,7 +14,7 @@ setup_venv() {
   need "$PYTHON_BIN" "Python 3.11 (set LETHE_PYTHON to another interpreter)"
   say "installing the Python packages into .venv (pinned in pyproject.toml)"
   [[ -x "$PY" ]] || "$PYTHON_BIN" -m venv "$VENV"
-  "$PY" -m pip install --quiet --disable-pip-version-check --cache-dir "$CACHE/pip" -e "$ROOT[dev]"
+  "$PY" -m pip install --quiet --disable-pip-version-check --cache-dir "$CACHE/pip" -e "$ROOT[dev,stack]"
   echo "$want" >"$stamp"
 }
 
@@ -42,32 +43,6 @@ build_go() {
   echo "$want" >"$out.stamp"
 }
 
-# FerretDB 1.24's SQLite backend creates its _id index on `_ferretdb_sjson->"_id"` but filters, updates and
-# deletes by `_ferretdb_sjson->'$._id'`: the same value, but SQLite matches index expressions by their text, so every
-# lookup, update and delete by _id scanned the whole table (FerretDB issue #3888). We build it with two one-line
-# fixes, from a patched copy of the module; the build fails if either line ever changes.
-build_ferretdb() {
-  local dir="$LOCAL/go/ferretdb" out="$CACHE/bin/ferretdb" work="$CACHE/build/ferretdb" src want
-  want="$(fingerprint "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$LOCAL/setup.sh")"
-  if [[ -x "$out" && -f "$out.stamp" && "$(cat "$out.stamp")" == "$want" ]]; then return; fi
-  need go "Go 1.26, to build ferretdb from the Go module proxy"
-  say "building ferretdb from the Go module proxy, with its _id index fix (cached after the first build)"
-  src="$(cd "$dir" && go mod download -json github.com/FerretDB/FerretDB | "$PYTHON_BIN" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
-  rm -rf "$work" && mkdir -p "$work" && cp -r "$src" "$work/FerretDB" && chmod -R u+w "$work/FerretDB"
-  local meta="$work/FerretDB/internal/backends/sqlite/metadata/metadata.go"
-  grep -q "IDColumn = DefaultColumn + \"->'\$._id'\"" "$meta" || die "FerretDB's IDColumn line changed: review the fix"
-  sed -i "s|IDColumn = DefaultColumn + \"->'\$._id'\"|IDColumn = DefaultColumn + \"->'_id'\"|" "$meta"
-  # It also uses that index only when the filter is `_id` alone; `{_id, version}` (a conditional update) scanned.
-  # The handlers filter every row again anyway, so narrowing by a top-level `_id` first is always safe.
-  local coll="$work/FerretDB/internal/backends/sqlite/collection.go"
-  [[ "$(grep -c 'if params.Filter.Len() == 1 {' "$coll")" == 2 ]] || die "FerretDB's _id pushdown changed: review the fix"
-  sed -i 's/if params.Filter.Len() == 1 {/if params.Filter.Len() >= 1 {/' "$coll"
-  cp "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$work/"
-  mkdir -p "$CACHE/bin"
-  (cd "$work" && go mod edit -replace github.com/FerretDB/FerretDB=./FerretDB && go build -ldflags="-s -w" -o "$out" .)
-  echo "$want" >"$out.stamp"
-}
-
 # The console's browser tests drive Debian's Chromium through its matching chromedriver (both from apt).
 setup_chromium() {
   command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
@@ -84,7 +59,6 @@ setup_chromium() {
 setup_venv
 setup_kafka
 setup_chromium
-build_ferretdb
 build_go seaweedfs weed github.com/seaweedfs/seaweedfs/weed
-mkdir -p "$VAR"/{log,run,mail,milvus,ferretdb,seaweedfs,kafka}
+mkdir -p "$VAR"/{log,run,mail,milvus,mongo,seaweedfs,kafka}
 say "setup done"

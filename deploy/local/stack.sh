@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The local stack without Docker: Kafka (KRaft), FerretDB (MongoDB wire on SQLite), SeaweedFS S3, an SMTP catcher,
+# The local stack without Docker: Kafka (KRaft), SecantusDB (MongoDB wire on WiredTiger), SeaweedFS S3, an SMTP catcher,
 # Milvus Lite's gRPC server (so every process shares one vector store), and moto's KMS-compatible server for tests.
 # Usage: stack.sh up | down | status
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-SERVERS=(kafka ferretdb seaweedfs smtp milvus kms)
-declare -A PORT=([kafka]=9092 [ferretdb]=27017 [seaweedfs]=8333 [smtp]=1025 [milvus]=19530 [kms]=4566)
+SERVERS=(kafka mongo seaweedfs smtp milvus kms)
+declare -A PORT=([kafka]=9092 [mongo]=27017 [seaweedfs]=8333 [smtp]=1025 [milvus]=19530 [kms]=4566)
 KAFKA_CP="$CACHE/kafka/libs/*"
 KAFKA_LOG4J="-Dlog4j2.configurationFile=$LOCAL/kafka/log4j2.properties"
 
@@ -33,10 +33,12 @@ start_kafka() {
     "$KAFKA_LOG4J" -cp "$KAFKA_CP" kafka.Kafka "$props"
 }
 
-start_ferretdb() {
-  mkdir -p "$VAR/ferretdb"
-  start_bg ferretdb "$CACHE/bin/ferretdb" --listen-addr=127.0.0.1:27017 \
-    --sqlite-url="file:$VAR/ferretdb/" --log-level=warn
+start_mongo() {
+  # SecantusDB: a MongoDB-wire server (GPL-2.0, run as a separate process like any database server), chosen over
+  # FerretDB by measurement (docs/benchmarks.md): it uses secondary indexes and applies concurrent updates atomically.
+  mkdir -p "$VAR/mongo"
+  start_bg mongo "$VENV/bin/secantusd-py" --host 127.0.0.1 --port 27017 --storage-path "$VAR/mongo" \
+    --log-level WARNING
 }
 
 start_seaweedfs() {
@@ -89,7 +91,7 @@ up() {
 
 down() {
   # The SMTP catcher first, Kafka last: each has its own data, so they can stop together.
-  stop_bg kms milvus smtp seaweedfs ferretdb kafka
+  stop_bg kms milvus smtp seaweedfs mongo kafka
 }
 
 status() {

@@ -85,6 +85,7 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         routes=handlers.routes(audit_log, utcnow),
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
+        mongo=mongo,
         api_paths=api.API_PATHS,
         web_app=web_app,
         on_start=[audit_log.ensure_indexes, upstream.start],

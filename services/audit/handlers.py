@@ -11,7 +11,7 @@ import structlog
 from services.audit.adapters.log import MongoAuditLog
 from services.audit.chain import Checkpoint, Entry
 from shared import topics
-from shared.consumer import Handler
+from shared.consumer import BatchRoute, Handler
 from shared.datamap import DataMap
 from shared.events import Event
 from shared.signing import Signer
@@ -32,11 +32,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-async def record(event: Event, audit_log: MongoAuditLog, clock: Callable[[], datetime]) -> Sequence[Event]:
-    """Append the event to the chain, once; a replay adds nothing."""
-    seq = await audit_log.append(event, recorded_at=clock())
-    if seq is not None:
-        log.info("audit.recorded", seq=seq, type=event.type)
+async def record(events: Sequence[Event], audit_log: MongoAuditLog, clock: Callable[[], datetime]) -> Sequence[Event]:
+    """Append the events (one poll's, in order) to the chain, each once; a replay adds nothing."""
+    seqs = await audit_log.append_many(events, recorded_at=clock())
+    if seqs:
+        log.info("audit.recorded", seqs=seqs, types=sorted({e.type for e in events}))
     return ()
 
 
@@ -152,7 +152,7 @@ def receipt(
 def routes(audit_log: MongoAuditLog, clock: Callable[[], datetime]) -> Mapping[str, Handler]:
     """The registry of what audit reacts to: every topic, into the one log."""
 
-    async def on_event(event: Event) -> Sequence[Event]:
-        return await record(event, audit_log, clock)
+    async def on_events(events: Sequence[Event]) -> Sequence[Event]:
+        return await record(events, audit_log, clock)
 
-    return {topic: on_event for topic in topics.EVENT_TOPICS}
+    return {topic: BatchRoute(on_events) for topic in topics.EVENT_TOPICS}

@@ -187,6 +187,7 @@ def create_app(
         routes=handlers.routes(requests, clock, deletions=deletions, producers=settings.intent_producers),
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
+        mongo=mongo,
         api_paths=api.API_PATHS,
         api_schemas=api.SCHEMAS,
         web_app=web_app,

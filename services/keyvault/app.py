@@ -86,6 +86,7 @@ def create_app(
         routes=handlers.routes(vault),
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
+        mongo=mongo,
         api_paths=api.API_PATHS,
         web_app=web_app,
         on_start=kek_start,

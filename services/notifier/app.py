@@ -94,6 +94,7 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         routes=handlers.routes(notifier),
         checks={"mongo": lambda: mongo_ping(mongo), "smtp": lambda: smtp_ping(settings.smtp)},
         deps=deps,
+        mongo=mongo,
         api_paths=api.API_PATHS,
         web_app=web_app,
         on_start=[store.ensure_indexes, sender.start],

@@ -161,6 +161,7 @@ def create_app(
         routes=handlers.routes(parts.purger),
         checks={"mongo": lambda: mongo_ping(mongo), "s3": parts.s3.ping},
         deps=deps,
+        mongo=mongo,
         on_start=parts.on_start,
         on_stop=[*parts.on_stop, mongo.close],
     )

@@ -140,6 +140,9 @@ def backup(
     console.print(_with_purger(work, at))
 
 
+SEED_BATCH = 200  # people per bulk write
+
+
 @app.command()
 def seed(
     users: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many people to create.")] = 10,
@@ -157,9 +160,10 @@ def seed(
         async with seeding.Seeder.from_settings(settings) as seeder:
             with _progress() as bar:
                 task = bar.add_task(f"seeding {users} people", total=users)
-                for subject in subjects:
-                    await seeder.person(subject, rng)
-                    bar.advance(task)
+                for start in range(0, len(subjects), SEED_BATCH):
+                    batch = subjects[start : start + SEED_BATCH]
+                    await seeder.people(batch, rng)
+                    bar.advance(task, len(batch))
             await seeder.aggregates(rng)
             return seeder.counts
 

@@ -260,8 +260,12 @@ async def release_ended(p: Purger) -> list[Event]:
 
 
 async def on_rules_changed(event: RetentionRulesChanged, p: Purger) -> Sequence[Event]:
-    # A change may end any rule's cover: look at every request that kept something under a rule.
-    return await reevaluate(p, p.datamap.names, None)
+    """A change can free only the datasets no rule in force covers now: the requests that kept one of those are
+    looked at again (a hold may still keep it). A request kept under a rule that still covers its dataset is not
+    read at all, so a change costs what it can free, not a pass over every request that ever kept something."""
+    covered = retained_datasets((await p.retention.rule_set()).rules, (), p.clock())
+    uncovered = [name for name in p.datamap.names if name not in covered]
+    return await reevaluate(p, uncovered, None) if uncovered else []
 
 
 @dataclass(frozen=True)

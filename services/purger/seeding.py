@@ -6,7 +6,9 @@ deletion later shows crypto-shredding at work; accounts carry the keyed hash int
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -61,6 +63,9 @@ class Seeder:
     async def __aenter__(self) -> Self:
         self._s3 = await self._s3_cm.__aenter__()
         for dataset in self._datamap.datasets:
+            if dataset.mongo is not None:
+                # The company's applications read by subject, so their collections index the subject field.
+                await self._db[dataset.mongo.collection].create_index(dataset.mongo.subject_field)
             if dataset.s3 is not None:
                 await self._ensure_bucket(dataset.s3.bucket)
             if dataset.milvus is not None:
@@ -148,30 +153,51 @@ class Seeder:
         ]
 
     async def person(self, subject: str, rng: random.Random) -> None:
+        await self.people([subject], rng)
+
+    async def people(self, subjects: Sequence[str], rng: random.Random, *, concurrency: int = 16) -> None:
+        """Seed a batch of people: one bulk insert per collection and one Milvus insert per dataset for the whole
+        batch; the keyvault calls (one key per person and encrypted dataset) and S3 writes run ``concurrency`` at
+        a time. Re-seeding a person replaces their records."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def gated(work: Awaitable[Any]) -> Any:
+            async with gate:
+                return await work
+
         for dataset in self._datamap.datasets:
             if dataset.exempt:
                 continue
             if dataset.mongo is not None:
-                records = [await self._seal(dataset, subject, r) for r in self._records(dataset, subject, rng)]
+                # The records are generated in order (the same values for the same seed), then sealed concurrently.
+                plain = [r for subject in subjects for r in self._records(dataset, subject, rng)]
+                records = await asyncio.gather(
+                    *(gated(self._seal(dataset, r[dataset.mongo.subject_field], r)) for r in plain)
+                )
                 await self._db[dataset.mongo.collection].bulk_write(
                     [ReplaceOne({"_id": r["_id"]}, r, upsert=True) for r in records], ordered=False
                 )
                 self._count(dataset.name, len(records))
             elif dataset.s3 is not None:
-                prefix = dataset.s3.prefix_for(subject)
-                # An avatar replaced once (two versions) and a document deleted (a delete marker over its version).
-                for body in (b"avatar v1", b"avatar v2"):
-                    await self._s3.put_object(Bucket=dataset.s3.bucket, Key=f"{prefix}avatar.png", Body=body)
-                await self._s3.put_object(Bucket=dataset.s3.bucket, Key=f"{prefix}cv.pdf", Body=b"%PDF-1.7 demo")
-                await self._s3.delete_object(Bucket=dataset.s3.bucket, Key=f"{prefix}cv.pdf")
-                self._count(dataset.name, 4)
+                await asyncio.gather(*(gated(self._s3_person(dataset, subject)) for subject in subjects))
+                self._count(dataset.name, 4 * len(subjects))
             elif dataset.milvus is not None and self._milvus is not None:
                 rows = [
                     {dataset.milvus.filter_field: subject, "embedding": [rng.random() for _ in range(DIM)]}
+                    for subject in subjects
                     for _ in range(3)
                 ]
                 self._milvus.insert(dataset.milvus.collection, rows)
                 self._count(dataset.name, len(rows))
+
+    async def _s3_person(self, dataset: Dataset, subject: str) -> None:
+        assert dataset.s3 is not None
+        prefix = dataset.s3.prefix_for(subject)
+        # An avatar replaced once (two versions) and a document deleted (a delete marker over its version).
+        for body in (b"avatar v1", b"avatar v2"):
+            await self._s3.put_object(Bucket=dataset.s3.bucket, Key=f"{prefix}avatar.png", Body=body)
+        await self._s3.put_object(Bucket=dataset.s3.bucket, Key=f"{prefix}cv.pdf", Body=b"%PDF-1.7 demo")
+        await self._s3.delete_object(Bucket=dataset.s3.bucket, Key=f"{prefix}cv.pdf")
 
     async def aggregates(self, rng: random.Random) -> None:
         """Anonymised daily aggregates for the exempt datasets: cohorts, never a person."""

@@ -136,7 +136,7 @@ async def faults(p: Pipeline, broker: Any, mongo: Any, rng: random.Random, log: 
             await asyncio.to_thread(broker.stop)
             await asyncio.to_thread(broker.start)
         elif fault == "mongo":
-            say(f"stopping MongoDB (FerretDB) for {MONGO_DOWN_S:.0f} s")
+            say(f"stopping MongoDB for {MONGO_DOWN_S:.0f} s")
             await asyncio.to_thread(mongo.stop)
             await asyncio.sleep(MONGO_DOWN_S)
             await asyncio.to_thread(mongo.start)

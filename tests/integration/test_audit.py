@@ -116,6 +116,26 @@ async def test_an_event_replayed_after_a_crash_before_it_was_marked_seen_is_not_
     assert report.ok and report.entries_checked == 2
 
 
+async def test_a_batch_is_appended_once_in_order_and_its_replay_or_a_racing_writer_adds_nothing_twice(mongo):
+    client, database, _ = mongo
+    audit_log, other = MongoAuditLog(client, database), MongoAuditLog(client, database)
+    await audit_log.ensure_indexes()
+    first = [requested(f"r{i}") for i in range(40)]
+    assert await audit_log.append_many(first + first[:5], recorded_at=T0) == list(range(1, 41))
+    assert await audit_log.append_many(first, recorded_at=T0) == []  # the batch replayed after a crash
+    # A batch that overlaps events logged (but never marked seen) and races another writer for the numbers.
+    await client[database]["audit_seen"].delete_many({"_id": str(first[-1].event_id)})
+    second = [requested(f"s{i}") for i in range(20)]
+    await asyncio.gather(
+        audit_log.append_many([first[-1], *second[:10]], recorded_at=T0),
+        other.append_many(second[5:], recorded_at=T0),
+    )
+    ids = [e.event_id async for e in audit_log.all_entries()]
+    assert sorted(ids) == sorted({str(e.event_id) for e in first + second})  # each once, nothing lost
+    report = await verify_log(audit_log.all_entries(), head=await audit_log.head(), checkpoints=[], public_keys={})
+    assert report.ok and report.entries_checked == 60
+
+
 async def test_tampering_anywhere_in_a_log_of_ten_thousand_entries_is_found(mongo):
     client, database, _ = mongo
     signer = Signer.from_seed_b64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")

@@ -12,7 +12,15 @@ from aiokafka.errors import IllegalStateError
 from structlog.testing import capture_logs
 
 from shared import topics
-from shared.consumer import DeadLetter, KafkaConsumerLoop, Message, MessageProcessor, PermanentError, Route
+from shared.consumer import (
+    BatchRoute,
+    DeadLetter,
+    KafkaConsumerLoop,
+    Message,
+    MessageProcessor,
+    PermanentError,
+    Route,
+)
 from shared.events import (
     DatasetOutcome,
     DeletionOverdue,
@@ -430,3 +438,40 @@ async def test_a_rejection_hook_that_fails_is_logged_and_the_message_is_still_de
     assert publisher.order == ["deletion.requested.dlq"]
     assert "event.rejection_hook_failed" in [e["event"] for e in logs]
     assert leaks(logs, publisher) == []
+
+
+def requested_for(n: int) -> DeletionRequested:
+    return requested().model_copy(update={"request_id": f"req-{n}", "subject_id": f"user-{n}"})
+
+
+async def test_a_batch_route_gets_the_valid_events_of_a_poll_in_one_call_and_poison_is_dead_lettered():
+    calls: list[list[str]] = []
+
+    async def handle_many(events: Sequence[Event]) -> Sequence[Event]:
+        calls.append([e.request_id or "" for e in events])
+        return [purged_from(e) for e in events]
+
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    batch = [message(requested_for(1).to_bytes(), offset=1), message(b"{oops", offset=2)]
+    batch += [message(requested_for(n).to_bytes(), offset=n) for n in (3, 4)]
+    await processor(BatchRoute(handle_many), publisher, sleeps).process_batch(batch)
+    assert calls == [["req-1", "req-3", "req-4"]]
+    assert [e.request_id for e in publisher.events] == ["req-1", "req-3", "req-4"]
+    assert [m.topic for m in publisher.raw] == [topics.dlq(topics.DELETION_REQUESTED)]
+
+
+async def test_a_failed_batch_is_handled_again_one_event_at_a_time_so_only_the_poison_is_dead_lettered():
+    calls: list[list[str]] = []
+
+    async def handle_many(events: Sequence[Event]) -> Sequence[Event]:
+        calls.append([e.request_id or "" for e in events])
+        if any(e.request_id == "req-2" for e in events):
+            raise PermanentError("req-2 can never be handled")
+        return [purged_from(e) for e in events]
+
+    publisher, sleeps = InMemoryPublisher(), Sleeps()
+    batch = [message(requested_for(n).to_bytes(), offset=n) for n in (1, 2, 3)]
+    await processor(BatchRoute(handle_many), publisher, sleeps).process_batch(batch)
+    assert calls == [["req-1", "req-2", "req-3"], ["req-1"], ["req-2"], ["req-3"]]
+    assert [e.request_id for e in publisher.events] == ["req-1", "req-3"]
+    assert len(publisher.raw) == 1 and publisher.raw[0].topic == topics.dlq(topics.DELETION_REQUESTED)

@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -245,6 +246,29 @@ async def test_a_rule_whose_end_date_passes_frees_its_data_with_no_other_change(
     assert isinstance(follow_up, DeletionPurged) and follow_up.round == 1
     assert {o.dataset: o.outcome for o in follow_up.outcomes}["invoices"] == "erased"
     assert c.live("invoices", "u1") == [] and c.key_state("u1", "invoices") == "destroyed"
+
+
+@pytest.mark.asyncio
+async def test_a_rule_change_reads_only_the_requests_whose_kept_datasets_it_may_have_freed():
+    c = await chain()
+    await c.set_rules(TAX)
+    for subject in SUBJECTS:
+        await c.request(subject)
+    asked: list[str] = []
+    holds_for = c.retention.holds_for
+
+    async def counting(subject: str) -> Any:
+        asked.append(subject)
+        return await holds_for(subject)
+
+    c.retention.holds_for = counting  # type: ignore[method-assign]
+    fraud = Rule(rule_id="fraud-5y", datasets=("profiles",), legal_basis="legitimate interest", legal_ref="AML §8")
+    await c.set_rules(TAX, fraud)
+    assert asked == []  # the tax rule still covers every kept invoice: no request is read
+    assert all(len(c.live("invoices", s)) == 2 for s in SUBJECTS)
+    await c.set_rules(fraud)  # the tax rule is gone: every request that kept invoices is looked at again
+    assert sorted(set(asked)) == sorted(SUBJECTS)  # (keyvault asks too, for the keys of the follow-ups)
+    assert all(c.live("invoices", s) == [] and c.key_state(s, "invoices") == "destroyed" for s in SUBJECTS)
 
 
 @pytest.mark.asyncio

@@ -10,12 +10,12 @@ Every lookup on the write path is an exact ``_id`` match, except on that rare du
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit.chain import GENESIS, Checkpoint, Entry, content_of, entry_hash
 from shared.events import Event
@@ -33,6 +33,22 @@ def _doc(entry: Entry) -> dict[str, Any]:
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
     }
+
+
+def _chained(event: Event, seq: int, prev_hash: str, recorded_at: datetime) -> Entry:
+    """The entry that logs ``event`` as number ``seq`` after the entry whose hash is ``prev_hash``."""
+    content = content_of(event, seq=seq, recorded_at=recorded_at)
+    return Entry(
+        seq,
+        str(event.event_id),
+        event.type,
+        event.request_id,
+        event.subject_id,
+        event.occurred_at,
+        content,
+        prev_hash,
+        entry_hash(prev_hash, content),
+    )
 
 
 # A copy removed from a document reads as a value no event has, so verification reports the entry as edited
@@ -80,19 +96,8 @@ class MongoAuditLog:
         for _ in range(100):
             head = await self._head.find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
             seq = int(head["seq"]) + 1
-            content = content_of(event, seq=seq, recorded_at=recorded_at)
-            digest = entry_hash(head["hash"], content)
-            entry = Entry(
-                seq,
-                event_id,
-                event.type,
-                event.request_id,
-                event.subject_id,
-                event.occurred_at,
-                content,
-                head["hash"],
-                digest,
-            )
+            entry = _chained(event, seq, head["hash"], recorded_at)
+            digest = entry.hash
             try:
                 await self._entries.insert_one(_doc(entry))
             except DuplicateKeyError:
@@ -114,6 +119,43 @@ class MongoAuditLog:
             await self._mark_seen(event_id, seq)
             return seq
         raise RuntimeError("could not append to the audit log after 100 tries")
+
+    async def append_many(self, events: Sequence[Event], *, recorded_at: datetime) -> list[int]:
+        """Append the events not logged yet, in order, with one write each for the entries, the head and the seen
+        marks; returns their sequence numbers. Should another writer take one of the numbers (or an event turn out
+        to be logged already), the batch falls back to :meth:`append` event by event from where it stopped, which
+        repairs the head and skips what is logged: the same guarantees as one at a time."""
+        ids = [str(e.event_id) for e in events]
+        seen = {doc["_id"] async for doc in self._seen.find({"_id": {"$in": ids}}, {"_id": 1})}
+        fresh: dict[str, Event] = {}
+        for event_id, event in zip(ids, events, strict=True):
+            if event_id not in seen:
+                fresh.setdefault(event_id, event)
+        if not fresh:
+            return []
+        head = await self._head.find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
+        seq, digest = int(head["seq"]), str(head["hash"])
+        entries: list[Entry] = []
+        for event in fresh.values():
+            seq += 1
+            entries.append(_chained(event, seq, digest, recorded_at))
+            digest = entries[-1].hash
+        try:
+            await self._entries.insert_many([_doc(e) for e in entries], ordered=True)
+        except BulkWriteError as exc:
+            written = int(exc.details.get("nInserted", 0))
+            if written:
+                await self._move_head(int(head["seq"]), entries[written - 1].seq, entries[written - 1].hash)
+                await self._mark_all_seen(entries[:written])
+            rest = [await self.append(fresh[e.event_id], recorded_at=recorded_at) for e in entries[written:]]
+            return [e.seq for e in entries[:written]] + [n for n in rest if n is not None]
+        await self._move_head(int(head["seq"]), entries[-1].seq, entries[-1].hash)
+        await self._mark_all_seen(entries)
+        return [e.seq for e in entries]
+
+    async def _mark_all_seen(self, entries: Sequence[Entry]) -> None:
+        with contextlib.suppress(BulkWriteError):  # some were marked already: the others are written anyway
+            await self._seen.insert_many([{"_id": e.event_id, "seq": e.seq} for e in entries], ordered=False)
 
     async def _move_head(self, old: int, new: int, digest: str) -> None:
         # A DuplicateKeyError means the head was already moved on by someone else.

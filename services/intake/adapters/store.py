@@ -6,7 +6,7 @@
   its outbox until the relay has published it. It stays small: a request leaves it when it completes.
 - ``idempotency_keys``: the first answer to each ``Idempotency-Key``.
 
-Every lookup is an exact ``_id`` match, which FerretDB serves from its index; the relay and the deadline watch
+Every lookup is an exact ``_id`` match (the ``_id`` index); the relay and the deadline watch
 read only ``open_requests`` and documents with a non-empty outbox.
 """
 
@@ -193,7 +193,7 @@ class MongoRequestStore:
         if doc is None:
             return "busy"
         if doc["created_at"] + self._ttl < now:
-            # Expired: the key may be used afresh (nothing removes old keys in FerretDB, which has no TTL index).
+            # Expired: the key may be used afresh (a TTL index would remove it only at its next pass).
             result = await self._keys.replace_one({"_id": key, "created_at": doc["created_at"]}, fresh)
             return "reserved" if result.modified_count else "busy"
         if doc["fingerprint"] != fingerprint:

@@ -1,7 +1,7 @@
 """Where wrapped data keys live: the KeyStore port, and its MongoDB adapter.
 
 One document per subject (``_id`` = subject id) holds that subject's key for every dataset, so every lookup
-is an exact ``_id`` match, which FerretDB serves from its index. Keys awaiting the end of a grace window are
+is an exact ``_id`` match, served from the ``_id`` index. Keys awaiting the end of a grace window are
 also listed in a small ledger, so the shredding job never scans the key collection.
 """
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.datamap import Dataset
@@ -24,9 +24,6 @@ from shared.events import DatasetCounts, DatasetOutcome
 from shared.liveread import PURGE_AFTER, TAGGED_AT
 
 LEDGER, PROGRESS = "purge_ledger", "purger_requests"
-# FerretDB 1.24 keeps a SQLite connection open for every update statement of one command until the command ends,
-# from a pool of 100 per database: a bulk of 100 or more updates waits for itself forever. Deletes release theirs.
-UPDATES_PER_BULK = 50
 TAGGED_BY = "deletion.request_id"
 log = structlog.get_logger(__name__)
 
@@ -202,11 +199,9 @@ class MongoEraser:
         now: datetime,
         purge_after: datetime,
     ) -> None:
-        tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
-        # Filtered by _id alone, the one filter FerretDB answers from its index.
-        for start in range(0, len(ids), UPDATES_PER_BULK):
-            batch = ids[start : start + UPDATES_PER_BULK]
-            await coll.bulk_write([UpdateOne({"_id": i}, tag) for i in batch], ordered=False)
+        if ids:
+            tag = {"$set": {TAGGED_AT: now, PURGE_AFTER: purge_after, TAGGED_BY: request_id}}
+            await coll.update_many({"_id": {"$in": list(ids)}}, tag)
 
     async def _missing(self, dataset: Dataset) -> DatasetOutcome | None:
         """``failed`` if the dataset's collection does not exist (asked only when nothing of the subject was found)."""
@@ -223,7 +218,7 @@ class MongoEraser:
 
 
 class MongoPurgeLedger:
-    """The nightly job's work list: chunks of primary keys, each deleted in one ``_id``-only call."""
+    """The nightly job's work list: chunks of primary keys, each deleted in one call by ``_id``."""
 
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         self._db = client[database]
@@ -246,8 +241,7 @@ class MongoPurgeLedger:
 
     async def delete_chunk(self, chunk: LedgerChunk) -> int:
         """Delete the chunk's records by primary key and mark it done; the records of the chunk gone now."""
-        # One delete per primary key, in one bulk write: each is an index lookup, where `$in` makes FerretDB scan.
-        await self._db[chunk.collection].bulk_write([DeleteOne({"_id": i}) for i in chunk.ids], ordered=False)
+        await self._db[chunk.collection].delete_many({"_id": {"$in": list(chunk.ids)}})
         # Done means every listed record is gone, whoever deleted it (this call, an earlier interrupted one, the app).
         await self._ledger.update_one({"_id": chunk.chunk_id}, {"$set": {"done": True, "purged": len(chunk.ids)}})
         return len(chunk.ids)

@@ -1,4 +1,4 @@
-"""Our MongoDB adapter against the real MongoDB-protocol server of the stack (FerretDB locally)."""
+"""What lethe needs of a MongoDB server, against the real one of the stack (SecantusDB locally, MongoDB in compose)."""
 
 import asyncio
 import uuid
@@ -58,7 +58,7 @@ async def test_a_unique_index_rejects_a_second_insert_so_upserts_can_be_idempote
 
 
 async def test_concurrent_updates_of_one_document_are_all_applied(collection):
-    """MongoDB applies each update atomically; FerretDB on SQLite needs the stack's serializing proxy for that."""
+    """Each update applies atomically, with no proxy in front (FerretDB on SQLite lost concurrent updates)."""
     await collection.insert_one({"_id": "counter", "n": 0, "m": 0, "version": 0})
 
     async def bump(field, times):
@@ -82,3 +82,15 @@ async def test_concurrent_updates_of_one_document_are_all_applied(collection):
     assert (doc["n"], doc["m"]) == (200, 100)
     # Every successful conditional update moved the version by exactly one: no two writers won the same version.
     assert doc["version"] == sum(results[3:])
+
+
+async def test_a_thousand_updates_and_deletes_by_id_apply_in_one_call_each(collection):
+    """The purger tags and the nightly job deletes a whole batch in one call (FerretDB hung on a bulk of 100)."""
+    await collection.insert_many([{"_id": f"r-{i}", "user_id": "u-1"} for i in range(1000)])
+    ids = [f"r-{i}" for i in range(1000)]
+    tagged = await collection.update_many({"_id": {"$in": ids}}, {"$set": {"deletion.request_id": "req-1"}})
+    assert tagged.modified_count == 1000
+    assert await collection.count_documents({"deletion.request_id": "req-1"}) == 1000
+    deleted = await collection.delete_many({"_id": {"$in": ids[:600]}})
+    assert deleted.deleted_count == 600
+    assert await collection.count_documents({}) == 400
