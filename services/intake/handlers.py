@@ -19,7 +19,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from shared import topics
-from shared.consumer import DeadLetter, Handler, PermanentError, Route
+from shared.consumer import BatchRoute, DeadLetter, Handler, PermanentError, Route
 from shared.datamap import DataMap
 from shared.events import (
     Channel,
@@ -371,15 +371,17 @@ def routes(
     """The registry of what intake reacts to: the status topics feed a request's status; an intent starts one
     (and an intent that is dead-lettered is answered on deletion.rejected)."""
 
-    async def on_event(event: Event) -> Sequence[Event]:
-        return await track(event, requests, now=clock())
+    async def on_events(events: Sequence[Event]) -> Sequence[Event]:
+        if len(events) == 1:
+            return await track(events[0], requests, now=clock())
+        return await track_many(events, requests, now=clock())
 
     async def on_intent(event: Event) -> Sequence[Event]:
         assert isinstance(event, RequestDeletion)  # the loop validated the event against its topic
         return await request_from_intent(event, deletions, producers=producers)
 
     return {
-        **{topic: on_event for topic in topics.STATUS_TOPICS},
+        **{topic: BatchRoute(on_events) for topic in topics.STATUS_TOPICS},
         topics.DELETION_INTENTS: Route(on_intent, on_reject=rejection),
     }
 
@@ -584,6 +586,40 @@ async def supersede(requests: RequestStore, request_id: str, *, by: str) -> None
     while (pending := await requests.get(request_id)) is not None and pending.superseded_by is None:
         if await requests.save(pending.model_copy(update={"superseded_by": by})) is not None:
             return
+
+
+class StaleBatchError(Exception):
+    """Another writer moved a request of the batch: the loop folds the batch again, one event at a time."""
+
+
+async def track_many(events: Sequence[Event], requests: RequestStore, *, now: datetime) -> Sequence[Event]:
+    """Fold one poll's events into their requests with one read and one write for the lot; emits nothing.
+
+    A conflict with another writer raises :class:`StaleBatchError`, and the loop hands each event to
+    :func:`track` (folding an event twice changes nothing, so a partly saved batch is safe to fold again)."""
+    by_request: dict[str, list[Event]] = {}
+    for event in events:
+        if event.request_id is not None:
+            by_request.setdefault(event.request_id, []).append(event)
+    if not by_request:
+        return ()
+    stored = await requests.get_many(list(by_request))
+    changed: list[DeletionRequest] = []
+    final: list[DeletionRequest] = []
+    for request_id, folded_events in by_request.items():
+        record = current = stored.get(request_id)
+        for event in folded_events:
+            current = fold(current, event, seen_at=now) or current
+        if current is not None and current != record:
+            changed.append(current)
+        if current is not None:
+            final.append(current)
+    if changed and not await requests.save_many(changed):
+        raise StaleBatchError(f"{len(changed)} requests of the batch, one moved meanwhile")
+    for record in final:
+        if not record.is_open and "received" in record.stages:
+            await requests.release(record.subject_id, record.request_id)
+    return ()
 
 
 async def track(event: Event, requests: RequestStore, *, now: datetime) -> Sequence[Event]:

@@ -158,6 +158,30 @@ async def destroy(
     return changed
 
 
+async def destroy_all(vault: Vault, records: Sequence[KeyRecord], *, request_id: str) -> datetime | None:
+    """:func:`destroy` for one subject's keys, with one write for the grace ledger and one for the keys; the end
+    of their grace window (None if they were destroyed at once or were gone already)."""
+    now = vault.clock()
+    live = [r for r in records if r.state == "active"]
+    if vault.grace > timedelta(0):
+        changed = [r.disabled(now, now + vault.grace, request_id) for r in live]
+        await vault.store.add_all_to_purge_ledger(changed)  # ledger first, as in destroy()
+    else:
+        changed = [r.destroyed(now, request_id) for r in live]
+    if not await vault.store.put_all_if_current(changed, expected={r.dataset: r.key_id for r in live}):
+        raise ConcurrentUpdateError(f"a key of {sorted(r.dataset for r in live)} changed while being destroyed")
+    for record in changed:
+        log.info(
+            "key.destroyed" if record.state == "destroyed" else "key.disabled",
+            subject_id=record.subject_id,
+            dataset=record.dataset,
+            key_id=record.key_id,
+            purge_at=record.purge_at,
+        )
+    waiting = [*changed, *(r for r in records if r.state == "disabled")]
+    return max((r.purge_at for r in waiting if r.state == "disabled" and r.purge_at), default=None)
+
+
 async def retained_now(vault: Vault, subject_id: str) -> dict[str, Retention]:
     """What the rules and holds in force right now keep of this subject, and why."""
     rules = (await vault.retention.rule_set()).rules
@@ -194,7 +218,7 @@ async def destroy_keys(event: DeletionPurged, vault: Vault) -> Sequence[Event]:
     destroyed: list[KeyRef] = []
     retained: list[RetainedKey] = []
     left: list[LeftKey] = []
-    grace_until = None
+    doomed: list[KeyRecord] = []
     for record in await vault.store.keys_of(event.subject_id):
         if record.dataset == CONTACT_DATASET:
             continue  # the address for the final notice: notifier shreds its key once the mail is sent
@@ -210,9 +234,9 @@ async def destroy_keys(event: DeletionPurged, vault: Vault) -> Sequence[Event]:
         elif (reason := _left_reason(record.dataset, outcome, vault.datamap)) is not None:
             left.append(LeftKey(**ref, reason=reason))
         else:
-            changed = await destroy(vault, record, request_id=event.request_id)
-            grace_until = changed.purge_at if changed.state == "disabled" else grace_until
+            doomed.append(record)
             destroyed.append(KeyRef(**ref))
+    grace_until = await destroy_all(vault, doomed, request_id=event.request_id)
     if left:
         log.warning("keys.left", request_id=event.request_id, keys=[(k.dataset, k.reason) for k in left])
     result = DeletionKeysDestroyed(

@@ -51,6 +51,20 @@ async def test_a_key_is_replaced_only_if_it_is_still_the_one_expected(store):
     assert stored.request_id == "req-1"
 
 
+async def test_a_subjects_keys_are_replaced_together_or_not_at_all(store):
+    keys = [record(dataset=d) for d in ("profiles", "invoices", "uploads")]
+    for key in keys:
+        await store.put_if_current(key, expected_key_id=None)
+    gone = [k.disabled(NOW, NOW + timedelta(days=3), "req-1") for k in keys]
+    expected = {k.dataset: k.key_id for k in keys}
+    assert not await store.put_all_if_current(gone, expected={**expected, "uploads": "dek_" + "0" * 32})
+    assert {r.state for r in await store.keys_of("u1")} == {"active"}  # none of them changed
+    await store.add_all_to_purge_ledger(gone)
+    assert await store.put_all_if_current(gone, expected=expected)
+    assert {r.state for r in await store.keys_of("u1")} == {"disabled"}
+    assert len(await store.due_for_purge(NOW + timedelta(days=4))) == 3
+
+
 async def test_a_subjects_keys_are_listed_by_dataset_and_no_one_elses(store):
     for dataset in ("profiles", "invoices", "uploads"):
         await store.put_if_current(record(dataset=dataset), expected_key_id=None)

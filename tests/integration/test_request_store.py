@@ -1,4 +1,4 @@
-"""The request store's listing, one contract for the in-memory fake and MongoDB (FerretDB in the local stack)."""
+"""The request store, one contract for the in-memory fake and MongoDB (SecantusDB in the local stack)."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -53,3 +53,16 @@ async def test_requests_are_listed_newest_first_by_status_and_time_window_in_pag
     moved = (await store.get("req_000")).model_copy(update={"stages": {"received": T0, "purging": T0}})
     assert await store.save(moved) is not None
     assert "req_000" in [r.request_id for r in await store.page(status="purging")]  # the status follows each save
+
+
+async def test_many_requests_are_read_and_saved_in_one_call_each_and_a_moved_one_is_reported(store):
+    assert await store.save_many([received(n) for n in range(3)])
+    stored = await store.get_many(["req_000", "req_001", "req_002", "req_404"])
+    assert sorted(stored) == ["req_000", "req_001", "req_002"]
+    moved = stored["req_001"]
+    assert await store.save(moved) is not None  # another writer moves req_001 on
+    later = [r.model_copy(update={"stages": {**r.stages, "purging": T0}}) for r in stored.values()]
+    assert not await store.save_many(later)  # req_001 is stale; the others are saved
+    again = await store.get_many(["req_000", "req_001", "req_002"])
+    assert "purging" in again["req_000"].stages and "purging" in again["req_002"].stages
+    assert "purging" not in again["req_001"].stages

@@ -1,5 +1,6 @@
 """intake's decisions with in-memory fakes: status folding, deadlines, rule changes, one open request per subject."""
 
+import copy
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
@@ -212,6 +213,47 @@ async def test_a_subject_has_one_open_request_and_may_start_another_once_it_is_d
     assert store.claims == {}
     started, second = await handlers.request_deletion(store, now=T0 + DAY, **kwargs)
     assert started and second.request_id != first.request_id
+
+
+@pytest.mark.asyncio
+async def test_one_poll_of_status_events_folds_into_the_same_requests_as_one_event_at_a_time():
+    kwargs = {"requested_by": "svc", "channel": "api", "deadline": 30 * DAY, "backups": 90 * DAY}
+    one = InMemoryRequestStore()
+    events = []
+    for n in range(3):
+        _, record = await handlers.request_deletion(one, subject_id=f"u{n}", now=T0, **kwargs)
+        events.append(chain(record))
+    batched = copy.deepcopy(one)
+    interleaved = [e for step in zip(*events, strict=True) for e in step]  # as a poll brings them
+    for event in interleaved:
+        await handlers.track(event, one, now=T0)
+    await handlers.track_many(interleaved, batched, now=T0)
+    for request_id, record in one.requests.items():
+        assert batched.requests[request_id].model_dump(exclude={"version"}) == record.model_dump(exclude={"version"})
+        assert record.status == "completed"
+    assert batched.claims == {} == one.claims
+
+
+@pytest.mark.asyncio
+async def test_a_batch_that_meets_another_writer_is_refused_whole_so_the_loop_folds_it_event_by_event():
+    store = InMemoryRequestStore()
+    kwargs = {"requested_by": "svc", "channel": "api", "deadline": 30 * DAY, "backups": 90 * DAY}
+    _, record = await handlers.request_deletion(store, subject_id="u1", now=T0, **kwargs)
+    events = chain(record)
+
+    class Racing(InMemoryRequestStore):
+        async def save_many(self, records):
+            await handlers.track(events[0], store, now=T0)  # another instance folds first
+            return await store.save_many(records)
+
+        async def get_many(self, request_ids):
+            return await store.get_many(request_ids)
+
+    with pytest.raises(handlers.StaleBatchError):
+        await handlers.track_many(events, Racing(), now=T0)
+    for event in events:  # what the loop does next
+        await handlers.track(event, store, now=T0)
+    assert (await store.get(record.request_id)).status == "completed"
 
 
 @pytest.mark.asyncio

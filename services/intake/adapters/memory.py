@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from services.intake.adapters.store import Reservation, StoredReply
@@ -25,6 +26,12 @@ class InMemoryRequestStore:
             return None
         stored = self.requests[record.request_id] = record.model_copy(update={"version": record.version + 1})
         return stored
+
+    async def get_many(self, request_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        return {i: self.requests[i] for i in request_ids if i in self.requests}
+
+    async def save_many(self, records: Sequence[DeletionRequest]) -> bool:
+        return all([await self.save(record) is not None for record in records])
 
     async def ensure(self, record: DeletionRequest) -> None:
         self.requests.setdefault(record.request_id, record.model_copy(update={"version": 1}))

@@ -12,12 +12,13 @@ read only ``open_requests`` and documents with a non-empty outbox.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.handlers import DeletionRequest
 from shared.events import DeletionRequested
@@ -55,6 +56,14 @@ class RequestStore(Protocol):
 
     async def save(self, record: DeletionRequest) -> DeletionRequest | None:
         """Write ``record`` if the stored one is still at ``record.version``; the stored copy, or None if it moved."""
+        ...
+
+    async def get_many(self, request_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        """The stored requests among ``request_ids`` (one read)."""
+        ...
+
+    async def save_many(self, records: Sequence[DeletionRequest]) -> bool:
+        """:meth:`save` for each record, in one write; False if any of them had moved (the others are saved)."""
         ...
 
     async def ensure(self, record: DeletionRequest) -> None:
@@ -139,6 +148,24 @@ class MongoRequestStore:
             {"_id": record.request_id, "version": record.version}, {"$set": _doc(stored)}
         )
         return stored if result.matched_count else None
+
+    async def get_many(self, request_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        found = self._requests.find({"_id": {"$in": list(request_ids)}})
+        return {doc["_id"]: _record(doc) async for doc in found}
+
+    async def save_many(self, records: Sequence[DeletionRequest]) -> bool:
+        writes: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+        for record in records:
+            stored = _doc(record.model_copy(update={"version": record.version + 1}))
+            if record.version == 0:
+                writes.append(InsertOne({"_id": record.request_id, **stored}))
+            else:
+                writes.append(UpdateOne({"_id": record.request_id, "version": record.version}, {"$set": stored}))
+        try:
+            result = await self._requests.bulk_write(writes, ordered=False)
+        except BulkWriteError:
+            return False  # a request inserted meanwhile
+        return result.inserted_count + result.matched_count == len(writes)
 
     async def ensure(self, record: DeletionRequest) -> None:
         stored = record.model_copy(update={"version": 1})

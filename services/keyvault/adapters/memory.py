@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 
 from services.keyvault.adapters.store import KeyRecord
@@ -26,6 +26,18 @@ class InMemoryKeyStore:
             return False
         self.keys[(record.subject_id, record.dataset)] = record
         return True
+
+    async def put_all_if_current(self, records: Sequence[KeyRecord], *, expected: Mapping[str, str]) -> bool:
+        current = {r.dataset: self.keys.get((r.subject_id, r.dataset)) for r in records}
+        if any((c.key_id if c else None) != expected[d] for d, c in current.items()):
+            return False
+        for record in records:
+            self.keys[(record.subject_id, record.dataset)] = record
+        return True
+
+    async def add_all_to_purge_ledger(self, records: Sequence[KeyRecord]) -> None:
+        for record in records:
+            await self.add_to_purge_ledger(record)
 
     async def add_to_purge_ledger(self, record: KeyRecord) -> None:
         assert record.purge_at is not None

@@ -7,13 +7,13 @@ also listed in a small ledger, so the shredding job never scans the key collecti
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from bson import Binary
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 KeyState = Literal["active", "disabled", "destroyed"]
@@ -51,7 +51,13 @@ class KeyStore(Protocol):
         """Store ``record`` if the subject's key for its dataset is still ``expected_key_id`` (None: no key)."""
         ...
 
+    async def put_all_if_current(self, records: Sequence[KeyRecord], *, expected: Mapping[str, str]) -> bool:
+        """Store one subject's ``records`` at once if each dataset's key is still ``expected[dataset]``: all or none."""
+        ...
+
     async def add_to_purge_ledger(self, record: KeyRecord) -> None: ...
+
+    async def add_all_to_purge_ledger(self, records: Sequence[KeyRecord]) -> None: ...
 
     async def remove_from_purge_ledger(self, subject_id: str, dataset: str, key_id: str) -> None: ...
 
@@ -72,6 +78,15 @@ def _to_doc(record: KeyRecord) -> dict[str, Any]:
     if record.wrapped is not None:
         doc["wrapped"] = Binary(record.wrapped)
     return doc
+
+
+def _ledger_entry(record: KeyRecord) -> UpdateOne:
+    fields = {"subject_id": record.subject_id, "dataset": record.dataset, "key_id": record.key_id}
+    return UpdateOne(
+        {"_id": f"{record.subject_id}|{record.dataset}|{record.key_id}"},
+        {"$set": {**fields, "purge_at": record.purge_at}},
+        upsert=True,
+    )
 
 
 def _from_doc(subject_id: str, dataset: str, doc: dict[str, Any]) -> KeyRecord:
@@ -123,19 +138,22 @@ class MongoKeyStore:
             return False
         return result.matched_count == 1 or result.upserted_id is not None
 
+    async def put_all_if_current(self, records: Sequence[KeyRecord], *, expected: Mapping[str, str]) -> bool:
+        if not records:
+            return True
+        subject_id = records[0].subject_id
+        assert all(r.subject_id == subject_id for r in records), "one subject's keys at a time"
+        condition = {f"keys.{r.dataset}.key_id": expected[r.dataset] for r in records}
+        changes = {f"keys.{r.dataset}": _to_doc(r) for r in records}
+        result = await self._subjects.update_one({"_id": subject_id, **condition}, {"$set": changes})
+        return result.matched_count == 1
+
     async def add_to_purge_ledger(self, record: KeyRecord) -> None:
-        await self._ledger.update_one(
-            {"_id": f"{record.subject_id}|{record.dataset}|{record.key_id}"},
-            {
-                "$set": {
-                    "subject_id": record.subject_id,
-                    "dataset": record.dataset,
-                    "key_id": record.key_id,
-                    "purge_at": record.purge_at,
-                }
-            },
-            upsert=True,
-        )
+        await self.add_all_to_purge_ledger([record])
+
+    async def add_all_to_purge_ledger(self, records: Sequence[KeyRecord]) -> None:
+        if records:
+            await self._ledger.bulk_write([_ledger_entry(r) for r in records], ordered=False)
 
     async def remove_from_purge_ledger(self, subject_id: str, dataset: str, key_id: str) -> None:
         await self._ledger.delete_one({"_id": f"{subject_id}|{dataset}|{key_id}"})
