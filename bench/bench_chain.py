@@ -203,13 +203,12 @@ async def run(api: Api, receiver: WebhookReceiver, subjects: list[str], rate: fl
     }
 
 
-async def raw_limit(p: Pipeline, subjects: list[str]) -> dict[str, Any]:
+async def raw_limit(p: Pipeline, subjects: list[str], milvus: MilvusClient) -> dict[str, Any]:
     """The same erasure issued straight at the stores, 16 subjects at a time: per collection one indexed
     ``delete_many`` by subject, every S3 version with DeleteObjects, the Milvus vectors by filter."""
     settings = settings_of(p)
     client = create_mongo_client(settings.mongo)
     db = client[p.database]
-    milvus = MilvusClient(uri=settings.milvus.uri)
     mongo_sets = [d for d in DATAMAP.datasets if d.mongo is not None and not d.exempt]
     s3_sets = [d for d in DATAMAP.datasets if d.s3 is not None]
     milvus_sets = [d for d in DATAMAP.datasets if d.milvus is not None]
@@ -241,7 +240,6 @@ async def raw_limit(p: Pipeline, subjects: list[str]) -> dict[str, Any]:
 
         await asyncio.gather(*(one(s) for s in subjects))
         took = time.monotonic() - started
-    milvus.close()
     await client.close()
     return {"deletions": len(subjects), "records": records, "throughput_per_s": len(subjects) / took}
 
@@ -257,8 +255,15 @@ def plan(args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     workdir = ROOT / "var" / "bench" / f"chain-{uuid.uuid4().hex[:6]}"
-    # Production's audit checkpointing (the e2e suite signs after every entry, to test it quickly).
-    env = {"LETHE_LOG_LEVEL": "WARNING", "AUDIT_CHECKPOINT_EVERY_ENTRIES": "100", "AUDIT_CHECKPOINT_EVERY_S": "300"}
+    # Production's defaults where the e2e suite shortens them to test quickly: audit checkpointing, the outbox
+    # relay's and the delivery worker's polling (both are woken by new work; polling only catches what was missed).
+    env = {
+        "LETHE_LOG_LEVEL": "WARNING",
+        "AUDIT_CHECKPOINT_EVERY_ENTRIES": "100",
+        "AUDIT_CHECKPOINT_EVERY_S": "300",
+        "INTAKE_OUTBOX_INTERVAL_S": "1",
+        "NOTIFIER_WORKER_INTERVAL_S": "0.5",
+    }
     p = Pipeline(servers(), workdir, extra_env=env)
     runs = plan(args)
     needed = sum(n for _, _, n in runs) + args.raw
@@ -266,6 +271,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"the runs delete {needed:,} people but only --people {args.people:,} are seeded")
     tag = uuid.uuid4().hex[:6]
     people = [f"bench-{tag}-{n:06d}" for n in range(args.people)]
+    # Made first, and kept: a Milvus client made later in this process often fails to connect (pymilvus 3.0).
+    milvus = MilvusClient(uri=p.servers.milvus_uri)
     print(f"starting the five services (logs in {workdir})", flush=True)
     await p.start()
     results: dict[str, Any] = {}
@@ -286,9 +293,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 )
             raw = [next(queue) for _ in range(args.raw)]
             print(f"  raw store limit: {len(raw)} subjects", flush=True)
-            direct = await measured(p, http, len(raw), lambda: raw_limit(p, raw))
+            direct = await measured(p, http, len(raw), lambda: raw_limit(p, raw, milvus))
     finally:
         p.stop()
+        milvus.close()
     within = [r["offered_per_s"] for r in results.values() if r["offered_per_s"] and r["latency_s"]["p99"] <= 2.0]
     return {
         "machine": f"{os.cpu_count()} cores",

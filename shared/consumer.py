@@ -109,7 +109,8 @@ BatchHandler = Callable[[Sequence[Event]], Awaitable[Sequence[Event]]]
 
 @dataclass(frozen=True)
 class BatchRoute:
-    """A handler of every event one poll brought from one partition, in their order: one store write for many.
+    """A handler of every event one poll brought from the topics that share it (each partition's events in their
+    order): one store write for many.
 
     The loop calls ``handle_many`` once with the batch's valid events (those that do not decode are dead-lettered
     first, as always). If that call fails in any way, nothing of the batch is committed and each event goes
@@ -157,8 +158,8 @@ class MessageProcessor:
         return outcome
 
     async def process_batch(self, messages: Sequence[Message]) -> None:
-        """Messages of one partition, in order: through their topic's :class:`BatchRoute` in one call when it has
-        one, else (or when that call fails) one at a time through :meth:`process`."""
+        """Messages of topics that share one :class:`BatchRoute` (each partition's in order), through it in one
+        call; else (or when that call fails) one at a time through :meth:`process`."""
         route = self.routes.get(messages[0].topic) if messages else None
         if not isinstance(route, BatchRoute) or len(messages) == 1:
             for message in messages:
@@ -172,21 +173,22 @@ class MessageProcessor:
                 await self.process(message)  # dead-letters it, with the reason and the metrics
         if not valid:
             return
-        topic = messages[0].topic
+        topics_ = sorted({m.topic for m, _ in valid})
         try:
-            with self.metrics.handle_seconds.labels(topic).time():
+            with self.metrics.handle_seconds.labels(topics_[0]).time():
                 results = await route.handle_many([event for _, event in valid])
                 for result in results:
                     await self.publisher.publish(result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("batch.failed", topic=topic, events=len(valid), error=scrub(repr(exc)))
+            log.warning("batch.failed", topics=topics_, events=len(valid), error=scrub(repr(exc)))
             for message, _ in valid:
                 await self.process(message)
             return
-        self.metrics.consumed.labels(topic, "ok").inc(len(valid))
-        log.debug("batch.handled", topic=topic, events=len(valid), emitted=[r.type for r in results])
+        for message, _ in valid:
+            self.metrics.consumed.labels(message.topic, "ok").inc()
+        log.debug("batch.handled", topics=topics_, events=len(valid), emitted=[r.type for r in results])
 
     async def _handle_with_retries(self, handler: Handler, event: Event, message: Message, bound: Any) -> str:
         attempt = 0
@@ -314,29 +316,52 @@ class KafkaConsumerLoop:
         a partition, so they stay ordered, while a slow store call for one subject no longer holds up the others.
         """
         while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             if not self._joined and self._consumer.assignment():
                 # Resolve every assigned partition's position now, so "ready" means "will see what comes next".
                 for tp in self._consumer.assignment():
                     await self._consumer.position(tp)
                 self._joined = True
-            await asyncio.gather(*(self._drain(tp, messages) for tp, messages in batches.items()))
+            # The partitions whose topics share one BatchRoute are handled as one batch (each partition's messages
+            # in order), the others each on their own.
+            shared: dict[int, dict[TopicPartition, Sequence[Any]]] = {}
+            alone: dict[TopicPartition, Sequence[Any]] = {}
+            for tp, messages in batches.items():
+                route = self._processor.routes.get(tp.topic)
+                if isinstance(route, BatchRoute):
+                    shared.setdefault(id(route), {})[tp] = messages
+                else:
+                    alone[tp] = messages
+            await asyncio.gather(
+                *(self._drain(tp, messages) for tp, messages in alone.items()),
+                *(self._drain_together(group) for group in shared.values()),
+            )
 
     async def _drain(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         """Handle one partition's messages in order, then commit past the last one handled."""
         done = None
-        batched = isinstance(self._processor.routes.get(tp.topic), BatchRoute)
         async with self._gate:
-            for start in range(0, len(messages), len(messages) if batched else 1):
+            for record in messages:
                 if self._stopping.is_set() or tp not in self._consumer.assignment():
                     break  # a rebalance took the partition away: its new owner reads on from the last commit
-                part = messages[start : start + (len(messages) if batched else 1)]
-                await self._processor.process_batch(
-                    [Message(r.topic, r.partition, r.offset, r.key, r.value) for r in part]
-                )
-                done = part[-1].offset + 1
+                message = Message(record.topic, record.partition, record.offset, record.key, record.value)
+                await self._processor.process(message)
+                done = record.offset + 1
         if done is not None:
             await self._commit(tp, done)
+
+    async def _drain_together(self, group: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """Handle the messages of several partitions as one batch (each partition's in order), then commit each."""
+        async with self._gate:
+            if self._stopping.is_set():
+                return
+            mine = {tp: records for tp, records in group.items() if tp in self._consumer.assignment()}
+            batch = [Message(r.topic, r.partition, r.offset, r.key, r.value) for rs in mine.values() for r in rs]
+            if not batch:
+                return
+            await self._processor.process_batch(batch)
+        for tp, records in mine.items():
+            await self._commit(tp, records[-1].offset + 1)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:

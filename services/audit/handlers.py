@@ -155,4 +155,4 @@ def routes(audit_log: MongoAuditLog, clock: Callable[[], datetime]) -> Mapping[s
     async def on_events(events: Sequence[Event]) -> Sequence[Event]:
         return await record(events, audit_log, clock)
 
-    return {topic: BatchRoute(on_events) for topic in topics.EVENT_TOPICS}
+    return dict.fromkeys(topics.EVENT_TOPICS, BatchRoute(on_events))  # one route: a poll's events in one batch

@@ -381,7 +381,7 @@ def routes(
         return await request_from_intent(event, deletions, producers=producers)
 
     return {
-        **{topic: BatchRoute(on_events) for topic in topics.STATUS_TOPICS},
+        **dict.fromkeys(topics.STATUS_TOPICS, BatchRoute(on_events)),  # one route: a poll's events in one batch
         topics.DELETION_INTENTS: Route(on_intent, on_reject=rejection),
     }
 

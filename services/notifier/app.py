@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -14,8 +16,9 @@ from services.notifier.adapters.http import WebhookSender
 from services.notifier.adapters.store import MongoWebhookStore
 from services.notifier.settings import NotifierSettings
 from shared.auth import TokenVerifier
+from shared.consumer import Handler
 from shared.contacts import MongoContactStore
-from shared.events import utcnow
+from shared.events import Event, utcnow
 from shared.kafka import Publisher
 from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient
 from shared.mongo import create_mongo_client, mongo_ping
@@ -30,15 +33,34 @@ log = structlog.get_logger(__name__)
 DESCRIPTION = "Delivers signed webhooks to integrators and emails the person what was erased and kept."
 
 
-async def deliver_periodically(n: handlers.Notifier, sender: WebhookSender, interval_s: float) -> None:
-    """The delivery worker: attempts every due delivery, then waits ``interval_s``."""
+async def deliver_periodically(
+    n: handlers.Notifier, sender: WebhookSender, interval_s: float, wake: asyncio.Event
+) -> None:
+    """The delivery worker: attempts every due delivery, then waits ``interval_s``, or less when an event just
+    queued deliveries (``wake``), so a first attempt does not wait for the next round."""
     while True:
+        wake.clear()
         try:
             await handlers.deliver_due(n, sender.send)
         except Exception as exc:
             # The pending ledger still lists the work; the next round picks it up.
             log.error("webhook.worker_failed", error_type=type(exc).__name__, error=scrub(repr(exc)))
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval_s)
+
+
+def waking(routes: Mapping[str, Handler], wake: asyncio.Event) -> dict[str, Handler]:
+    """The routes, each setting ``wake`` once it has handled an event (it may have queued deliveries)."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def handle(event: Event) -> Sequence[Event]:
+            results = await handler(event)
+            wake.set()
+            return results
+
+        return handle
+
+    return {topic: wrap(handler) for topic, handler in routes.items()}
 
 
 async def send_deferred_periodically(mail: handlers.Mail, publisher: Publisher, interval_s: float) -> None:
@@ -76,6 +98,7 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         mail_daily_cap=settings.mail_daily_cap,
         mail_give_up_after=timedelta(hours=settings.mail_give_up_after_h),
     )
+    wake = asyncio.Event()  # set when an event may have queued deliveries
     sender = WebhookSender(timeout_s=settings.delivery_timeout_s, allow_loopback=settings.allow_loopback_webhooks)
     web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware, body_cap_middleware])
     api.add_routes(
@@ -91,7 +114,7 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         description=DESCRIPTION,
         settings=settings,
         kafka=settings.kafka,
-        routes=handlers.routes(notifier),
+        routes=waking(handlers.routes(notifier), wake),
         checks={"mongo": lambda: mongo_ping(mongo), "smtp": lambda: smtp_ping(settings.smtp)},
         deps=deps,
         mongo=mongo,
@@ -100,7 +123,7 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         on_start=[store.ensure_indexes, sender.start],
         on_stop=[mongo.close, sender.stop, close_keyvault],
     )
-    service.background.append(lambda: deliver_periodically(notifier, sender, settings.worker_interval_s))
+    service.background.append(lambda: deliver_periodically(notifier, sender, settings.worker_interval_s, wake))
     service.background.append(
         lambda: send_deferred_periodically(notifier.mail, service.publisher, settings.mail_deferred_interval_s)
     )

@@ -332,6 +332,29 @@ async def test_one_partition_at_a_time_keeps_the_batch_sequential():
     assert len(committed) == 2
 
 
+async def test_the_partitions_of_a_poll_that_share_a_batch_route_are_handled_in_one_call_and_each_committed():
+    calls: list[list[str]] = []
+
+    async def handle_many(events: Sequence[Event]) -> Sequence[Event]:
+        calls.append([e.subject_id or "" for e in events])
+        return []
+
+    tp0, tp1 = TopicPartition(topics.DELETION_REQUESTED, 0), TopicPartition(topics.DELETION_REQUESTED, 1)
+    loop = KafkaConsumerLoop(
+        KafkaSettings(security_protocol="PLAINTEXT"),
+        group_id="g",
+        client_id="c",
+        processor=processor(BatchRoute(handle_many), InMemoryPublisher(), Sleeps()),
+    )
+    consumer = OneBatchConsumer(
+        {tp0: [Record(0, 10, "a"), Record(0, 11, "b")], tp1: [Record(1, 4, "c")]}, loop.request_stop
+    )
+    loop._consumer = consumer  # type: ignore[assignment]
+    await loop.run()
+    assert calls == [["a", "b", "c"]]  # one call for the poll, each partition's events in order
+    assert {tp.partition: offset for c in consumer.committed for tp, offset in c.items()} == {0: 12, 1: 5}
+
+
 class Timeline(InMemoryPublisher):
     """An in-memory publisher that also records the order of everything published, events and raw alike."""
 
