@@ -5,7 +5,7 @@ PY := .venv/bin/python
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test up down status services services-stop test-unit test-integration test-e2e \
-        lint format typecheck compose-check bench bench-chain bench-purger chaos logs clean
+        lint format typecheck compose-check bench bench-chain bench-purger bench-liveread chaos logs clean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1mmake %-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,11 +68,14 @@ chaos: ## Faults at full size: 2,000 deletions; each service SIGKILLed 3 times, 
 	@LETHE_CHAOS_N=$${LETHE_CHAOS_N:-2000} LETHE_CHAOS_KILLS=$${LETHE_CHAOS_KILLS:-3} \
 	  LETHE_CHAOS_FAULT_EVERY_S=$${LETHE_CHAOS_FAULT_EVERY_S:-20} $(LOCAL)/test.sh tests/e2e/test_chaos.py -s -p no:cacheprovider
 
-bench-chain: ## End-to-end deletions/s and latency (fixed rate, saturation) vs the raw store limit; peak RSS
+bench-chain: ## 10,000 people: deletions/s, p50/p99, round trips and CPU per deletion per process, vs the raw stores
 	@$(LOCAL)/bench.sh chain
 
 bench-purger: ## The nightly purge at 100k vs 1M documents (and S3 erasure); prints times and their ratio
 	@$(LOCAL)/bench.sh purger
+
+bench-liveread: ## A live reader's p50/p95/p99 by subject, alone and while the nightly purge runs
+	@$(LOCAL)/bench.sh liveread
 
 logs: ## Follow every log of the stack and the services
 	@tail -n 50 -F var/log/*.log

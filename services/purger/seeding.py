@@ -15,6 +15,7 @@ from typing import Any, Self
 from botocore.exceptions import ClientError
 from pymilvus import DataType, MilvusClient
 from pymongo import ReplaceOne
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.intake.settings import IntakeSettings
 from services.purger.settings import PurgerSettings
@@ -106,10 +107,20 @@ class Seeder:
     async def _seal(self, dataset: Dataset, subject: str, record: dict[str, Any]) -> dict[str, Any]:
         for name in dataset.encrypted_fields:
             if name in record:
+                plaintext = str(record[name]).encode()
                 try:
-                    record[name] = await self._keyvault.encrypt(subject, dataset.name, str(record[name]).encode())
+                    # A busy machine may time a call out: a few tries before calling keyvault unreachable.
+                    async for attempt in AsyncRetrying(
+                        retry=retry_if_exception_type(TimeoutError),
+                        stop=stop_after_attempt(5),
+                        wait=wait_exponential(multiplier=0.5, max=8),
+                        reraise=True,
+                    ):
+                        with attempt:
+                            record[name] = await self._keyvault.encrypt(subject, dataset.name, plaintext)
                 except (KeyvaultError, OSError) as exc:
-                    raise SeedError(f"keyvault refused to encrypt ({exc}): is it running (`make services`)?") from exc
+                    why = str(exc) or type(exc).__name__
+                    raise SeedError(f"keyvault refused to encrypt ({why}): is it running (`make services`)?") from exc
         return record
 
     def _records(self, dataset: Dataset, subject: str, rng: random.Random) -> list[dict[str, Any]]:

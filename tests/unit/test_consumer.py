@@ -304,6 +304,12 @@ async def loop_over_two_partitions(partitions_at_once: int) -> tuple[list[str], 
         handled.append(event.subject_id)
         return []
 
+    consumer = await run_one_poll(handler, partitions_at_once, "slow", "after-slow", "fast")
+    return handled, consumer.committed
+
+
+async def run_one_poll(handler, partitions_at_once: int, first: str, second: str, third: str) -> OneBatchConsumer:
+    """One poll: ``first`` and ``second`` in partition 0 (offsets 10, 11), ``third`` in partition 1 (offset 4)."""
     tp0, tp1 = TopicPartition(topics.DELETION_REQUESTED, 0), TopicPartition(topics.DELETION_REQUESTED, 1)
     loop = KafkaConsumerLoop(
         KafkaSettings(security_protocol="PLAINTEXT"),
@@ -313,11 +319,11 @@ async def loop_over_two_partitions(partitions_at_once: int) -> tuple[list[str], 
         partitions_at_once=partitions_at_once,
     )
     consumer = OneBatchConsumer(
-        {tp0: [Record(0, 10, "slow"), Record(0, 11, "after-slow")], tp1: [Record(1, 4, "fast")]}, loop.request_stop
+        {tp0: [Record(0, 10, first), Record(0, 11, second)], tp1: [Record(1, 4, third)]}, loop.request_stop
     )
     loop._consumer = consumer  # type: ignore[assignment]
     await loop.run()
-    return handled, consumer.committed
+    return consumer
 
 
 async def test_partitions_are_handled_concurrently_each_in_order_and_each_committed_past_its_last():
@@ -339,18 +345,7 @@ async def test_the_partitions_of_a_poll_that_share_a_batch_route_are_handled_in_
         calls.append([e.subject_id or "" for e in events])
         return []
 
-    tp0, tp1 = TopicPartition(topics.DELETION_REQUESTED, 0), TopicPartition(topics.DELETION_REQUESTED, 1)
-    loop = KafkaConsumerLoop(
-        KafkaSettings(security_protocol="PLAINTEXT"),
-        group_id="g",
-        client_id="c",
-        processor=processor(BatchRoute(handle_many), InMemoryPublisher(), Sleeps()),
-    )
-    consumer = OneBatchConsumer(
-        {tp0: [Record(0, 10, "a"), Record(0, 11, "b")], tp1: [Record(1, 4, "c")]}, loop.request_stop
-    )
-    loop._consumer = consumer  # type: ignore[assignment]
-    await loop.run()
+    consumer = await run_one_poll(BatchRoute(handle_many), 1, "a", "b", "c")
     assert calls == [["a", "b", "c"]]  # one call for the poll, each partition's events in order
     assert {tp.partition: offset for c in consumer.committed for tp, offset in c.items()} == {0: 12, 1: 5}
 

@@ -586,3 +586,22 @@ async def test_a_follow_up_that_could_not_be_published_is_published_by_the_next_
     assert await send_deferred(w.mail, w.publish) == 1
     assert [e.mail for e in w.published] == ["sent"]
     assert len(w.outbox.sent) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_delivery_worker_is_woken_once_an_event_is_handled_not_only_on_its_timer():
+    import asyncio
+
+    from services.notifier.app import waking
+
+    wake = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(event):
+        handled.append(event.type)
+        assert not wake.is_set()  # woken after the handler stored its deliveries, not before
+        return ()
+
+    route = waking({"deletion.keys_destroyed": handler}, wake)["deletion.keys_destroyed"]
+    await route(destroyed())
+    assert handled == ["deletion.keys_destroyed"] and wake.is_set()
