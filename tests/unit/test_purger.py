@@ -192,3 +192,12 @@ async def test_backups_expired_is_emitted_once_every_backup_older_than_the_erasu
     [event] = await handlers.expire_backups(purger, backups, retention=90 * DAY)
     assert event.request_id == "req_2" and event.expired_before == clock.now - 90 * DAY
     assert [b.expired_at is not None for b in backups.backups] == [True, False]
+
+
+def test_the_live_filter_merges_into_the_query_so_the_subject_index_serves_it():
+    from shared.liveread import LIVE, TAGGED_AT, live
+
+    assert live({"user_id": "u1"}) == {"user_id": "u1", **LIVE}
+    assert live({}) == LIVE
+    # A query that names the tag itself keeps both conditions.
+    assert live({TAGGED_AT: {"$lt": 5}}) == {"$and": [{TAGGED_AT: {"$lt": 5}}, LIVE]}
