@@ -48,6 +48,16 @@ def main() -> None:
                 + f"; ratio {purger['ratio_largest_to_smallest']:.2f}",
             )
         )
+    liveread = load("liveread")
+    if liveread:
+        alone, during = liveread["alone"]["latency_s"], liveread["during_purge"]["latency_s"]
+        rows.append(
+            (
+                f"live reader p99, {liveread['documents']:,} docs, purge of {liveread['tagged_records']:,}",
+                f"alone {alone['p99'] * 1000:.1f} ms, during the purge {during['p99'] * 1000:.1f} ms "
+                f"(ratio {liveread['p99_ratio']:.2f}, target <= {liveread['target_ratio']:.2f})",
+            )
+        )
     if not rows:
         print("no figures in var/bench/ yet: run `make bench`")
         return
