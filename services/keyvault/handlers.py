@@ -148,14 +148,18 @@ async def destroy(
         changed = record.destroyed(now, request_id)
     if not await vault.store.put_if_current(changed, expected_key_id=record.key_id):
         raise ConcurrentUpdateError(f"the key for {record.dataset} changed while being destroyed")
+    _log_destroyed(changed)
+    return changed
+
+
+def _log_destroyed(record: KeyRecord) -> None:
     log.info(
-        "key.destroyed" if changed.state == "destroyed" else "key.disabled",
+        "key.destroyed" if record.state == "destroyed" else "key.disabled",
         subject_id=record.subject_id,
         dataset=record.dataset,
         key_id=record.key_id,
-        purge_at=changed.purge_at,
+        purge_at=record.purge_at,
     )
-    return changed
 
 
 async def destroy_all(vault: Vault, records: Sequence[KeyRecord], *, request_id: str) -> datetime | None:
@@ -171,13 +175,7 @@ async def destroy_all(vault: Vault, records: Sequence[KeyRecord], *, request_id:
     if not await vault.store.put_all_if_current(changed, expected={r.dataset: r.key_id for r in live}):
         raise ConcurrentUpdateError(f"a key of {sorted(r.dataset for r in live)} changed while being destroyed")
     for record in changed:
-        log.info(
-            "key.destroyed" if record.state == "destroyed" else "key.disabled",
-            subject_id=record.subject_id,
-            dataset=record.dataset,
-            key_id=record.key_id,
-            purge_at=record.purge_at,
-        )
+        _log_destroyed(record)
     waiting = [*changed, *(r for r in records if r.state == "disabled")]
     return max((r.purge_at for r in waiting if r.state == "disabled" and r.purge_at), default=None)
 

@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.audit.chain import GENESIS, Checkpoint, Entry, content_of, entry_hash
+from services.audit.chain import GENESIS, Checkpoint, Entry, chain
 from shared.events import Event
 
 
@@ -33,22 +33,6 @@ def _doc(entry: Entry) -> dict[str, Any]:
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
     }
-
-
-def _chained(event: Event, seq: int, prev_hash: str, recorded_at: datetime) -> Entry:
-    """The entry that logs ``event`` as number ``seq`` after the entry whose hash is ``prev_hash``."""
-    content = content_of(event, seq=seq, recorded_at=recorded_at)
-    return Entry(
-        seq,
-        str(event.event_id),
-        event.type,
-        event.request_id,
-        event.subject_id,
-        event.occurred_at,
-        content,
-        prev_hash,
-        entry_hash(prev_hash, content),
-    )
 
 
 # A copy removed from a document reads as a value no event has, so verification reports the entry as edited
@@ -96,7 +80,7 @@ class MongoAuditLog:
         for _ in range(100):
             head = await self._head.find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
             seq = int(head["seq"]) + 1
-            entry = _chained(event, seq, head["hash"], recorded_at)
+            [entry] = chain([(event, recorded_at)], start_seq=seq, prev_hash=head["hash"])
             digest = entry.hash
             try:
                 await self._entries.insert_one(_doc(entry))
@@ -134,12 +118,8 @@ class MongoAuditLog:
         if not fresh:
             return []
         head = await self._head.find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
-        seq, digest = int(head["seq"]), str(head["hash"])
-        entries: list[Entry] = []
-        for event in fresh.values():
-            seq += 1
-            entries.append(_chained(event, seq, digest, recorded_at))
-            digest = entries[-1].hash
+        pairs = [(event, recorded_at) for event in fresh.values()]
+        entries = chain(pairs, start_seq=int(head["seq"]) + 1, prev_hash=str(head["hash"]))
         try:
             await self._entries.insert_many([_doc(e) for e in entries], ordered=True)
         except BulkWriteError as exc:
