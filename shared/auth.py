@@ -14,7 +14,7 @@ from shared.events import utcnow
 from shared.problems import ProblemError
 from shared.settings import AuthSettings, CliSettings
 
-# The scopes lethe knows (the README's "Auth" section lists who holds which).
+# The scopes lethe knows (docs/operations.md, "Auth", lists who holds which).
 DELETION_SELF = "deletion:self"
 DELETION_ANY = "deletion:any"
 RETENTION_ADMIN = "retention:admin"

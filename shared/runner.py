@@ -42,7 +42,7 @@ def service_command(
         "Settings come from the environment:\n\n\b\n"
         + "\n".join(lines)
         + "\n\nShared servers use LETHE_KAFKA_*, LETHE_MONGO_*, LETHE_S3_*, LETHE_SMTP_*, LETHE_MILVUS_*, "
-        "LETHE_LOG_LEVEL and LETHE_LOG_FORMAT (json|console). See the README."
+        "LETHE_LOG_LEVEL and LETHE_LOG_FORMAT (json|console). See docs/operations.md."
     )
 
     @click.command(name=name, help=summary, epilog=epilog)

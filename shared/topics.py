@@ -1,4 +1,4 @@
-"""The Kafka topic names of lethe, in one place (the README's "The flow")."""
+"""The Kafka topic names of lethe, in one place (docs/architecture.md, "The topic chain")."""
 
 from typing import Final
 

@@ -24,7 +24,7 @@ import structlog
 from services.purger.adapters.backups import Backup
 from services.purger.adapters.mongo import LedgerChunk, PurgeRecord
 from shared import topics
-from shared.consumer import Handler
+from shared.consumer import BatchRoute, Handler
 from shared.datamap import DataMap, Dataset
 from shared.events import (
     DatasetOutcome,
@@ -172,6 +172,24 @@ async def purge(event: DeletionRequested, p: Purger) -> Sequence[Event]:
     if 0 not in record.completed:
         record = await _run_round(p, record, 0, p.datamap.datasets)
     return [purged_event(record, 0, p.datamap)]
+
+
+PARALLEL_REQUESTS = 16
+
+
+async def purge_many(events: Sequence[DeletionRequested], p: Purger) -> list[Event]:
+    """The requests one poll brought, side by side (at most ``PARALLEL_REQUESTS`` at once), so that stores which
+    join concurrent deletes (Milvus) serve many subjects per call. Reports in the order of the requests; if one
+    fails, the others are cancelled and the consumer loop takes each request on its own (purging is idempotent)."""
+    gate = asyncio.Semaphore(PARALLEL_REQUESTS)
+
+    async def one(event: DeletionRequested) -> Sequence[Event]:
+        async with gate:
+            return await purge(event, p)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(event)) for event in events]
+    return [report for task in tasks for report in task.result()]
 
 
 async def reevaluate(p: Purger, datasets: Sequence[str], subject_id: str | None) -> list[Event]:
@@ -336,9 +354,9 @@ async def reported_hard_deleted(p: Purger, report: NightlyReport) -> None:
 def routes(p: Purger) -> Mapping[str, Handler]:
     """The registry of what the purger reacts to: topic -> handler."""
 
-    async def requested(event: Event) -> Sequence[Event]:
-        assert isinstance(event, DeletionRequested)
-        return await purge(event, p)
+    async def requested(events: Sequence[Event]) -> Sequence[Event]:
+        assert all(isinstance(e, DeletionRequested) for e in events)
+        return await purge_many([e for e in events if isinstance(e, DeletionRequested)], p)
 
     async def rules_changed(event: Event) -> Sequence[Event]:
         assert isinstance(event, RetentionRulesChanged)
@@ -353,7 +371,7 @@ def routes(p: Purger) -> Mapping[str, Handler]:
         return await on_hold_released(event, p)
 
     return {
-        topics.DELETION_REQUESTED: requested,
+        topics.DELETION_REQUESTED: BatchRoute(requested),  # a poll's requests side by side
         topics.RETENTION_RULES_CHANGED: rules_changed,
         topics.LEGAL_HOLD_PLACED: hold_placed,
         topics.LEGAL_HOLD_RELEASED: hold_released,

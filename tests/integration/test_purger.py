@@ -274,15 +274,20 @@ async def test_records_arriving_between_a_crash_after_chunking_and_the_rerun_are
     assert [d["_id"] async for d in coll.find({})] == ["x"]
 
 
-async def test_a_subjects_vectors_are_erased_by_filter_even_with_quotes_in_the_id(milvus_uri):
-    client = MilvusClient(uri=milvus_uri)
+def make_vectors(client: MilvusClient, name: str) -> None:
+    """A collection of 4-dimensional vectors with a subject_id field."""
     schema = client.create_schema(auto_id=True)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("subject_id", DataType.VARCHAR, max_length=128)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=4)
     index = client.prepare_index_params()
     index.add_index(field_name="embedding", index_type="FLAT", metric_type="L2")
-    client.create_collection("vec", schema=schema, index_params=index)
+    client.create_collection(name, schema=schema, index_params=index)
+
+
+async def test_a_subjects_vectors_are_erased_by_filter_even_with_quotes_in_the_id(milvus_uri):
+    client = MilvusClient(uri=milvus_uri)
+    make_vectors(client, "vec")
     odd = 'u"1\\'
     client.insert("vec", [{"subject_id": s, "embedding": [0.1] * 4} for s in (odd, odd, "u2")])
     client.close()
@@ -297,6 +302,35 @@ async def test_a_subjects_vectors_are_erased_by_filter_even_with_quotes_in_the_i
         await eraser.close()
     assert (outcome.outcome, outcome.counts.vectors_deleted) == ("erased", 2)
     assert nothing.counts.vectors_deleted == 0
+
+
+async def test_concurrent_erasures_join_one_delete_and_each_subject_gets_its_own_count(milvus_uri):
+    client = MilvusClient(uri=milvus_uri)
+    make_vectors(client, "joined")
+    # subject s<i> has i vectors; "keep" is nobody's request and must stay whole.
+    rows = [{"subject_id": f"s{i}", "embedding": [0.1] * 4} for i in range(1, 9) for _ in range(i)]
+    client.insert("joined", rows + [{"subject_id": "keep", "embedding": [0.2] * 4}] * 3)
+    dataset = Dataset(
+        name="embeddings", store="milvus", milvus=MilvusLocation(collection="joined", filter_field="subject_id")
+    )
+    eraser = MilvusEraser(MilvusSettings(uri=milvus_uri))
+    groups: list[list[str]] = []
+    delete = eraser._delete
+
+    def counted(collection: str, field: str, subjects: list[str]) -> dict[str, int] | None:
+        groups.append(subjects)
+        return delete(collection, field, subjects)
+
+    eraser._delete = counted  # type: ignore[method-assign]
+    try:
+        outcomes = await asyncio.gather(*(eraser.erase(dataset, f"s{i}") for i in range(1, 9)))
+    finally:
+        await eraser.close()
+    assert [o.counts.vectors_deleted for o in outcomes] == list(range(1, 9))
+    assert len(groups) < 8 and sorted(s for g in groups for s in g) == sorted(f"s{i}" for i in range(1, 9))
+    left = client.query("joined", filter='subject_id != ""', output_fields=["subject_id"])
+    client.close()
+    assert [row["subject_id"] for row in left] == ["keep"] * 3
 
 
 async def test_a_milvus_collection_that_does_not_exist_is_reported_failed_naming_it(milvus_uri):

@@ -7,6 +7,7 @@ import pytest
 
 from services.purger import handlers
 from services.purger.adapters.memory import InMemoryBackups, InMemoryProgress, InMemoryStores
+from shared import topics
 from shared.events import DeletionRequested, LegalHoldReleased, RetentionRulesChanged
 from shared.fakes import InMemoryRetentionStore
 from shared.retention import Rule
@@ -116,6 +117,26 @@ async def test_a_store_down_mid_way_keeps_what_was_done_and_the_retry_finishes_w
     assert counts["chat_messages"].records_tagged == 5
 
 
+async def test_a_polls_requests_are_purged_side_by_side_and_reported_in_their_order(world):
+    purger, stores, _, _ = world
+    route = handlers.routes(purger)[topics.DELETION_REQUESTED]
+    reports = await route.handle_many([requested("u2", "req_b"), requested("u1", "req_a")])
+    assert [(r.request_id, r.subject_id) for r in reports] == [("req_b", "u2"), ("req_a", "u1")]
+    assert stores.live("chat_messages", "u2") == [] and stores.live("chat_messages", "u1") == []
+    assert stores.records["profiles"] == {}
+
+
+async def test_one_failing_request_fails_the_batch_and_alone_its_retry_finishes_it(world):
+    purger, stores, _, _ = world
+    route = handlers.routes(purger)[topics.DELETION_REQUESTED]
+    stores.fail_on = {"uploads"}
+    with pytest.raises(ExceptionGroup):
+        await route.handle_many([requested("u1", "req_a"), requested("u2", "req_b")])
+    stores.fail_on = set()
+    [report] = await route.handle_many([requested("u1", "req_a")])  # the loop's one-at-a-time path
+    assert {o.dataset: o.outcome for o in report.outcomes}["uploads"] == "erased"
+
+
 async def test_a_held_dataset_is_erased_with_a_follow_up_report_once_the_hold_is_released(world):
     purger, stores, retention, clock = world
     hold = litigation_hold("hold_1", "u1", "profiles", placed_at=T0)
@@ -194,7 +215,7 @@ async def test_backups_expired_is_emitted_once_every_backup_older_than_the_erasu
     assert [b.expired_at is not None for b in backups.backups] == [True, False]
 
 
-def test_the_live_filter_merges_into_the_query_so_the_subject_index_serves_it():
+async def test_the_live_filter_merges_into_the_query_so_the_subject_index_serves_it():
     from shared.liveread import LIVE, TAGGED_AT, live
 
     assert live({"user_id": "u1"}) == {"user_id": "u1", **LIVE}
