@@ -39,8 +39,8 @@ from pymilvus import MilvusClient
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from ops.seeding import Seeder
 from services.purger.adapters.s3 import list_versions
-from services.purger.seeding import Seeder
 from services.purger.settings import PurgerSettings
 from shared.auth import KEYS_USE
 from shared.datamap import load_datamap

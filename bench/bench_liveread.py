@@ -36,8 +36,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from services.purger.adapters.mongo import LedgerChunk, MongoEraser, MongoPurgeLedger, MongoPurgeProgress
+from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger, MongoPurgeProgress
 from services.purger.handlers import Purger, nightly_purge
+from services.purger.model import LedgerChunk
 from services.purger.settings import PurgerSettings
 from shared.datamap import DataMap, Dataset, MongoLocation
 from shared.events import utcnow

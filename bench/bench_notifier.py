@@ -15,8 +15,9 @@ from aiohttp import web
 
 from services.notifier import handlers
 from services.notifier.adapters.http import WebhookSender
-from services.notifier.adapters.store import Endpoint, MongoWebhookStore, Secret
-from services.notifier.api import new_secret
+from services.notifier.adapters.store import MongoWebhookStore
+from services.notifier.model import Endpoint, Secret
+from services.notifier.signing import new_secret
 from shared.contacts import MongoContactStore
 from shared.events import DatasetOutcome, DeletionKeysDestroyed, utcnow
 from shared.logging import configure_logging

@@ -14,6 +14,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -99,26 +112,19 @@ class SetupReport:
     revoked: int
 
 
-def setup(kafka: KafkaSettings, passwords: PrincipalPasswords, *, timeout_s: float = 30) -> SetupReport:
-    """Make the broker's SCRAM users and ACLs for lethe's principals exactly what the topology says (idempotent).
-
-    Blocking (librdkafka's futures); call it in a thread from async code.
-    """
-    from confluent_kafka.admin import (
-        AclBinding,
-        AclBindingFilter,
-        AclOperation,
-        AclPermissionType,
-        AdminClient,
-        ResourcePatternType,
-        ResourceType,
-        ScramCredentialInfo,
-        ScramMechanism,
-        UserScramCredentialAlteration,
-        UserScramCredentialUpsertion,
+def _binding(g: Grant) -> AclBinding:
+    return AclBinding(
+        ResourceType[g.resource],
+        g.name,
+        ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL,
+        f"User:{g.principal}",
+        "*",
+        AclOperation[g.operation],
+        AclPermissionType.ALLOW,
     )
 
-    admin = AdminClient(admin_config(kafka))
+
+def _upsert_users(admin: AdminClient, kafka: KafkaSettings, passwords: PrincipalPasswords, timeout_s: float) -> None:
     mechanism = (
         ScramMechanism.SCRAM_SHA_512 if kafka.sasl_mechanism == "SCRAM-SHA-512" else ScramMechanism.SCRAM_SHA_256
     )
@@ -131,22 +137,9 @@ def setup(kafka: KafkaSettings, passwords: PrincipalPasswords, *, timeout_s: flo
     for future in admin.alter_user_scram_credentials(upserts, request_timeout=timeout_s).values():
         future.result()
 
-    def binding(g: Grant) -> Any:
-        return AclBinding(
-            ResourceType[g.resource],
-            g.name,
-            ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL,
-            f"User:{g.principal}",
-            "*",
-            AclOperation[g.operation],
-            AclPermissionType.ALLOW,
-        )
 
-    wanted = grants()
-    wanted_bindings = {binding(g) for g in wanted}
-    for future in admin.create_acls(list(wanted_bindings), request_timeout=timeout_s).values():
-        future.result()
-    # Anything else granted to our principals (a flow removed since) is taken back: least privilege stays exact.
+def _revoke_others(admin: AdminClient, wanted: set[AclBinding], timeout_s: float) -> int:
+    """Take back anything else granted to our principals (a flow removed since): least privilege stays exact."""
     ours = {f"User:{p}" for p in topology.PRINCIPALS}
     # None matches any name, principal and host (the stubs say str; librdkafka takes None as "any").
     any_filter = AclBindingFilter(
@@ -159,11 +152,26 @@ def setup(kafka: KafkaSettings, passwords: PrincipalPasswords, *, timeout_s: flo
         AclPermissionType.ANY,
     )
     existing = admin.describe_acls(any_filter, request_timeout=timeout_s).result()
-    stale = [b for b in existing if b.principal in ours and b not in wanted_bindings]
+    stale = [b for b in existing if b.principal in ours and b not in wanted]
     if stale:
         for future in admin.delete_acls(stale, request_timeout=timeout_s).values():
             future.result()
-    return SetupReport(users=topology.PRINCIPALS, granted=len(wanted), revoked=len(stale))
+    return len(stale)
+
+
+def setup(kafka: KafkaSettings, passwords: PrincipalPasswords, *, timeout_s: float = 30) -> SetupReport:
+    """Make the broker's SCRAM users and ACLs for lethe's principals exactly what the topology says (idempotent).
+
+    Blocking (librdkafka's futures); call it in a thread from async code.
+    """
+    admin = AdminClient(admin_config(kafka))
+    _upsert_users(admin, kafka, passwords, timeout_s)
+    wanted = grants()
+    bindings = {_binding(g) for g in wanted}
+    for future in admin.create_acls(list(bindings), request_timeout=timeout_s).values():
+        future.result()
+    revoked = _revoke_others(admin, bindings, timeout_s)
+    return SetupReport(users=topology.PRINCIPALS, granted=len(wanted), revoked=revoked)
 
 
 def describe(grants_: Iterable[Grant]) -> list[str]:

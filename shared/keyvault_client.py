@@ -42,6 +42,11 @@ class KeyvaultError(Exception):
     """keyvault answered with an unexpected error."""
 
 
+# Every way a call to keyvault can fail: its refusals, its errors, and the HTTP client's own (for callers that
+# carry on without the key, and should not need to know which HTTP client is used).
+KEYVAULT_FAILURES: tuple[type[Exception], ...] = (KeyUnavailableError, KeyvaultError, aiohttp.ClientError)
+
+
 @dataclass
 class _Cached:
     subject_id: str

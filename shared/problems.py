@@ -82,6 +82,15 @@ async def parse_json(request: web.Request, model: type[Any]) -> Any:
         raise invalid(exc) from exc
 
 
+def parse_params(model: type[Any], data: Mapping[str, Any], *, where: str) -> Any:
+    """Validate path or query parameters (``where``: "path" or "query") against a pydantic model; a 422 naming
+    each invalid one otherwise (``query.limit``)."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise invalid(exc, where=where) from exc
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

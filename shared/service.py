@@ -28,6 +28,23 @@ Job = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
+class BackgroundTasks:
+    """Work a request starts and does not wait for (a mail): kept referenced, cancelled when the service stops."""
+
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@dataclass
 class Service:
     """A built service: its HTTP app, its consumer (if it consumes) and the clients to start and stop."""
 

@@ -11,7 +11,6 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from shared.consumer import Handler, KafkaConsumerLoop, MessageProcessor
-from shared.events import Event
 from shared.http import ReadinessCheck, add_ops_routes, openapi_document
 from shared.kafka import KafkaPublisher, Publisher
 from shared.metrics import Metrics
@@ -31,6 +30,24 @@ class ServiceDeps:
     """Dependencies a test may replace with fakes; anything left ``None`` is built from settings."""
 
     publisher: Publisher | None = None
+
+
+def _consumer(
+    name: str,
+    routes: Mapping[str, Handler],
+    kafka: KafkaSettings,
+    publisher: Publisher,
+    metrics: Metrics,
+    partitions_at_once: int | None,
+) -> KafkaConsumerLoop:
+    processor = MessageProcessor(routes=routes, publisher=publisher, settings=kafka, metrics=metrics)
+    return KafkaConsumerLoop(
+        kafka,
+        group_id=kafka.group_of(name),
+        client_id=f"lethe-{name}",
+        processor=processor,
+        partitions_at_once=partitions_at_once or kafka.partitions_at_once,
+    )
 
 
 def build_service(
@@ -54,25 +71,17 @@ def build_service(
     metrics = Metrics(service=name)
     if mongo is not None:  # its round trips on /metrics, for the benchmark's per-deletion figures
         metrics.registry.register(CommandCountCollector(command_count(mongo)))
-    publisher = (deps or ServiceDeps()).publisher
     starts: list[Hook] = list(on_start)
     stops: list[Hook] = list(on_stop)
+    publisher = (deps or ServiceDeps()).publisher
     if publisher is None:
         kafka_publisher = KafkaPublisher(kafka, client_id=f"lethe-{name}", metrics=metrics)
         starts.insert(0, kafka_publisher.start)
         stops.insert(0, kafka_publisher.stop)
         publisher = kafka_publisher
-    consumer = None
+    consumer = _consumer(name, routes, kafka, publisher, metrics, partitions_at_once) if routes else None
     all_checks = dict(checks)
-    if routes:
-        processor = MessageProcessor(routes=routes, publisher=publisher, settings=kafka, metrics=metrics)
-        consumer = KafkaConsumerLoop(
-            kafka,
-            group_id=kafka.group_of(name),
-            client_id=f"lethe-{name}",
-            processor=processor,
-            partitions_at_once=partitions_at_once or kafka.partitions_at_once,
-        )
+    if consumer is not None:
         loop = consumer
 
         async def kafka_ready() -> bool:
@@ -81,13 +90,8 @@ def build_service(
         all_checks = {"kafka": kafka_ready, **all_checks}
     app = web_app or web.Application(client_max_size=1024 * 1024, middlewares=[body_cap_middleware])
     app[PUBLISHER] = publisher
-    add_ops_routes(
-        app,
-        service=name,
-        metrics=metrics,
-        checks=all_checks,
-        openapi=openapi_document(title=f"lethe {name}", description=description, paths=api_paths, schemas=api_schemas),
-    )
+    openapi = openapi_document(title=f"lethe {name}", description=description, paths=api_paths, schemas=api_schemas)
+    add_ops_routes(app, service=name, metrics=metrics, checks=all_checks, openapi=openapi)
     return Service(
         name=name,
         publisher=publisher,
@@ -99,17 +103,3 @@ def build_service(
         on_start=starts,
         on_stop=stops,
     )
-
-
-def not_yet_handled(issue: str) -> Handler:
-    """A route whose handler is not built yet: it logs loudly and emits nothing.
-
-    The topic is consumed (so the group, lag and readiness are real) but nothing is decided; the issue named
-    here builds the real handler.
-    """
-
-    async def handler(event: Event) -> Sequence[Event]:
-        log.warning("event.not_handled_yet", type=event.type, issue=issue)
-        return ()
-
-    return handler

@@ -216,7 +216,7 @@ class Pipeline:
     def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
         """Run a `lethe` command against this pipeline (as an operator would, in its own process)."""
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "ops.cli", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -19,11 +19,11 @@ start() {
   cd "$ROOT"
   # notifier opens contact addresses and shreds their keys through keyvault, with a service token.
   if [[ -z "${NOTIFIER_KEYVAULT_TOKEN:-}" ]]; then
-    NOTIFIER_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub notifier --scope "keys:use keys:destroy:contact" --ttl 31536000)"
+    NOTIFIER_KEYVAULT_TOKEN="$("$PY" -m ops.cli token --sub notifier --scope "keys:use keys:destroy:contact" --ttl 31536000)"
     export NOTIFIER_KEYVAULT_TOKEN
   fi
   if [[ -z "${INTAKE_KEYVAULT_TOKEN:-}" ]]; then
-    INTAKE_KEYVAULT_TOKEN="$("$PY" -m shared.cli token --sub intake --scope "keys:use" --ttl 31536000)"
+    INTAKE_KEYVAULT_TOKEN="$("$PY" -m ops.cli token --sub intake --scope "keys:use" --ttl 31536000)"
     export INTAKE_KEYVAULT_TOKEN
   fi
   for name in "${SERVICES[@]}"; do

@@ -78,14 +78,14 @@ up() {
     "start_$name"
   done
   # Readiness is polled with a real request to each server, never slept for.
-  if ! "$PY" -m shared.cli wait-for kafka mongo s3 smtp milvus --timeout 180; then
+  if ! "$PY" -m ops.cli wait-for kafka mongo s3 smtp milvus --timeout 180; then
     for name in "${SERVERS[@]}"; do
       pid_alive "$VAR/run/$name.pid" || { echo "--- $name is not running; end of var/log/$name.log:"; tail -20 "$VAR/log/$name.log"; }
     done
     die "the local stack did not become ready"
   fi
   wait_for "kms (moto)" 60 port_open 4566 || die "the KMS test endpoint did not start (see var/log/kms.log)"
-  "$PY" -m shared.cli kafka setup
+  "$PY" -m ops.cli kafka setup
   say "local stack ready in $((SECONDS - started)) s"
 }
 

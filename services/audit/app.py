@@ -9,6 +9,10 @@ from aiohttp import web
 
 from services.audit import api, console, handlers
 from services.audit.adapters.log import MongoAuditLog
+from services.audit.adapters.sessions import MongoConsoleSessions
+from services.audit.adapters.upstream import Upstream
+from services.audit.openapi import build_spec
+from services.audit.ports import AuditLog
 from services.audit.settings import AuditSettings
 from shared.auth import TokenVerifier
 from shared.datamap import DataMap, load_datamap
@@ -33,7 +37,7 @@ def build_signer(settings: AuditSettings) -> Signer:
     return Signer.load_or_create(settings.signing_key_file)
 
 
-async def checkpoint_periodically(audit_log: MongoAuditLog, signer: Signer, settings: AuditSettings) -> None:
+async def checkpoint_periodically(audit_log: AuditLog, signer: Signer, settings: AuditSettings) -> None:
     """The checkpoint job: the only holder of the signing key besides the receipt endpoint."""
     interval = min(settings.checkpoint_every_s, 5.0)
     while True:
@@ -65,18 +69,19 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         clock=utcnow,
         page_cap=settings.page_size_cap,
     )
-    upstream = console.Upstream(settings)
+    upstream = Upstream(settings)
     console.add_console(
         web_app,
         settings=settings,
         audit_log=audit_log,
         signer=signer,
         verifier=TokenVerifier(settings.auth),
-        sessions=console.MongoConsoleSessions(mongo, settings.mongo.database),
+        sessions=MongoConsoleSessions(mongo, settings.mongo.database),
         upstream=upstream,
         datamap=datamap,
         clock=utcnow,
     )
+    spec = build_spec(settings.page_size_cap)
     service = build_service(
         name="audit",
         description=DESCRIPTION,
@@ -86,7 +91,8 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
         mongo=mongo,
-        api_paths=api.API_PATHS,
+        api_paths=spec.paths,
+        api_schemas=spec.schemas,
         web_app=web_app,
         on_start=[audit_log.ensure_indexes, upstream.start],
         on_stop=[upstream.stop, mongo.close],

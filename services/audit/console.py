@@ -11,8 +11,6 @@ named by their pseudonymous subject ids, and notifier's endpoint owners are not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import hmac
 import json
 import secrets
@@ -23,20 +21,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import structlog
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pymongo import AsyncMongoClient
 
 from services.audit import handlers
-from services.audit.adapters.log import MongoAuditLog
-from services.audit.api import signed_receipt, verify_chain
-from services.audit.chain import Entry
+from services.audit.adapters.kafka_lag import consumer_lag
+from services.audit.adapters.sessions import MongoConsoleSessions
+from services.audit.adapters.upstream import Upstream
+from services.audit.model import Entry, Session
+from services.audit.ports import AuditLog
 from services.audit.settings import AuditSettings
-from shared import topics
 from shared.auth import AUDIT_READ, TokenVerifier
 from shared.datamap import DataMap
 from shared.events import REQUEST_STATUSES
@@ -63,85 +58,6 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-
-@dataclass(frozen=True)
-class Session:
-    token: str
-    csrf: str
-    operator: str
-    scopes: frozenset[str]
-    expires_at: datetime
-
-
-def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
-class MongoConsoleSessions:
-    """Sign-ins, by the hash of their id: a leaked database does not hand out live cookies."""
-
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
-        self._sessions = client[database]["console_sessions"]
-
-    async def create(self, session: Session) -> str:
-        session_id = secrets.token_urlsafe(32)
-        await self._sessions.insert_one(
-            {
-                "_id": _digest(session_id),
-                "token": session.token,
-                "csrf": session.csrf,
-                "operator": session.operator,
-                "scopes": sorted(session.scopes),
-                "expires_at": session.expires_at,
-            }
-        )
-        return session_id
-
-    async def get(self, session_id: str, now: datetime) -> Session | None:
-        doc = await self._sessions.find_one({"_id": _digest(session_id)})
-        if doc is None:
-            return None
-        expires = doc["expires_at"] if doc["expires_at"].tzinfo else doc["expires_at"].replace(tzinfo=UTC)
-        if expires <= now:
-            await self.delete(session_id)
-            return None
-        return Session(doc["token"], doc["csrf"], doc["operator"], frozenset(doc["scopes"]), expires)
-
-    async def delete(self, session_id: str) -> None:
-        await self._sessions.delete_one({"_id": _digest(session_id)})
-
-
-class Upstream:
-    """The other services' APIs, called with the signed-in operator's token."""
-
-    def __init__(self, settings: AuditSettings) -> None:
-        self.urls = {
-            "intake": settings.intake_url,
-            "purger": settings.purger_url,
-            "keyvault": settings.keyvault_url,
-            "notifier": settings.notifier_url,
-        }
-        self._http: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-
-    async def stop(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-
-    async def call(self, service: str, method: str, path: str, token: str | None, **kwargs: Any) -> tuple[int, Any]:
-        """(status, body); status 0 when the service cannot be reached."""
-        assert self._http is not None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        headers |= kwargs.pop("headers", {})
-        try:
-            async with self._http.request(method, self.urls[service] + path, headers=headers, **kwargs) as r:
-                body = await r.json(content_type=None) if r.content_length != 0 else None
-                return r.status, body
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
-            return 0, {"detail": f"{service} could not be reached: {exc.__class__.__name__}"}
 
 
 def deadline_state(item: Mapping[str, Any], now: datetime) -> tuple[str, str]:
@@ -181,49 +97,310 @@ def _entry_view(entry: Entry) -> dict[str, Any]:
     }
 
 
-async def consumer_lag(settings: AuditSettings) -> tuple[list[dict[str, Any]], dict[str, int], str | None]:
-    """Lag per (group, topic) of lethe's consumer groups, and the messages on each dead-letter topic."""
-    admin = AIOKafkaAdminClient(**settings.kafka.client_options(), request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(**settings.kafka.client_options(), request_timeout_ms=5000)
+@dataclass(frozen=True)
+class Console:
+    """What the console's pages need, kept on the aiohttp app under CONSOLE."""
+
+    settings: AuditSettings
+    audit_log: AuditLog
+    signer: Signer
+    verifier: TokenVerifier
+    sessions: MongoConsoleSessions
+    upstream: Upstream
+    datamap: DataMap | None
+    clock: Callable[[], datetime]
+
+    def render(self, name: str, status: int = 200, session: Session | None = None, **context: Any) -> web.Response:
+        page = TEMPLATES.get_template(name).render(session=session, now=self.clock(), **context)
+        return web.Response(text=page, status=status, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+CONSOLE = web.AppKey("audit_console", Console)
+Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
+
+
+def secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+
+def signed_in(page: Page, *, form: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The page, for a signed-in operator only (and, for a ``form``, with the session's CSRF token posted)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        console = request.app[CONSOLE]
+        session_id = request.cookies.get(COOKIE)
+        session = await console.sessions.get(session_id, console.clock()) if session_id else None
+        if session is None:
+            return redirect("/console/login")
+        if form:
+            posted = await request.post()
+            if not hmac.compare_digest(str(posted.get("csrf", "")), session.csrf):
+                return console.render("error.html", 403, session, message="The form's CSRF token is missing or wrong.")
+        return await page(request, session)
+
+    return wrapped
+
+
+async def index(_: web.Request) -> web.Response:
+    return redirect("/console/requests")
+
+
+async def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = request.app[CONSOLE].render("login.html", status, error=error, login_csrf=token)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=secure(request), path="/console")
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    console = request.app[CONSOLE]
+    posted = await request.post()
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(str(posted.get("csrf", "")), expected):
+        return await login_page(request, "The sign-in form expired; please paste the token again.", 403)
+    token = str(posted.get("token", "")).strip()
     try:
-        async with asyncio.timeout(10):
-            await admin.start()
-            await consumer.start()
-            prefix = settings.kafka.group_prefix + "-"
-            groups = sorted(g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefix))
-            lag: dict[tuple[str, str], int] = {}
-            for group in groups:
-                committed = await admin.list_consumer_group_offsets(group)
-                ends = await consumer.end_offsets(list(committed)) if committed else {}
-                for tp, meta in committed.items():
-                    lag[(group, tp.topic)] = lag.get((group, tp.topic), 0) + max(0, ends[tp] - meta.offset)
-            dlq_parts = [
-                TopicPartition(topics.dlq(t), n) for t in topics.EVENT_TOPICS for n in range(topics.PARTITIONS)
-            ]
-            firsts = await consumer.beginning_offsets(dlq_parts)
-            lasts = await consumer.end_offsets(dlq_parts)
-            dead: dict[str, int] = {}
-            for tp in dlq_parts:
-                dead[tp.topic] = dead.get(tp.topic, 0) + lasts[tp] - firsts[tp]
-        rows = [{"group": g, "topic": t, "lag": n} for (g, t), n in sorted(lag.items())]
-        return rows, dead, None
-    except Exception as exc:  # the page shows Kafka's trouble instead of failing
-        return [], {}, f"Kafka could not be asked: {exc!r}"
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        with contextlib.suppress(Exception):
-            await admin.close()
+        principal = console.verifier.verify(token)
+    except Exception as exc:
+        return await login_page(request, f"That token was refused: {exc}", 401)
+    if AUDIT_READ not in principal.scopes:
+        return await login_page(request, f"That token lacks the scope {AUDIT_READ}.", 403)
+    now = console.clock()
+    expires = now + timedelta(hours=console.settings.console_session_hours)
+    if principal.expires_at is not None:
+        expires = min(expires, principal.expires_at)
+    session = Session(token, secrets.token_urlsafe(24), principal.subject, frozenset(principal.scopes), expires)
+    session_id = await console.sessions.create(session)
+    response = redirect("/console/requests")
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        httponly=True,
+        samesite="Strict",
+        secure=secure(request),
+        path="/console",
+        max_age=max(1, int((expires - now).total_seconds())),
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/console")
+    log.info("console.signed_in", operator=principal.subject)
+    return response
 
 
-Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+async def logout(request: web.Request, _: Session) -> web.Response:
+    await request.app[CONSOLE].sessions.delete(request.cookies.get(COOKIE, ""))
+    response = redirect("/console/login")
+    response.del_cookie(COOKIE, path="/console")
+    return response
+
+
+def _requests_query(q: Mapping[str, str], offset: int) -> dict[str, str]:
+    """intake's query for the requests page's filters (blank ones left out); "until" includes its day."""
+    params: dict[str, str] = {"limit": str(PAGE), "offset": str(offset)}
+    if q.get("status") in STATUSES:
+        params["status"] = q["status"]
+    for name, shift in (("since", timedelta(0)), ("until", timedelta(days=1))):
+        value = q.get(name, "")
+        try:
+            params[name] = (datetime.fromisoformat(value).replace(tzinfo=UTC) + shift).isoformat() if value else ""
+        except ValueError:
+            params[name] = ""
+    return {k: v for k, v in params.items() if v}
+
+
+async def requests_page(request: web.Request, session: Session) -> web.Response:
+    console = request.app[CONSOLE]
+    q = request.query
+    offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+    code, body = await console.upstream.call(
+        "intake", "GET", "/deletion_requests", session.token, params=_requests_query(q, offset)
+    )
+    items = body.get("items", []) if code == 200 else []
+    now = console.clock()
+    rows = [item | {"deadline": deadline_state(item, now)} for item in items]
+    keep = {k: q.get(k, "") for k in ("status", "since", "until") if q.get(k)}
+    return console.render(
+        "requests.html",
+        session=session,
+        rows=rows,
+        error=None if code == 200 else body.get("detail", f"intake answered {code}"),
+        statuses=STATUSES,
+        chosen=keep,
+        prev=urlencode(keep | {"offset": max(0, offset - PAGE)}) if offset else None,
+        next=urlencode(keep | {"offset": body["next_offset"]}) if code == 200 and body.get("next_offset") else None,
+    )
+
+
+async def request_page(request: web.Request, session: Session) -> web.Response:
+    console = request.app[CONSOLE]
+    request_id = request.match_info["request_id"]
+    if not 1 <= len(request_id) <= 200:
+        return console.render("error.html", 404, session, message="No such request.")
+    path = quote(request_id, safe="")
+    (code, item), (n_code, notices), entries = await asyncio.gather(
+        console.upstream.call("intake", "GET", f"/deletion_requests/{path}", session.token),
+        console.upstream.call("notifier", "GET", f"/webhooks/requests/{path}", session.token),
+        console.audit_log.matching(request_id=request_id),
+    )
+    if code != 200:
+        return console.render(
+            "error.html",
+            404 if code == 404 else 502,
+            session,
+            message=(item or {}).get("detail", f"intake answered {code}"),
+        )
+    stages = sorted(item["stages"].items(), key=lambda kv: kv[1])
+    return console.render(
+        "request.html",
+        session=session,
+        item=item,
+        stages=stages,
+        deadline=deadline_state(item, console.clock()),
+        deliveries=notices.get("deliveries", []) if n_code == 200 else [],
+        mail=notices.get("mail", {}) if n_code == 200 else {},
+        notifier_error=None if n_code == 200 else notices.get("detail", f"notifier answered {n_code}"),
+        entries=[_entry_view(e) for e in entries],
+        flash=request.query.get("flash"),
+    )
+
+
+async def redeliver(request: web.Request, session: Session) -> web.Response:
+    request_id = request.match_info["request_id"]
+    posted = await request.post()
+    endpoint_id, message_id = str(posted.get("endpoint_id", "")), str(posted.get("message_id", ""))
+    code, body = await request.app[CONSOLE].upstream.call(
+        "notifier",
+        "POST",
+        f"/webhooks/endpoints/{quote(endpoint_id, safe='')}/deliveries/{quote(message_id, safe='')}/redeliver",
+        session.token,
+    )
+    flash = "Redelivery scheduled." if code == 202 else f"Redelivery refused ({code}): {body.get('detail', '')}"
+    return redirect(f"/console/requests/{quote(request_id, safe='')}?{urlencode({'flash': flash})}")
+
+
+async def receipt(request: web.Request, _: Session) -> web.Response:
+    console = request.app[CONSOLE]
+    request_id = request.match_info["request_id"]
+    signed = (
+        await handlers.signed_receipt(
+            console.audit_log, console.signer, request_id, datamap=console.datamap, now=console.clock()
+        )
+        if 1 <= len(request_id) <= 200
+        else None
+    )
+    if signed is None:
+        return web.Response(status=404, text="no audit entries for this request", headers=SECURITY_HEADERS)
+    safe_name = "".join(c for c in request_id if c.isalnum() or c in "-_")
+    return web.Response(
+        text=json.dumps(signed, indent=2),
+        content_type="application/json",
+        headers=SECURITY_HEADERS | {"Content-Disposition": f'attachment; filename="receipt-{safe_name}.json"'},
+    )
+
+
+async def retention_page(request: web.Request, session: Session) -> web.Response:
+    console = request.app[CONSOLE]
+    (r_code, rules), (h_code, holds), trail = await asyncio.gather(
+        console.upstream.call("intake", "GET", "/data_retention/rules", session.token),
+        console.upstream.call(
+            "intake", "GET", "/legal_holds", session.token, params={"active": "false", "limit": "100"}
+        ),
+        console.audit_log.matching(types=handlers.FAMILIES["retention"] + handlers.FAMILIES["legal_hold"]),
+    )
+    errors = [b.get("detail", f"intake answered {c}") for c, b in ((r_code, rules), (h_code, holds)) if c != 200]
+    return console.render(
+        "retention.html",
+        session=session,
+        rules=rules if r_code == 200 else None,
+        holds=holds.get("holds", []) if h_code == 200 else [],
+        trail=[_entry_view(e) for e in reversed(trail[-100:])],
+        datasets=console.datamap.names if console.datamap else [],
+        errors=errors,
+        flash=request.query.get("flash"),
+    )
+
+
+def back_to_retention(code: int, body: Any, done: str) -> web.Response:
+    flash = done if 200 <= code < 300 else f"Refused ({code}): {(body or {}).get('detail', '')}"
+    return redirect(f"/console/retention?{urlencode({'flash': flash})}")
+
+
+async def place_hold(request: web.Request, session: Session) -> web.Response:
+    posted = await request.post()
+    body = {
+        "subject_id": str(posted.get("subject_id", "")).strip() or None,
+        "datasets": [str(d) for d in posted.getall("datasets", [])],  # the form's checkboxes
+        "reason": str(posted.get("reason", "")),
+        "legal_basis": str(posted.get("legal_basis", "")),
+        "legal_ref": str(posted.get("legal_ref", "")),
+    }
+    code, answer = await request.app[CONSOLE].upstream.call("intake", "POST", "/legal_holds", session.token, json=body)
+    return back_to_retention(code, answer, f"Hold {(answer or {}).get('hold_id', '')} placed.")
+
+
+async def release_hold(request: web.Request, session: Session) -> web.Response:
+    hold_id = request.match_info["hold_id"]
+    code, answer = await request.app[CONSOLE].upstream.call(
+        "intake", "DELETE", f"/legal_holds/{quote(hold_id, safe='')}", session.token
+    )
+    return back_to_retention(code, answer, f"Hold {hold_id} released.")
+
+
+async def change_rules(request: web.Request, session: Session) -> web.Response:
+    posted = await request.post()
+    version = str(posted.get("version", ""))
+    patch: dict[str, Any]
+    if posted.get("remove"):
+        patch = {"remove": [str(posted["remove"])]}
+    else:
+        rule: dict[str, Any] = {
+            "rule_id": str(posted.get("rule_id", "")).strip(),
+            "datasets": [str(d) for d in posted.getall("datasets", [])],
+            "legal_basis": str(posted.get("legal_basis", "")),
+            "legal_ref": str(posted.get("legal_ref", "")),
+            "description": str(posted.get("description", "")),
+        }
+        if expires := str(posted.get("expires_at", "")):
+            rule["expires_at"] = f"{expires}T00:00:00+00:00"
+        patch = {"rules": [rule]}
+    code, answer = await request.app[CONSOLE].upstream.call(
+        "intake", "PATCH", "/data_retention/rules", session.token, json=patch, headers={"If-Match": f'"{version}"'}
+    )
+    return back_to_retention(code, answer, f"Rules saved as version {(answer or {}).get('version', '?')}.")
+
+
+async def health_page(request: web.Request, session: Session) -> web.Response:
+    console = request.app[CONSOLE]
+
+    async def readiness(name: str) -> dict[str, Any]:
+        code, body = await console.upstream.call(name, "GET", "/readyz", None)
+        return {"service": name, "ready": code == 200, "code": code, "checks": body}
+
+    ready = list(await asyncio.gather(*(readiness(name) for name in console.upstream.urls)))
+    ready.append({"service": "audit", "ready": True, "code": 200, "checks": {"status": "serving this page"}})
+    (lag, dead, kafka_error), report = await asyncio.gather(
+        consumer_lag(console.settings.kafka),
+        handlers.verify_chain(console.audit_log, console.signer),
+    )
+    return console.render(
+        "health.html",
+        session=session,
+        ready=ready,
+        lag=lag,
+        dead=dead,
+        kafka_error=kafka_error,
+        verification=report.as_json(),
+    )
 
 
 def add_console(
     app: web.Application,
     *,
     settings: AuditSettings,
-    audit_log: MongoAuditLog,
+    audit_log: AuditLog,
     signer: Signer,
     verifier: TokenVerifier,
     sessions: MongoConsoleSessions,
@@ -231,249 +408,7 @@ def add_console(
     datamap: DataMap | None,
     clock: Callable[[], datetime],
 ) -> None:
-    def render(name: str, status: int = 200, session: Session | None = None, **context: Any) -> web.Response:
-        page = TEMPLATES.get_template(name).render(session=session, now=clock(), **context)
-        return web.Response(text=page, status=status, content_type="text/html", headers=SECURITY_HEADERS)
-
-    def redirect(location: str) -> web.Response:
-        return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
-
-    def secure(request: web.Request) -> bool:
-        return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
-
-    def signed_in(handler: Handler, *, form: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            session_id = request.cookies.get(COOKIE)
-            session = await sessions.get(session_id, clock()) if session_id else None
-            if session is None:
-                return redirect("/console/login")
-            if form:
-                posted = await request.post()
-                if not hmac.compare_digest(str(posted.get("csrf", "")), session.csrf):
-                    return render("error.html", 403, session, message="The form's CSRF token is missing or wrong.")
-            return await handler(request, session)
-
-        return wrapped
-
-    async def index(_: web.Request) -> web.Response:
-        return redirect("/console/requests")
-
-    async def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
-        token = secrets.token_urlsafe(24)
-        response = render("login.html", status, error=error, login_csrf=token)
-        response.set_cookie(
-            LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=secure(request), path="/console"
-        )
-        return response
-
-    async def login(request: web.Request) -> web.Response:
-        posted = await request.post()
-        expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or not hmac.compare_digest(str(posted.get("csrf", "")), expected):
-            return await login_page(request, "The sign-in form expired; please paste the token again.", 403)
-        token = str(posted.get("token", "")).strip()
-        try:
-            principal = verifier.verify(token)
-        except Exception as exc:
-            return await login_page(request, f"That token was refused: {exc}", 401)
-        if AUDIT_READ not in principal.scopes:
-            return await login_page(request, f"That token lacks the scope {AUDIT_READ}.", 403)
-        now = clock()
-        expires = now + timedelta(hours=settings.console_session_hours)
-        if principal.expires_at is not None:
-            expires = min(expires, principal.expires_at)
-        session = Session(token, secrets.token_urlsafe(24), principal.subject, frozenset(principal.scopes), expires)
-        session_id = await sessions.create(session)
-        response = redirect("/console/requests")
-        response.set_cookie(
-            COOKIE,
-            session_id,
-            httponly=True,
-            samesite="Strict",
-            secure=secure(request),
-            path="/console",
-            max_age=max(1, int((expires - now).total_seconds())),
-        )
-        response.del_cookie(LOGIN_COOKIE, path="/console")
-        log.info("console.signed_in", operator=principal.subject)
-        return response
-
-    async def logout(request: web.Request, _: Session) -> web.Response:
-        await sessions.delete(request.cookies.get(COOKIE, ""))
-        response = redirect("/console/login")
-        response.del_cookie(COOKIE, path="/console")
-        return response
-
-    async def requests_page(request: web.Request, session: Session) -> web.Response:
-        q = request.query
-        status = q.get("status") if q.get("status") in STATUSES else None
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
-        params: dict[str, str] = {"limit": str(PAGE), "offset": str(offset)}
-        if status:
-            params["status"] = status
-        for name, shift in (("since", timedelta(0)), ("until", timedelta(days=1))):  # "until" includes its day
-            value = q.get(name, "")
-            try:
-                params[name] = (datetime.fromisoformat(value).replace(tzinfo=UTC) + shift).isoformat() if value else ""
-            except ValueError:
-                params[name] = ""
-        code, body = await upstream.call(
-            "intake", "GET", "/deletion_requests", session.token, params={k: v for k, v in params.items() if v}
-        )
-        items = body.get("items", []) if code == 200 else []
-        now = clock()
-        rows = [item | {"deadline": deadline_state(item, now)} for item in items]
-        keep = {k: q.get(k, "") for k in ("status", "since", "until") if q.get(k)}
-        return render(
-            "requests.html",
-            session=session,
-            rows=rows,
-            error=None if code == 200 else body.get("detail", f"intake answered {code}"),
-            statuses=STATUSES,
-            chosen=keep,
-            prev=urlencode(keep | {"offset": max(0, offset - PAGE)}) if offset else None,
-            next=urlencode(keep | {"offset": body["next_offset"]}) if code == 200 and body.get("next_offset") else None,
-        )
-
-    async def request_page(request: web.Request, session: Session) -> web.Response:
-        request_id = request.match_info["request_id"]
-        if not 1 <= len(request_id) <= 200:
-            return render("error.html", 404, session, message="No such request.")
-        path = quote(request_id, safe="")
-        (code, item), (n_code, notices), entries = await asyncio.gather(
-            upstream.call("intake", "GET", f"/deletion_requests/{path}", session.token),
-            upstream.call("notifier", "GET", f"/webhooks/requests/{path}", session.token),
-            audit_log.matching(request_id=request_id),
-        )
-        if code != 200:
-            return render(
-                "error.html",
-                404 if code == 404 else 502,
-                session,
-                message=(item or {}).get("detail", f"intake answered {code}"),
-            )
-        stages = sorted(item["stages"].items(), key=lambda kv: kv[1])
-        return render(
-            "request.html",
-            session=session,
-            item=item,
-            stages=stages,
-            deadline=deadline_state(item, clock()),
-            deliveries=notices.get("deliveries", []) if n_code == 200 else [],
-            mail=notices.get("mail", {}) if n_code == 200 else {},
-            notifier_error=None if n_code == 200 else notices.get("detail", f"notifier answered {n_code}"),
-            entries=[_entry_view(e) for e in entries],
-            flash=request.query.get("flash"),
-        )
-
-    async def redeliver(request: web.Request, session: Session) -> web.Response:
-        request_id = request.match_info["request_id"]
-        posted = await request.post()
-        endpoint_id, message_id = str(posted.get("endpoint_id", "")), str(posted.get("message_id", ""))
-        code, body = await upstream.call(
-            "notifier",
-            "POST",
-            f"/webhooks/endpoints/{quote(endpoint_id, safe='')}/deliveries/{quote(message_id, safe='')}/redeliver",
-            session.token,
-        )
-        flash = "Redelivery scheduled." if code == 202 else f"Redelivery refused ({code}): {body.get('detail', '')}"
-        return redirect(f"/console/requests/{quote(request_id, safe='')}?{urlencode({'flash': flash})}")
-
-    async def receipt(request: web.Request, _: Session) -> web.Response:
-        request_id = request.match_info["request_id"]
-        ok = 1 <= len(request_id) <= 200
-        signed = await signed_receipt(audit_log, signer, request_id, datamap=datamap, now=clock()) if ok else None
-        if signed is None:
-            return web.Response(status=404, text="no audit entries for this request", headers=SECURITY_HEADERS)
-        safe_name = "".join(c for c in request_id if c.isalnum() or c in "-_")
-        return web.Response(
-            text=json.dumps(signed, indent=2),
-            content_type="application/json",
-            headers=SECURITY_HEADERS | {"Content-Disposition": f'attachment; filename="receipt-{safe_name}.json"'},
-        )
-
-    async def retention_page(request: web.Request, session: Session) -> web.Response:
-        (r_code, rules), (h_code, holds), trail = await asyncio.gather(
-            upstream.call("intake", "GET", "/data_retention/rules", session.token),
-            upstream.call("intake", "GET", "/legal_holds", session.token, params={"active": "false", "limit": "100"}),
-            audit_log.matching(types=handlers.FAMILIES["retention"] + handlers.FAMILIES["legal_hold"]),
-        )
-        errors = [b.get("detail", f"intake answered {c}") for c, b in ((r_code, rules), (h_code, holds)) if c != 200]
-        return render(
-            "retention.html",
-            session=session,
-            rules=rules if r_code == 200 else None,
-            holds=holds.get("holds", []) if h_code == 200 else [],
-            trail=[_entry_view(e) for e in reversed(trail[-100:])],
-            datasets=datamap.names if datamap else [],
-            errors=errors,
-            flash=request.query.get("flash"),
-        )
-
-    def back_to_retention(code: int, body: Any, done: str) -> web.Response:
-        flash = done if 200 <= code < 300 else f"Refused ({code}): {(body or {}).get('detail', '')}"
-        return redirect(f"/console/retention?{urlencode({'flash': flash})}")
-
-    async def place_hold(request: web.Request, session: Session) -> web.Response:
-        posted = await request.post()
-        body = {
-            "subject_id": str(posted.get("subject_id", "")).strip() or None,
-            "datasets": [str(d) for d in posted.getall("datasets", [])],  # the form's checkboxes
-            "reason": str(posted.get("reason", "")),
-            "legal_basis": str(posted.get("legal_basis", "")),
-            "legal_ref": str(posted.get("legal_ref", "")),
-        }
-        code, answer = await upstream.call("intake", "POST", "/legal_holds", session.token, json=body)
-        return back_to_retention(code, answer, f"Hold {(answer or {}).get('hold_id', '')} placed.")
-
-    async def release_hold(request: web.Request, session: Session) -> web.Response:
-        hold_id = request.match_info["hold_id"]
-        code, answer = await upstream.call("intake", "DELETE", f"/legal_holds/{quote(hold_id, safe='')}", session.token)
-        return back_to_retention(code, answer, f"Hold {hold_id} released.")
-
-    async def change_rules(request: web.Request, session: Session) -> web.Response:
-        posted = await request.post()
-        version = str(posted.get("version", ""))
-        patch: dict[str, Any]
-        if posted.get("remove"):
-            patch = {"remove": [str(posted["remove"])]}
-        else:
-            rule: dict[str, Any] = {
-                "rule_id": str(posted.get("rule_id", "")).strip(),
-                "datasets": [str(d) for d in posted.getall("datasets", [])],
-                "legal_basis": str(posted.get("legal_basis", "")),
-                "legal_ref": str(posted.get("legal_ref", "")),
-                "description": str(posted.get("description", "")),
-            }
-            if expires := str(posted.get("expires_at", "")):
-                rule["expires_at"] = f"{expires}T00:00:00+00:00"
-            patch = {"rules": [rule]}
-        code, answer = await upstream.call(
-            "intake", "PATCH", "/data_retention/rules", session.token, json=patch, headers={"If-Match": f'"{version}"'}
-        )
-        return back_to_retention(code, answer, f"Rules saved as version {(answer or {}).get('version', '?')}.")
-
-    async def health_page(_: web.Request, session: Session) -> web.Response:
-        async def readiness(name: str) -> dict[str, Any]:
-            code, body = await upstream.call(name, "GET", "/readyz", None)
-            return {"service": name, "ready": code == 200, "code": code, "checks": body}
-
-        ready = list(await asyncio.gather(*(readiness(name) for name in upstream.urls)))
-        ready.append({"service": "audit", "ready": True, "code": 200, "checks": {"status": "serving this page"}})
-        (lag, dead, kafka_error), report = await asyncio.gather(
-            consumer_lag(settings),
-            verify_chain(audit_log, signer),
-        )
-        return render(
-            "health.html",
-            session=session,
-            ready=ready,
-            lag=lag,
-            dead=dead,
-            kafka_error=kafka_error,
-            verification=report.as_json(),
-        )
-
+    app[CONSOLE] = Console(settings, audit_log, signer, verifier, sessions, upstream, datamap, clock)
     app.router.add_get("/console", index)
     app.router.add_get("/console/login", login_page)
     app.router.add_post("/console/login", login)

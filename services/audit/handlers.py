@@ -1,15 +1,18 @@
-"""What audit decides: logging each event once, signing checkpoints, and writing a request's receipt."""
+"""What audit decides: logging each event once, signing checkpoints, checking the chain, and writing a request's
+signed receipt."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from services.audit.adapters.log import MongoAuditLog
-from services.audit.chain import Checkpoint, Entry
+from services.audit.chain import verify_log
+from services.audit.model import Checkpoint, Entry, Report
+from services.audit.ports import AuditLog
 from shared import topics
 from shared.consumer import BatchRoute, Handler
 from shared.datamap import DataMap
@@ -32,7 +35,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-async def record(events: Sequence[Event], audit_log: MongoAuditLog, clock: Callable[[], datetime]) -> Sequence[Event]:
+async def record(events: Sequence[Event], audit_log: AuditLog, clock: Callable[[], datetime]) -> Sequence[Event]:
     """Append the events (one poll's, in order) to the chain, each once; a replay adds nothing."""
     seqs = await audit_log.append_many(events, recorded_at=clock())
     if seqs:
@@ -41,7 +44,7 @@ async def record(events: Sequence[Event], audit_log: MongoAuditLog, clock: Calla
 
 
 async def checkpoint_if_due(
-    audit_log: MongoAuditLog, signer: Signer, *, now: datetime, every_entries: int, every_s: float
+    audit_log: AuditLog, signer: Signer, *, now: datetime, every_entries: int, every_s: float
 ) -> Checkpoint | None:
     """Sign the chain head when N entries or M seconds have passed since the last checkpoint."""
     seq, digest = await audit_log.head()
@@ -59,6 +62,84 @@ async def checkpoint_if_due(
     return checkpoint
 
 
+async def verify_chain(audit_log: AuditLog, signer: Signer) -> Report:
+    """Recompute the whole chain against its head and signed checkpoints."""
+    return await verify_log(
+        audit_log.all_entries(),
+        head=await audit_log.head(),
+        checkpoints=await audit_log.checkpoints(),
+        public_keys={signer.key_id: signer.public_key},
+    )
+
+
+async def signed_receipt(
+    audit_log: AuditLog, signer: Signer, request_id: str, *, datamap: DataMap | None, now: datetime
+) -> dict[str, Any] | None:
+    """The request's receipt, anchored to the first checkpoint covering it and signed; None without entries."""
+    entries = await audit_log.matching(request_id=request_id)
+    if not entries:
+        return None
+    checkpoint = next((c for c in await audit_log.checkpoints() if c.seq >= entries[-1].seq), None)
+    document = receipt(request_id, entries, datamap=datamap, checkpoint=checkpoint, generated_at=now)
+    return signer.sign_document(document)
+
+
+@dataclass
+class _Story:
+    """What a request's events say about each dataset, read oldest first."""
+
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    purged_records: dict[str, int] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)  # dataset -> the hold placed after the purge that keeps it now
+    restored: dict[str, list[str]] = field(default_factory=dict)
+    result: str | None = None
+
+    def key_ids(self, dataset: str) -> dict[str, list[str]]:
+        return self.keys.setdefault(dataset, {"destroyed": [], "retained": []})
+
+    def read(self, event: dict[str, Any]) -> None:
+        if event["type"] == topics.DELETION_PURGED:
+            for outcome in event["outcomes"]:
+                self.outcomes[outcome["dataset"]] = outcome  # a later purge (after a hold's release) wins
+            self.held = {d: h for d, h in self.held.items() if d in event.get("held", ())}
+        elif event["type"] == topics.DELETION_HELD:
+            self.held |= dict.fromkeys(event["datasets"], event["hold_id"])
+        elif event["type"] == topics.DELETION_KEYS_HELD:
+            for ref in event["restored"]:
+                self.restored.setdefault(ref["dataset"], []).append(ref["key_id"])
+        elif event["type"] == topics.DELETION_KEYS_DESTROYED:
+            self.result = event["result"]
+            for ref in event["destroyed"]:
+                self.key_ids(ref["dataset"])["destroyed"].append(ref["key_id"])
+            for ref in event["retained"]:
+                self.key_ids(ref["dataset"])["retained"].append(ref["key_id"])
+        elif event["type"] == topics.DELETION_KEYS_SHREDDED:
+            for ref in event["shredded"]:
+                self.key_ids(ref["dataset"])["destroyed"].append(ref["key_id"])
+        elif event["type"] == topics.DELETION_HARD_DELETED:
+            for item in event["datasets"]:
+                name = item["dataset"]
+                self.purged_records[name] = self.purged_records.get(name, 0) + item["records_purged"]
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        outcome = self.outcomes.get(name, {"outcome": "not_reported"})
+        key_ids = self.keys.get(name, {"destroyed": [], "retained": []})
+        return {
+            "dataset": name,
+            "outcome": outcome["outcome"],
+            "counts": {**outcome.get("counts", {}), "records_purged": self.purged_records.get(name, 0)},
+            "legal_basis": outcome.get("legal_basis"),
+            "legal_ref": outcome.get("legal_ref"),
+            "rule_id": outcome.get("rule_id"),
+            "error": outcome.get("error"),
+            "held_by": self.held.get(name),
+            "keys_restored_for_hold": sorted(set(self.restored.get(name, []))),
+            "keys_destroyed": sorted(set(key_ids["destroyed"])),
+            "keys_retained": sorted(set(key_ids["retained"]) - set(key_ids["destroyed"])),
+        }
+
+
 def receipt(
     request_id: str,
     entries: list[Entry],
@@ -70,86 +151,32 @@ def receipt(
     """What was erased, kept and shredded in every dataset for one request, anchored in the chain."""
     events = [e.content["event"] for e in entries]
     stages: dict[str, str] = {}
+    story = _Story()
     for event in events:
         stages.setdefault(event["type"], event["occurred_at"])
-    outcomes: dict[str, dict[str, Any]] = {}
-    keys: dict[str, dict[str, list[str]]] = {}
-    purged_records: dict[str, int] = {}
-    held: dict[str, str] = {}  # dataset -> the hold placed after the purge that keeps it now
-    restored: dict[str, list[str]] = {}
-    result = None
-    for event in events:
-        if event["type"] == topics.DELETION_PURGED:
-            for outcome in event["outcomes"]:
-                outcomes[outcome["dataset"]] = outcome  # a later purge (after a hold's release) wins
-            held = {d: h for d, h in held.items() if d in event.get("held", ())}
-        elif event["type"] == topics.DELETION_HELD:
-            held |= dict.fromkeys(event["datasets"], event["hold_id"])
-        elif event["type"] == topics.DELETION_KEYS_HELD:
-            for ref in event["restored"]:
-                restored.setdefault(ref["dataset"], []).append(ref["key_id"])
-        elif event["type"] == topics.DELETION_KEYS_DESTROYED:
-            result = event["result"]
-            for ref in event["destroyed"]:
-                keys.setdefault(ref["dataset"], {"destroyed": [], "retained": []})["destroyed"].append(ref["key_id"])
-            for ref in event["retained"]:
-                keys.setdefault(ref["dataset"], {"destroyed": [], "retained": []})["retained"].append(ref["key_id"])
-        elif event["type"] == topics.DELETION_KEYS_SHREDDED:
-            for ref in event["shredded"]:
-                keys.setdefault(ref["dataset"], {"destroyed": [], "retained": []})["destroyed"].append(ref["key_id"])
-        elif event["type"] == topics.DELETION_HARD_DELETED:
-            for item in event["datasets"]:
-                purged_records[item["dataset"]] = purged_records.get(item["dataset"], 0) + item["records_purged"]
-    names = datamap.names if datamap else sorted(outcomes)
-    names += [n for n in sorted(outcomes) if n not in names]
-    datasets = []
-    for name in names:
-        outcome = outcomes.get(name, {"outcome": "not_reported"})
-        key_ids = keys.get(name, {"destroyed": [], "retained": []})
-        datasets.append(
-            {
-                "dataset": name,
-                "outcome": outcome["outcome"],
-                "counts": {**outcome.get("counts", {}), "records_purged": purged_records.get(name, 0)},
-                "legal_basis": outcome.get("legal_basis"),
-                "legal_ref": outcome.get("legal_ref"),
-                "rule_id": outcome.get("rule_id"),
-                "error": outcome.get("error"),
-                "held_by": held.get(name),
-                "keys_restored_for_hold": sorted(set(restored.get(name, []))),
-                "keys_destroyed": sorted(set(key_ids["destroyed"])),
-                "keys_retained": sorted(set(key_ids["retained"]) - set(key_ids["destroyed"])),
-            }
-        )
+        story.read(event)
+    names = datamap.names if datamap else sorted(story.outcomes)
+    names += [n for n in sorted(story.outcomes) if n not in names]
+    datasets = [story.dataset(name) for name in names]
     last = entries[-1]
     return {
         "request_id": request_id,
         "subject_id": last.subject_id,
         "result": "partial"
-        if held or any(d["outcome"] in ("retained", "failed") for d in datasets)
-        else (result or "in_progress"),
+        if story.held or any(d["outcome"] in ("retained", "failed") for d in datasets)
+        else (story.result or "in_progress"),
         "stages": stages,
         "datasets": datasets,
         "anchor": {
             "entries": [e.seq for e in entries],
             "last_entry": {"seq": last.seq, "hash": last.hash},
-            "checkpoint": (
-                {
-                    "seq": checkpoint.seq,
-                    "hash": checkpoint.hash,
-                    "signed_at": checkpoint.signed_at,
-                    "key_id": checkpoint.key_id,
-                    "signature": checkpoint.signature,
-                }
-                if checkpoint
-                else None
-            ),
+            "checkpoint": {**checkpoint.signed_part(), "signature": checkpoint.signature} if checkpoint else None,
         },
         "generated_at": generated_at.isoformat(),
     }
 
 
-def routes(audit_log: MongoAuditLog, clock: Callable[[], datetime]) -> Mapping[str, Handler]:
+def routes(audit_log: AuditLog, clock: Callable[[], datetime]) -> Mapping[str, Handler]:
     """The registry of what audit reacts to: every topic, into the one log."""
 
     async def on_events(events: Sequence[Event]) -> Sequence[Event]:

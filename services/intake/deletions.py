@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-import aiohttp
 import structlog
 
 from services.intake import handlers
-from services.intake.adapters.store import AccountDirectory, RequestStore, StoredReply
 from services.intake.handlers import (
-    DeletionRequest,
     IdempotencyKeyBusyError,
     IdempotencyKeyReusedError,
     RequestNotReadyError,
 )
+from services.intake.model import DeletionRequest, StoredReply
+from services.intake.ports import AccountDirectory, ContactStore, RequestStore, Sealer
 from services.intake.settings import IntakeSettings
 from shared.contacts import CONTACT_DATASET, Contact
 from shared.datamap import DataMap
 from shared.events import Channel
-from shared.keyvault_client import KeyUnavailableError, KeyvaultError
+from shared.keyvault_client import KEYVAULT_FAILURES
 
 log = structlog.get_logger(__name__)
 
 # How long a first request with an idempotency key holds it before another may take over (its holder died).
 IDEMPOTENCY_LEASE = timedelta(seconds=30)
-
-
-class Sealer(Protocol):
-    """The part of keyvault that reads the account's address and seals it for the final notice."""
-
-    async def encrypt(self, subject_id: str, dataset: str, plaintext: bytes) -> str: ...
-    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes: ...
-
-
-class ContactStore(Protocol):
-    async def put(self, contact: Contact) -> None: ...
-    async def forget(self, request_id: str) -> None: ...
+# Reading and sealing the address may fail in these ways; the deletion goes ahead without the final mail.
+CONTACT_FAILURES: tuple[type[Exception], ...] = (*KEYVAULT_FAILURES, UnicodeDecodeError, ValueError)
 
 
 @dataclass
@@ -108,9 +98,21 @@ class Deletions:
             sealed = await self.keyvault.encrypt(subject_id, CONTACT_DATASET, address.encode())
             await self.contacts.put(Contact(request_id, subject_id, sealed))
             return True
-        except (KeyvaultError, KeyUnavailableError, aiohttp.ClientError, UnicodeDecodeError, ValueError) as exc:
+        except CONTACT_FAILURES as exc:
             log.warning("request.contact_not_kept", subject_id=subject_id, error=repr(exc))
             return False
+
+    async def once_waiting(
+        self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+    ) -> tuple[StoredReply, bool]:
+        """:meth:`once`, waiting up to about 5 s for a concurrent first use of the same key to finish. Raises
+        :class:`IdempotencyKeyBusyError` if it is still running then."""
+        for _ in range(50):
+            try:
+                return await self.once(key, fingerprint=fingerprint, run=run)
+            except IdempotencyKeyBusyError:
+                await asyncio.sleep(0.1)
+        raise IdempotencyKeyBusyError(key)
 
     async def once(
         self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]

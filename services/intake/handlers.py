@@ -13,17 +13,18 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from services.intake.model import DeletionRequest, HeldDataset, RecordedOutcome
+from services.intake.ports import DeletionStarter, RequestStore
 from shared import topics
 from shared.consumer import BatchRoute, DeadLetter, Handler, PermanentError, Route
 from shared.datamap import DataMap
 from shared.events import (
     Channel,
-    DatasetOutcome,
     DeletionBackupsExpired,
     DeletionHardDeleted,
     DeletionHeld,
@@ -41,119 +42,16 @@ from shared.events import (
     InvalidEventError,
     RejectionCause,
     RequestDeletion,
-    RequestStatus,
     SubjectId,
 )
 from shared.retention import Rule
 from shared.scrub import scrub
 
-if TYPE_CHECKING:
-    from services.intake.adapters.store import RequestStore
-    from services.intake.deletions import Deletions
-
 log = structlog.get_logger(__name__)
 
 PRODUCER = "intake"
 
-Status = RequestStatus
-# While a request is open, a second one for the same subject returns it instead of starting another.
-OPEN_STATUSES: frozenset[str] = frozenset({"received", "purging", "keys_destroyed"})
-# Stages in the order a request normally passes them (each carries the time it was first seen).
-STAGES = (
-    "verification_pending",
-    "received",
-    "purging",
-    "purged",
-    "keys_destroyed",
-    "notified",
-    "hard_deleted",
-    "backups_expired",
-)
-
-
-def stage_rank(stage: str) -> int:
-    return STAGES.index(stage) if stage in STAGES else len(STAGES)
-
-
 _IDS = uuid.UUID("8d6f1f0e-5b55-4c38-9a3c-6a8f3c1f7a10")  # namespace of intake's deterministic event ids
-
-
-class RecordedOutcome(DatasetOutcome):
-    """A dataset's outcome, with when it was decided (a follow-up purge replaces an earlier one)."""
-
-    decided_at: datetime
-
-
-class HeldDataset(BaseModel):
-    """A dataset of a purged request that a hold placed afterwards keeps (until a follow-up purge says otherwise)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    hold_id: str
-    since: datetime
-    records_kept: bool = False  # its tagged records are skipped by the nightly purge
-
-
-class DeletionRequest(BaseModel):
-    """One request as intake tracks it; ``version`` guards concurrent writers."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request_id: str
-    subject_id: str
-    channel: Channel = "api"
-    requested_by: str | None = None
-    created_at: datetime | None = None
-    deadline_at: datetime | None = None
-    backups_purged_by: datetime | None = None
-    stages: dict[str, datetime] = {}
-    outcomes: dict[str, RecordedOutcome] = {}
-    keys_destroyed: tuple[str, ...] = ()
-    keys_retained: tuple[str, ...] = ()
-    keys_left: dict[str, str] = {}  # dataset -> why keyvault neither destroyed nor kept its key
-    keys_restored: tuple[str, ...] = ()  # restored for a hold inside the grace window
-    keys_unrestorable: tuple[str, ...] = ()  # a hold came too late: already shredded
-    held: dict[str, HeldDataset] = {}
-    hard_deleted: dict[str, int] = {}
-    webhook_endpoints: int | None = None
-    email_sent: bool | None = None
-    mail: str | None = None
-    smtp_code: int | None = None
-    overdue_warned_at: datetime | None = None
-    past_deadline_at: datetime | None = None
-    superseded_by: str | None = None
-    version: int = 0
-
-    @property
-    def result(self) -> Literal["completed", "partial"] | None:
-        if not self.outcomes:
-            return None
-        kept = self.held or any(o.outcome in ("retained", "failed") for o in self.outcomes.values())
-        return "partial" if kept else "completed"
-
-    @property
-    def status(self) -> Status:
-        return status_of(self)
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-
-def status_of(r: DeletionRequest) -> Status:
-    stages = r.stages
-    if "notified" in stages and r.result is not None:
-        tagged = any(o.outcome == "tagged" for o in r.outcomes.values())
-        hard = "hard_deleted" in stages or not tagged
-        if hard and "backups_expired" in stages:
-            return "erased"
-        if tagged and hard:
-            return "hard_deleted"
-        return r.result
-    for stage, status in (("keys_destroyed", "keys_destroyed"), ("purged", "purging"), ("purging", "purging")):
-        if stage in stages:
-            return status  # type: ignore[return-value]  # each literal above is a Status
-    return "received" if "received" in stages else "verification_pending"
 
 
 def new_request_id() -> str:
@@ -219,77 +117,108 @@ def _first(stages: Mapping[str, datetime], **seen: datetime) -> dict[str, dateti
     return merged
 
 
+def _requested(r: DeletionRequest, event: DeletionRequested, at: datetime, seen_at: datetime) -> dict[str, Any]:
+    base = from_requested(event)
+    # The request came back from Kafka: the purger has it now.
+    return {
+        **{k: getattr(r, k) or getattr(base, k) for k in ("created_at", "deadline_at", "backups_purged_by")},
+        "requested_by": r.requested_by or base.requested_by,
+        "channel": event.channel,
+        "stages": _first(r.stages, received=at, purging=max(at, seen_at)),
+    }
+
+
+def _purged(r: DeletionRequest, event: DeletionPurged, at: datetime, _: datetime) -> dict[str, Any]:
+    outcomes = dict(r.outcomes)
+    for o in event.outcomes:
+        known = outcomes.get(o.dataset)
+        if known is None or known.decided_at < at:
+            outcomes[o.dataset] = RecordedOutcome(**o.model_dump(), decided_at=at)
+    # A later purge of a held dataset means its hold is gone (released, ended).
+    held = {d: h for d, h in r.held.items() if h.since >= at or d in event.held}
+    return {"outcomes": outcomes, "held": held, "stages": _first(r.stages, purged=at)}
+
+
+def _keys_destroyed(r: DeletionRequest, event: DeletionKeysDestroyed, at: datetime, _: datetime) -> dict[str, Any]:
+    destroyed = {k.dataset for k in event.destroyed}
+    return {
+        "keys_destroyed": tuple(sorted({*r.keys_destroyed, *destroyed})),
+        "keys_retained": tuple(sorted({k.dataset for k in event.retained})),
+        "keys_left": {k.dataset: k.reason for k in event.left},
+        "keys_restored": tuple(d for d in r.keys_restored if d not in destroyed),
+        "stages": _first(r.stages, keys_destroyed=at),
+    }
+
+
+def _held(r: DeletionRequest, event: DeletionHeld, at: datetime, _: datetime) -> dict[str, Any]:
+    kept = set(event.records_kept)
+    held = {
+        **r.held,
+        **{d: HeldDataset(hold_id=event.hold_id, since=at, records_kept=d in kept) for d in event.datasets},
+    }
+    return {"held": held, "stages": _first(r.stages, held=at)}
+
+
+def _keys_held(r: DeletionRequest, event: DeletionKeysHeld, _: datetime, __: datetime) -> dict[str, Any]:
+    return {
+        "keys_restored": tuple(sorted({*r.keys_restored, *(k.dataset for k in event.restored)})),
+        "keys_unrestorable": tuple(sorted({*r.keys_unrestorable, *(k.dataset for k in event.unrestorable)})),
+    }
+
+
+def _notified(r: DeletionRequest, event: DeletionNotified, at: datetime, _: datetime) -> dict[str, Any]:
+    return {
+        "webhook_endpoints": event.webhook_endpoints,
+        # A deferred mail is sent later: the later notice's outcome wins, never an earlier one.
+        "email_sent": bool(r.email_sent) or event.email_sent,
+        "mail": r.mail if r.mail == "sent" else event.mail,
+        "smtp_code": event.smtp_code if event.mail == "failed" else r.smtp_code,
+        "stages": _first(r.stages, notified=at),
+    }
+
+
+def _hard_deleted(r: DeletionRequest, event: DeletionHardDeleted, at: datetime, _: datetime) -> dict[str, Any]:
+    counts = {**r.hard_deleted, **{d.dataset: d.records_purged for d in event.datasets}}
+    return {"hard_deleted": counts, "stages": _first(r.stages, hard_deleted=at)}
+
+
+def _overdue(r: DeletionRequest, event: DeletionOverdue, at: datetime, _: datetime) -> dict[str, Any]:
+    field = "past_deadline_at" if event.past_deadline else "overdue_warned_at"
+    return {field: min(getattr(r, field) or at, at)}
+
+
+def _stage(name: str) -> Callable[[DeletionRequest, Event, datetime, datetime], dict[str, Any]]:
+    """A stage that records only when it was first seen."""
+    return lambda r, _, at, __: {"stages": _first(r.stages, **{name: at})}
+
+
+def _keys_restored(r: DeletionRequest, _: Event, at: datetime, __: datetime) -> dict[str, Any]:
+    return {"stages": {**r.stages, "keys_restored": max(r.stages.get("keys_restored", at), at)}}
+
+
+# What each event changes in a request: (record, event, when it happened, when intake saw it) -> changed fields.
+FOLDS: dict[type[Event], Callable[[DeletionRequest, Any, datetime, datetime], dict[str, Any]]] = {
+    DeletionRequested: _requested,
+    DeletionPurged: _purged,
+    DeletionKeysDestroyed: _keys_destroyed,
+    DeletionHeld: _held,
+    DeletionKeysHeld: _keys_held,
+    DeletionNotified: _notified,
+    DeletionHardDeleted: _hard_deleted,
+    DeletionBackupsExpired: _stage("backups_expired"),
+    DeletionOverdue: _overdue,
+    DeletionKeysShredded: _stage("keys_shredded"),
+    DeletionKeysRestored: _keys_restored,
+}
+
+
 def fold(record: DeletionRequest | None, event: Event, *, seen_at: datetime) -> DeletionRequest | None:
     """The request after ``event``; ``None`` if the event says nothing about a request."""
     if event.request_id is None or event.subject_id is None:
         return record
     r = record or DeletionRequest(request_id=event.request_id, subject_id=event.subject_id)
-    at = event.occurred_at
-    changes: dict[str, Any] = {}
-    match event:
-        case DeletionRequested():
-            base = from_requested(event)
-            # The request came back from Kafka: the purger has it now.
-            changes = {
-                **{k: getattr(r, k) or getattr(base, k) for k in ("created_at", "deadline_at", "backups_purged_by")},
-                "requested_by": r.requested_by or base.requested_by,
-                "channel": event.channel,
-                "stages": _first(r.stages, received=at, purging=max(at, seen_at)),
-            }
-        case DeletionPurged():
-            outcomes = dict(r.outcomes)
-            for o in event.outcomes:
-                known = outcomes.get(o.dataset)
-                if known is None or known.decided_at < at:
-                    outcomes[o.dataset] = RecordedOutcome(**o.model_dump(), decided_at=at)
-            # A later purge of a held dataset means its hold is gone (released, ended).
-            held = {d: h for d, h in r.held.items() if h.since >= at or d in event.held}
-            changes = {"outcomes": outcomes, "held": held, "stages": _first(r.stages, purged=at)}
-        case DeletionKeysDestroyed():
-            changes = {
-                "keys_destroyed": tuple(sorted({*r.keys_destroyed, *(k.dataset for k in event.destroyed)})),
-                "keys_retained": tuple(sorted({k.dataset for k in event.retained})),
-                "keys_left": {k.dataset: k.reason for k in event.left},
-                "keys_restored": tuple(d for d in r.keys_restored if d not in {k.dataset for k in event.destroyed}),
-                "stages": _first(r.stages, keys_destroyed=at),
-            }
-        case DeletionHeld():
-            kept = set(event.records_kept)
-            held = {
-                **r.held,
-                **{d: HeldDataset(hold_id=event.hold_id, since=at, records_kept=d in kept) for d in event.datasets},
-            }
-            changes = {"held": held, "stages": _first(r.stages, held=at)}
-        case DeletionKeysHeld():
-            changes = {
-                "keys_restored": tuple(sorted({*r.keys_restored, *(k.dataset for k in event.restored)})),
-                "keys_unrestorable": tuple(sorted({*r.keys_unrestorable, *(k.dataset for k in event.unrestorable)})),
-            }
-        case DeletionNotified():
-            changes = {
-                "webhook_endpoints": event.webhook_endpoints,
-                # A deferred mail is sent later: the later notice's outcome wins, never an earlier one.
-                "email_sent": bool(r.email_sent) or event.email_sent,
-                "mail": r.mail if r.mail == "sent" else event.mail,
-                "smtp_code": event.smtp_code if event.mail == "failed" else r.smtp_code,
-                "stages": _first(r.stages, notified=at),
-            }
-        case DeletionHardDeleted():
-            counts = dict(r.hard_deleted)
-            counts.update({d.dataset: d.records_purged for d in event.datasets})
-            changes = {"hard_deleted": counts, "stages": _first(r.stages, hard_deleted=at)}
-        case DeletionBackupsExpired():
-            changes = {"stages": _first(r.stages, backups_expired=at)}
-        case DeletionOverdue():
-            field = "past_deadline_at" if event.past_deadline else "overdue_warned_at"
-            changes = {field: min(getattr(r, field) or at, at)}
-        case DeletionKeysShredded():
-            changes = {"stages": _first(r.stages, keys_shredded=at)}
-        case DeletionKeysRestored():
-            changes = {"stages": {**r.stages, "keys_restored": max(r.stages.get("keys_restored", at), at)}}
-        case _:
-            return r
-    return r.model_copy(update=changes)
+    change = FOLDS.get(type(event))
+    return r if change is None else r.model_copy(update=change(r, event, event.occurred_at, seen_at))
 
 
 def due_overdue(r: DeletionRequest, *, now: datetime, warn_fraction: float) -> DeletionOverdue | None:
@@ -366,7 +295,7 @@ def patch_rules(
 
 
 def routes(
-    requests: RequestStore, clock: Callable[[], datetime], *, deletions: Deletions, producers: Collection[str]
+    requests: RequestStore, clock: Callable[[], datetime], *, deletions: DeletionStarter, producers: Collection[str]
 ) -> Mapping[str, Handler]:
     """The registry of what intake reacts to: the status topics feed a request's status; an intent starts one
     (and an intent that is dead-lettered is answered on deletion.rejected)."""
@@ -414,7 +343,7 @@ def requested_by_upstream(producer: str) -> str:
 
 
 async def request_from_intent(
-    intent: RequestDeletion, deletions: Deletions, *, producers: Collection[str]
+    intent: RequestDeletion, deletions: DeletionStarter, *, producers: Collection[str]
 ) -> Sequence[Event]:
     """Start the deletion an upstream service asks for, as ``DELETE /users/{id}/data`` with ``deletion:any`` does.
 

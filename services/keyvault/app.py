@@ -9,8 +9,10 @@ import structlog
 from aiohttp import web
 
 from services.keyvault import api, handlers
-from services.keyvault.adapters.kek import KeyEncryptionKey, KmsKek, LocalKeyring
-from services.keyvault.adapters.store import KeyStore, MongoKeyStore
+from services.keyvault.adapters.kek import KmsKek, LocalKeyring
+from services.keyvault.adapters.store import MongoKeyStore
+from services.keyvault.openapi import SPEC
+from services.keyvault.ports import KeyEncryptionKey, KeyStore
 from services.keyvault.settings import KeyvaultSettings
 from shared.auth import TokenVerifier
 from shared.datamap import load_datamap
@@ -87,7 +89,8 @@ def create_app(
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
         mongo=mongo,
-        api_paths=api.API_PATHS,
+        api_paths=SPEC.paths,
+        api_schemas=SPEC.schemas,
         web_app=web_app,
         on_start=kek_start,
         on_stop=[mongo.close, *kek_stop],

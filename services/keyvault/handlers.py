@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from services.keyvault.adapters.kek import KeyEncryptionKey
-from services.keyvault.adapters.store import KeyRecord, KeyStore
+from services.keyvault.model import KeyRecord
+from services.keyvault.ports import KeyEncryptionKey, KeyStore, RetentionReader
 from shared import topics
 from shared.consumer import Handler
 from shared.contacts import CONTACT_DATASET
@@ -36,7 +36,7 @@ from shared.events import (
     LeftKey,
     RetainedKey,
 )
-from shared.retention import Retention, RetentionStore, retained_datasets
+from shared.retention import Retention, retained_datasets
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ class Vault:
     store: KeyStore
     kek: KeyEncryptionKey
     clock: Callable[[], datetime]
-    retention: RetentionStore
+    retention: RetentionReader
     datamap: DataMap
     grace: timedelta = timedelta(0)
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from services.notifier.adapters.ssrf import UnsafeUrlError, check_url
-from services.notifier.adapters.store import Delivery, Endpoint, Secret
-from services.notifier.handlers import Notifier
+from services.notifier.model import Delivery, Endpoint, Secret
+from services.notifier.ports import WebhookStore
+from services.notifier.signing import new_secret
 from shared.auth import WEBHOOKS_ADMIN, TokenVerifier
-from shared.problems import ProblemError, invalid, parse_json
+from shared.problems import ProblemError, parse_json, parse_params
 
 PAGE_CAP = 100
 WebhookType = Literal["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue"]
@@ -56,17 +57,6 @@ class EndpointPath(BaseModel):
     message_id: MessageId | None = None
 
 
-def _parse(model: type[BaseModel], data: dict[str, str], where: str) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid(exc, where=where) from exc
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
 def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "id": endpoint.endpoint_id,
@@ -98,104 +88,141 @@ def _delivery_json(delivery: Delivery) -> dict[str, Any]:
     }
 
 
-def add_routes(app: web.Application, *, n: Notifier, verifier: TokenVerifier, allow_loopback: bool) -> None:
-    async def endpoint_or_404(request: web.Request) -> Endpoint:
-        path = _parse(EndpointPath, dict(request.match_info), "path")
-        endpoint = await n.store.endpoint(path.endpoint_id)
-        if endpoint is None:
-            raise ProblemError(404, "Not Found", "no such webhook endpoint")
-        return endpoint
+@dataclass(frozen=True)
+class AdminApi:
+    """What the routes need, kept on the aiohttp app under ADMIN_API."""
 
-    async def register(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        body = await parse_json(request, NewEndpoint)
-        try:
-            await check_url(body.url, allow_loopback=allow_loopback)
-        except UnsafeUrlError as exc:
-            raise ProblemError(
-                422, "Unprocessable Content", f"body.url: {exc}", errors=[{"field": "body.url", "message": str(exc)}]
-            ) from exc
-        secret = new_secret()
-        endpoint = Endpoint(
-            endpoint_id="ep_" + uuid.uuid4().hex,
-            url=body.url,
-            event_types=tuple(dict.fromkeys(body.event_types)),
-            secrets=(Secret(secret, n.clock()),),
-            created_at=n.clock(),
-            owner_email=body.owner_email,
-            description=body.description,
-        )
-        await n.store.add_endpoint(endpoint)
-        return web.json_response({**_endpoint_json(endpoint), "secret": secret}, status=201)
+    store: WebhookStore
+    clock: Callable[[], datetime]
+    verifier: TokenVerifier
+    allow_loopback: bool
 
-    async def list_endpoints(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        page = _parse(Page, dict(request.query), "query")
-        endpoints = await n.store.endpoints(after=page.after, limit=page.limit)
-        cursor = endpoints[-1].endpoint_id if len(endpoints) == page.limit else None
-        return web.json_response({"items": [_endpoint_json(e) for e in endpoints], "next_cursor": cursor})
 
-    async def get_endpoint(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        return web.json_response(_endpoint_json(await endpoint_or_404(request)))
+ADMIN_API = web.AppKey("notifier_admin_api", AdminApi)
 
-    async def delete_endpoint(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        endpoint = await endpoint_or_404(request)
-        await n.store.delete_endpoint(endpoint.endpoint_id)
-        return web.Response(status=204)
 
-    async def rotate_secret(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        endpoint = await endpoint_or_404(request)
-        rotation = await parse_json(request, Rotation)
-        now = n.clock()
-        ends = now + timedelta(hours=rotation.overlap_hours)
-        kept = tuple(
-            Secret(s.value, s.created_at, min(s.expires_at or ends, ends))
-            for s in endpoint.secrets
-            if s.expires_at is None or s.expires_at > now
-        )
-        secret = new_secret()
-        await n.store.set_secrets(endpoint.endpoint_id, (*kept, Secret(secret, now)))
-        return web.json_response({"secret": secret, "previous_secrets_valid_until": ends.isoformat()})
+def _admin(request: web.Request) -> AdminApi:
+    """The API's dependencies, once the caller has shown a token with scope webhooks:admin."""
+    api = request.app[ADMIN_API]
+    api.verifier.require(request, WEBHOOKS_ADMIN)
+    return api
 
-    async def deliveries(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        endpoint = await endpoint_or_404(request)
-        page = _parse(Page, dict(request.query), "query")
-        items = await n.store.deliveries_of(endpoint.endpoint_id, after=page.after, limit=page.limit)
-        cursor = items[-1].message_id if len(items) == page.limit else None
-        return web.json_response({"items": [_delivery_json(d) for d in items], "next_cursor": cursor})
 
-    async def of_request(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        path = _parse(RequestPath, dict(request.match_info), "path")
-        items = await n.store.deliveries_for_request(path.request_id, limit=PAGE_CAP)
-        notice = await n.store.notice(path.request_id)
-        mail = (
-            {"status": notice.mail_status, "at": notice.at.isoformat(), "smtp_code": notice.smtp_code}
-            if notice
-            else {"status": None, "at": None, "smtp_code": None}
-        )
-        return web.json_response(
-            {
-                "request_id": path.request_id,
-                "deliveries": [_delivery_json(d) | {"endpoint_id": d.endpoint_id} for d in items],
-                "mail": mail,
-            }
-        )
+async def _endpoint_or_404(request: web.Request, store: WebhookStore) -> Endpoint:
+    path = parse_params(EndpointPath, request.match_info, where="path")
+    endpoint = await store.endpoint(path.endpoint_id)
+    if endpoint is None:
+        raise ProblemError(404, "Not Found", "no such webhook endpoint")
+    return endpoint
 
-    async def redeliver(request: web.Request) -> web.Response:
-        verifier.require(request, WEBHOOKS_ADMIN)
-        endpoint = await endpoint_or_404(request)
-        path = _parse(EndpointPath, dict(request.match_info), "path")
-        delivery = await n.store.delivery(path.message_id)
-        if delivery is None or delivery.endpoint_id != endpoint.endpoint_id:
-            raise ProblemError(404, "Not Found", "no such delivery for this endpoint")
-        await n.store.redeliver(delivery.message_id, n.clock())
-        return web.json_response({"id": delivery.message_id, "status": "pending"}, status=202)
 
+async def register(request: web.Request) -> web.Response:
+    api = _admin(request)
+    body = await parse_json(request, NewEndpoint)
+    try:
+        await check_url(body.url, allow_loopback=api.allow_loopback)
+    except UnsafeUrlError as exc:
+        raise ProblemError(
+            422, "Unprocessable Content", f"body.url: {exc}", errors=[{"field": "body.url", "message": str(exc)}]
+        ) from exc
+    secret = new_secret()
+    endpoint = Endpoint(
+        endpoint_id="ep_" + uuid.uuid4().hex,
+        url=body.url,
+        event_types=tuple(dict.fromkeys(body.event_types)),
+        secrets=(Secret(secret, api.clock()),),
+        created_at=api.clock(),
+        owner_email=body.owner_email,
+        description=body.description,
+    )
+    await api.store.add_endpoint(endpoint)
+    return web.json_response({**_endpoint_json(endpoint), "secret": secret}, status=201)
+
+
+async def list_endpoints(request: web.Request) -> web.Response:
+    api = _admin(request)
+    page = parse_params(Page, request.query, where="query")
+    endpoints = await api.store.endpoints(after=page.after, limit=page.limit)
+    cursor = endpoints[-1].endpoint_id if len(endpoints) == page.limit else None
+    return web.json_response({"items": [_endpoint_json(e) for e in endpoints], "next_cursor": cursor})
+
+
+async def get_endpoint(request: web.Request) -> web.Response:
+    api = _admin(request)
+    return web.json_response(_endpoint_json(await _endpoint_or_404(request, api.store)))
+
+
+async def delete_endpoint(request: web.Request) -> web.Response:
+    api = _admin(request)
+    endpoint = await _endpoint_or_404(request, api.store)
+    await api.store.delete_endpoint(endpoint.endpoint_id)
+    return web.Response(status=204)
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    api = _admin(request)
+    endpoint = await _endpoint_or_404(request, api.store)
+    rotation = await parse_json(request, Rotation)
+    now = api.clock()
+    ends = now + timedelta(hours=rotation.overlap_hours)
+    kept = tuple(
+        Secret(s.value, s.created_at, min(s.expires_at or ends, ends))
+        for s in endpoint.secrets
+        if s.expires_at is None or s.expires_at > now
+    )
+    secret = new_secret()
+    await api.store.set_secrets(endpoint.endpoint_id, (*kept, Secret(secret, now)))
+    return web.json_response({"secret": secret, "previous_secrets_valid_until": ends.isoformat()})
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    api = _admin(request)
+    endpoint = await _endpoint_or_404(request, api.store)
+    page = parse_params(Page, request.query, where="query")
+    items = await api.store.deliveries_of(endpoint.endpoint_id, after=page.after, limit=page.limit)
+    cursor = items[-1].message_id if len(items) == page.limit else None
+    return web.json_response({"items": [_delivery_json(d) for d in items], "next_cursor": cursor})
+
+
+async def of_request(request: web.Request) -> web.Response:
+    api = _admin(request)
+    path = parse_params(RequestPath, request.match_info, where="path")
+    items = await api.store.deliveries_for_request(path.request_id, limit=PAGE_CAP)
+    notice = await api.store.notice(path.request_id)
+    mail = (
+        {"status": notice.mail_status, "at": notice.at.isoformat(), "smtp_code": notice.smtp_code}
+        if notice
+        else {"status": None, "at": None, "smtp_code": None}
+    )
+    return web.json_response(
+        {
+            "request_id": path.request_id,
+            "deliveries": [_delivery_json(d) | {"endpoint_id": d.endpoint_id} for d in items],
+            "mail": mail,
+        }
+    )
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    api = _admin(request)
+    endpoint = await _endpoint_or_404(request, api.store)
+    path = parse_params(EndpointPath, request.match_info, where="path")
+    delivery = await api.store.delivery(path.message_id)
+    if delivery is None or delivery.endpoint_id != endpoint.endpoint_id:
+        raise ProblemError(404, "Not Found", "no such delivery for this endpoint")
+    await api.store.redeliver(delivery.message_id, api.clock())
+    return web.json_response({"id": delivery.message_id, "status": "pending"}, status=202)
+
+
+def add_routes(
+    app: web.Application,
+    *,
+    store: WebhookStore,
+    clock: Callable[[], datetime],
+    verifier: TokenVerifier,
+    allow_loopback: bool,
+) -> None:
+    app[ADMIN_API] = AdminApi(store=store, clock=clock, verifier=verifier, allow_loopback=allow_loopback)
     base = "/webhooks/endpoints"
     app.router.add_post(base, register)
     app.router.add_get(base, list_endpoints)
@@ -205,91 +232,3 @@ def add_routes(app: web.Application, *, n: Notifier, verifier: TokenVerifier, al
     app.router.add_get(base + "/{endpoint_id}/deliveries", deliveries)
     app.router.add_post(base + "/{endpoint_id}/deliveries/{message_id}/redeliver", redeliver)
     app.router.add_get("/webhooks/requests/{request_id}", of_request)
-
-
-def _op(
-    summary: str,
-    responses: dict[str, str],
-    params: list[str],
-    *,
-    query: bool = False,
-    body: type[BaseModel] | None = None,
-) -> dict[str, Any]:
-    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
-    if query:
-        parameters += [
-            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_CAP},
-            },
-        ]
-    op: dict[str, Any] = {
-        "summary": summary,
-        "description": f"Needs a bearer token with scope {WEBHOOKS_ADMIN}.",
-        "security": [{"bearer": []}],
-        "parameters": parameters,
-        "responses": {
-            code: {"description": text}
-            for code, text in {
-                "401": "missing or invalid token",
-                "403": "token lacks the scope",
-                "422": "invalid input; the body names the field",
-                **responses,
-            }.items()
-        },
-    }
-    if body is not None:
-        op["responses"] |= {
-            "400": {"description": "the body is not JSON"},
-            "413": {"description": "the body is too large"},
-            "415": {"description": "the body is not application/json"},
-        }
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body.model_json_schema()}}}
-    return op
-
-
-API_PATHS: dict[str, Any] = {
-    "/webhooks/endpoints": {
-        "post": _op(
-            "Register an endpoint; the answer holds its whsec_ secret", {"201": "registered"}, [], body=NewEndpoint
-        ),
-        "get": _op("List endpoints", {"200": "a page of endpoints"}, [], query=True),
-    },
-    "/webhooks/endpoints/{endpoint_id}": {
-        "get": _op("One endpoint", {"200": "the endpoint", "404": "no such endpoint"}, ["endpoint_id"]),
-        "delete": _op("Delete an endpoint", {"204": "deleted", "404": "no such endpoint"}, ["endpoint_id"]),
-    },
-    "/webhooks/endpoints/{endpoint_id}/rotate_secret": {
-        "post": _op(
-            "Rotate the secret; old and new both sign during the overlap",
-            {"200": "the new secret"},
-            ["endpoint_id"],
-            body=Rotation,
-        ),
-    },
-    "/webhooks/endpoints/{endpoint_id}/deliveries": {
-        "get": _op(
-            "Deliveries to an endpoint, with attempts and response codes",
-            {"200": "a page"},
-            ["endpoint_id"],
-            query=True,
-        ),
-    },
-    "/webhooks/requests/{request_id}": {
-        "get": _op(
-            "What a deletion request's notices did: every webhook delivery (attempts, codes) and the person's mail",
-            {"200": "the deliveries and the mail status (null before any notice)"},
-            ["request_id"],
-        ),
-    },
-    "/webhooks/endpoints/{endpoint_id}/deliveries/{message_id}/redeliver": {
-        "post": _op(
-            "Deliver again (same webhook-id)",
-            {"202": "scheduled", "404": "no such delivery"},
-            ["endpoint_id", "message_id"],
-        ),
-    },
-}

@@ -14,6 +14,7 @@ from aiohttp import web
 from services.notifier import api, handlers
 from services.notifier.adapters.http import WebhookSender
 from services.notifier.adapters.store import MongoWebhookStore
+from services.notifier.openapi import SPEC
 from services.notifier.settings import NotifierSettings
 from shared.auth import TokenVerifier
 from shared.consumer import Handler
@@ -75,14 +76,17 @@ async def send_deferred_periodically(mail: handlers.Mail, publisher: Publisher, 
         await asyncio.sleep(interval_s)
 
 
+def keyvault_client(settings: NotifierSettings) -> KeyvaultClient | None:
+    """keyvault, to open the person's sealed address; None without a token (no mail is sent then)."""
+    if not settings.keyvault_token:  # unset, or set empty
+        return None
+    return KeyvaultClient(settings.keyvault_url, token=settings.keyvault_token.get_secret_value())
+
+
 def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -> Service:
     mongo = create_mongo_client(settings.mongo)
     store = MongoWebhookStore(mongo, settings.mongo.database)
-    keyvault = (
-        KeyvaultClient(settings.keyvault_url, token=settings.keyvault_token.get_secret_value())
-        if settings.keyvault_token
-        else None
-    )
+    keyvault = keyvault_client(settings)
 
     async def mail(message: EmailMessage) -> None:
         await send_mail(settings.smtp, message)
@@ -102,7 +106,11 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
     sender = WebhookSender(timeout_s=settings.delivery_timeout_s, allow_loopback=settings.allow_loopback_webhooks)
     web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware, body_cap_middleware])
     api.add_routes(
-        web_app, n=notifier, verifier=TokenVerifier(settings.auth), allow_loopback=settings.allow_loopback_webhooks
+        web_app,
+        store=store,
+        clock=notifier.clock,
+        verifier=TokenVerifier(settings.auth),
+        allow_loopback=settings.allow_loopback_webhooks,
     )
 
     async def close_keyvault() -> None:
@@ -118,7 +126,8 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         checks={"mongo": lambda: mongo_ping(mongo), "smtp": lambda: smtp_ping(settings.smtp)},
         deps=deps,
         mongo=mongo,
-        api_paths=api.API_PATHS,
+        api_paths=SPEC.paths,
+        api_schemas=SPEC.schemas,
         web_app=web_app,
         on_start=[store.ensure_indexes, sender.start],
         on_stop=[mongo.close, sender.stop, close_keyvault],

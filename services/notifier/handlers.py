@@ -16,15 +16,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Literal, Protocol
+from typing import Literal
 
 import structlog
 
-from services.notifier.adapters.http import AttemptResult, sign
-from services.notifier.adapters.store import Attempt, Delivery, DeliveryStatus, Endpoint, MongoWebhookStore, Notice
+from services.notifier.model import Attempt, AttemptResult, Delivery, DeliveryStatus, Endpoint, Notice
+from services.notifier.ports import ContactKeys, ContactStore, NoticeStore, SendMail, SendWebhook, WebhookStore
+from services.notifier.signing import sign
 from shared import topics
 from shared.consumer import Handler
-from shared.contacts import CONTACT_DATASET, Contact
+from shared.contacts import CONTACT_DATASET
 from shared.events import DeletionKeysDestroyed, DeletionNotified, DeletionOverdue, Event, MailOutcome
 from shared.keyvault_client import KeyUnavailableError
 from shared.scrub import scrub
@@ -173,31 +174,6 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class NoticeStore(Protocol):
-    """Where notifier records what became of each person's notice, and counts the day's mails."""
-
-    async def notice(self, request_id: str) -> Notice | None: ...
-    async def save_notice(self, notice: Notice) -> None: ...
-    async def claim_deferred(
-        self, now: datetime, *, lease: timedelta, limit: int = ..., mails: bool = ...
-    ) -> list[Notice]: ...
-    async def count_mail(self, day: str) -> int: ...
-    async def uncount_mail(self, day: str) -> None: ...
-    async def mail_count(self, day: str) -> int: ...
-
-
-class ContactStore(Protocol):
-    async def get(self, request_id: str) -> Contact | None: ...
-    async def mark_mailed(self, request_id: str, at: datetime) -> None: ...
-
-
-class ContactKeys(Protocol):
-    """The part of keyvault the notice needs: open the sealed address, then shred its key."""
-
-    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes: ...
-    async def destroy_key(self, subject_id: str, dataset: str, *, request_id: str) -> None: ...
-
-
 # A 4xx refusal (greylisting, a full mailbox) is tried again after 5 min, then at doubling intervals up to an hour,
 # until MAIL_GIVE_UP_AFTER has passed since the first refusal (RFC 5321 §4.5.4.1 suggests 4-5 days).
 FIRST_MAIL_RETRY = timedelta(minutes=5)
@@ -212,7 +188,7 @@ class Mail:
     notices: NoticeStore
     contacts: ContactStore
     keyvault: ContactKeys | None
-    send: Callable[[EmailMessage], Awaitable[None]]
+    send: SendMail
     sender: str
     clock: Callable[[], datetime]
     daily_cap: int
@@ -231,10 +207,10 @@ class MailResult:
 class Notifier:
     """notifier's dependencies."""
 
-    store: MongoWebhookStore
+    store: WebhookStore
     contacts: ContactStore
     keyvault: ContactKeys | None
-    send_mail: Callable[[EmailMessage], Awaitable[None]]
+    send_mail: SendMail
     sender: str
     clock: Callable[[], datetime]
     schedule: Sequence[float]
@@ -469,9 +445,7 @@ async def _retry_deferred(
     return "ended"
 
 
-async def deliver_due(
-    n: Notifier, send: Callable[[str, str, dict[str, str]], Awaitable[AttemptResult]], *, concurrency: int = 16
-) -> int:
+async def deliver_due(n: Notifier, send: SendWebhook, *, concurrency: int = 16) -> int:
     """Make one attempt for every delivery that is due, ``concurrency`` at a time; returns how many were made."""
     due = await n.store.claim_due(n.clock(), lease=n.lease)
     endpoints = {e: await n.store.endpoint(e) for e in {d.endpoint_id for d in due}}
@@ -484,12 +458,7 @@ async def deliver_due(
     return sum(await asyncio.gather(*(attempt(d) for d in due)))
 
 
-async def _attempt(
-    n: Notifier,
-    send: Callable[[str, str, dict[str, str]], Awaitable[AttemptResult]],
-    delivery: Delivery,
-    endpoint: Endpoint | None,
-) -> bool:
+async def _attempt(n: Notifier, send: SendWebhook, delivery: Delivery, endpoint: Endpoint | None) -> bool:
     now = n.clock()
     if endpoint is None or endpoint.status != "active":
         reason = "the endpoint was deleted" if endpoint is None else f"the endpoint is {endpoint.status}"

@@ -1,5 +1,5 @@
 """What the purger decides: for each dataset of the data map, erase it, tag it, keep it (rule, hold) or skip it
-(exempt), and when to re-evaluate what was kept. The stores are reached through the ports below.
+(exempt), and when to re-evaluate what was kept. The stores are reached through the ports of ports.py.
 
 Retention is state, not an event: every destructive step here (the erase, the nightly hard delete, backup expiry)
 asks the rules and holds in force at the moment it acts. Every ``deletion.purged`` reports the current outcome of
@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from services.purger.adapters.backups import Backup
-from services.purger.adapters.mongo import LedgerChunk, PurgeRecord
+from services.purger.model import LedgerChunk, PurgeRecord
+from services.purger.ports import Backups, Eraser, Ledger, Progress, RetentionReader
 from shared import topics
 from shared.consumer import BatchRoute, Handler
 from shared.datamap import DataMap, Dataset
@@ -39,7 +39,7 @@ from shared.events import (
     LegalHoldReleased,
     RetentionRulesChanged,
 )
-from shared.retention import Retention, RetentionStore, retained_datasets
+from shared.retention import Retention, retained_datasets
 
 log = structlog.get_logger(__name__)
 
@@ -53,53 +53,13 @@ PRODUCER = "purger"
 _IDS = uuid.UUID("2b0f3c56-90a4-4f1e-bf0e-7d0f5f0e9a21")  # namespace of the purger's deterministic event ids
 
 
-class Eraser(Protocol):
-    async def erase(
-        self, dataset: Dataset, subject_id: str, *, request_id: str, now: datetime, purge_after: datetime
-    ) -> DatasetOutcome: ...
-
-
-class Progress(Protocol):
-    async def get(self, request_id: str) -> PurgeRecord | None: ...
-
-    async def save_outcome(self, request_id: str, subject_id: str, round_: int, outcome: DatasetOutcome) -> None: ...
-
-    async def complete_round(self, record: PurgeRecord, round_: int, at: datetime) -> PurgeRecord: ...
-
-    async def with_retained(self, datasets: Sequence[str], subject_id: str | None) -> list[PurgeRecord]: ...
-
-    async def in_progress(self, subject_id: str | None) -> list[PurgeRecord]: ...
-
-    async def set_held(self, request_id: str, held: Mapping[str, str]) -> None: ...
-
-    async def retention_checked_at(self) -> datetime | None: ...
-
-    async def set_retention_checked_at(self, at: datetime) -> None: ...
-
-    async def mark_hard_deleted(self, request_id: str, at: datetime) -> None: ...
-
-    async def awaiting_backup_expiry(self) -> list[PurgeRecord]: ...
-
-    async def mark_backups_expired(self, request_id: str, at: datetime) -> None: ...
-
-
-class Ledger(Protocol):
-    def due(self, now: datetime) -> AsyncIterator[LedgerChunk]: ...
-
-    async def count_due(self, now: datetime) -> tuple[int, int]: ...
-
-    async def delete_chunk(self, chunk: LedgerChunk) -> int: ...
-
-    async def request_totals(self, request_id: str) -> tuple[bool, dict[str, int]]: ...
-
-
 @dataclass
 class Purger:
     """The purger's dependencies, named."""
 
     datamap: DataMap
     erasers: Mapping[str, Eraser]  # by store: mongo, s3, milvus
-    retention: RetentionStore
+    retention: RetentionReader
     progress: Progress
     ledger: Ledger
     clock: Callable[[], datetime]
@@ -376,12 +336,6 @@ def routes(p: Purger) -> Mapping[str, Handler]:
         topics.LEGAL_HOLD_PLACED: hold_placed,
         topics.LEGAL_HOLD_RELEASED: hold_released,
     }
-
-
-class Backups(Protocol):
-    async def live(self) -> list[Backup]: ...
-
-    async def expire(self, backup: Backup, *, now: datetime) -> None: ...
 
 
 async def expire_backups(p: Purger, backups: Backups, *, retention: timedelta) -> list[DeletionBackupsExpired]:

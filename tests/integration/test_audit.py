@@ -11,9 +11,9 @@ import pytest_asyncio
 
 from services.audit import handlers
 from services.audit.adapters.log import MongoAuditLog
-from services.audit.api import verify_chain
 from services.audit.app import create_app
 from services.audit.chain import chain, verify_log
+from services.audit.handlers import verify_chain
 from services.audit.settings import AuditSettings
 from shared import topics
 from shared.auth import AUDIT_READ, KEYS_ADMIN, issue_token

@@ -529,7 +529,7 @@ async def lethe(stack, *args: str) -> tuple[int, str]:
     }
     env.pop("LETHE_ADMIN_TOKEN", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", *args, env=env, stdout=PIPE, stderr=STDOUT
+        sys.executable, "-m", "ops.cli", *args, env=env, stdout=PIPE, stderr=STDOUT
     )
     out, _ = await process.communicate()
     return process.returncode, out.decode()

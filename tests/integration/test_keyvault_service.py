@@ -1,7 +1,6 @@
-"""keyvault running on the real stack: keys over HTTP, crypto-shredding driven by Kafka, and the KMS provider."""
+"""keyvault running on the real stack: keys over HTTP, crypto-shredding driven by Kafka (KEKs: test_keyvault_kek.py)."""
 
 import asyncio
-import os
 import uuid
 from datetime import timedelta
 
@@ -10,7 +9,6 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
-from services.keyvault.adapters.kek import KekError, KmsKek
 from services.keyvault.app import create_app
 from services.keyvault.settings import KeyvaultSettings
 from shared import topics
@@ -127,26 +125,3 @@ async def test_the_key_api_refuses_missing_wrong_and_underscoped_tokens(keyvault
             f"{url}/v1/subjects/u1/keys", headers={"Authorization": f"Bearer {token(KEYS_ADMIN)}"}
         ) as r:
             assert r.status == 200
-
-
-async def test_the_kms_provider_round_trips_against_a_kms_compatible_endpoint():
-    endpoint = os.environ.get("LETHE_TEST_KMS_ENDPOINT_URL")
-    if not endpoint:
-        pytest.fail("LETHE_TEST_KMS_ENDPOINT_URL is not set: start the stack with `make up`", pytrace=False)
-    import aioboto3
-
-    creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    async with aioboto3.Session(region_name="us-east-1", **creds).client("kms", endpoint_url=endpoint) as kms:
-        key_id = (await kms.create_key(Description="lethe test KEK"))["KeyMetadata"]["KeyId"]
-    kek = KmsKek(key_id=key_id, region="us-east-1", endpoint_url=endpoint, **creds)
-    await kek.start()
-    try:
-        dek = os.urandom(32)
-        context = {"subject_id": "u1", "dataset": "profiles", "key_id": "dek_" + "a" * 32}
-        kek_id, wrapped = await kek.wrap(dek, context)
-        assert dek not in wrapped
-        assert await kek.unwrap(kek_id, wrapped, context) == dek
-        with pytest.raises(KekError):
-            await kek.unwrap(kek_id, wrapped, {**context, "subject_id": "u2"})
-    finally:
-        await kek.stop()

@@ -7,7 +7,8 @@ import pytest
 import pytest_asyncio
 
 from services.keyvault.adapters.memory import InMemoryKeyStore
-from services.keyvault.adapters.store import KeyRecord, MongoKeyStore
+from services.keyvault.adapters.store import MongoKeyStore
+from services.keyvault.model import KeyRecord
 from shared.mongo import create_mongo_client
 from shared.settings import MongoSettings
 

@@ -18,10 +18,11 @@ from services.keyvault.app import create_app as create_keyvault
 from services.keyvault.settings import KeyvaultSettings
 from services.notifier import handlers
 from services.notifier.adapters.http import WebhookSender
-from services.notifier.adapters.memory import InMemoryNoticeStore
-from services.notifier.adapters.store import MongoWebhookStore, Notice
+from services.notifier.adapters.store import MongoWebhookStore
 from services.notifier.app import create_app as create_notifier
+from services.notifier.model import Endpoint, Secret
 from services.notifier.settings import NotifierSettings
+from services.notifier.signing import new_secret
 from shared import topics
 from shared.auth import KEYS_DESTROY_CONTACT, KEYS_USE, WEBHOOKS_ADMIN, issue_token
 from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore
@@ -110,9 +111,6 @@ def notifier_for(mongo, send_mail=None) -> handlers.Notifier:
 
 
 async def register(n: handlers.Notifier, receiver: Receiver) -> str:
-    from services.notifier.adapters.store import Endpoint, Secret
-    from services.notifier.api import new_secret
-
     receiver.secret = new_secret()
     endpoint_id = "ep_" + uuid.uuid4().hex
     await n.store.add_endpoint(
@@ -238,8 +236,6 @@ async def test_a_delivery_that_fails_for_good_alerts_the_owner_and_can_be_redeli
     host, port, mail_dir = smtp_catcher
     from email.message import EmailMessage
 
-    from services.notifier.adapters.store import Endpoint, Secret
-    from services.notifier.api import new_secret
     from shared.smtp import send_mail
 
     async def mail(message: EmailMessage) -> None:
@@ -758,44 +754,3 @@ async def test_a_mail_over_the_cap_is_sent_by_the_job_the_next_day_oldest_first(
     finally:
         await keyvault.stop()
     assert [(e.mail, e.email_sent) for e in published] == [("sent", True), ("sent", True)]
-
-
-# The notice store: the same contract for MongoDB and the in-memory fake.
-
-
-@pytest_asyncio.fixture(params=["mongo", "memory"])
-async def notices(request, mongo):
-    if request.param == "memory":
-        return InMemoryNoticeStore()
-    client, database, _ = mongo
-    return MongoWebhookStore(client, database)
-
-
-async def test_deferred_notices_are_claimed_oldest_first_once_each_until_the_lease_runs_out(notices):
-    t0 = utcnow().replace(microsecond=0)
-    for i, request_id in enumerate(["req-b", "req-a", "req-c"]):
-        at = t0 + timedelta(minutes=i)
-        await notices.save_notice(
-            Notice(request_id, "deferred", at, deferred_at=at, deferred_event="{}", next_try_at=at)
-        )
-    await notices.save_notice(Notice("req-sent", "sent", t0))
-    await notices.save_notice(
-        Notice("req-owed", "sent", t0, deferred_at=t0 + timedelta(hours=1), deferred_event="{}", follow_up="pending")
-    )
-    lease = timedelta(minutes=5)
-    now = t0 + timedelta(minutes=10)
-    claimed = await notices.claim_deferred(now, lease=lease, limit=10)
-    assert [c.request_id for c in claimed] == ["req-b", "req-a", "req-c", "req-owed"]
-    assert await notices.claim_deferred(now, lease=lease) == []  # leased
-    await notices.save_notice(claimed[0])  # saving ends the claim
-    assert [c.request_id for c in await notices.claim_deferred(now, lease=lease)] == ["req-b"]
-    assert [c.request_id for c in await notices.claim_deferred(now + lease, lease=lease, mails=False)] == ["req-owed"]
-    assert (await notices.notice("req-a")).deferred_at == t0 + timedelta(minutes=1)
-
-
-async def test_the_days_mail_count_counts_and_gives_back_places(notices):
-    day = f"2026-03-{uuid.uuid4().int % 28 + 1:02d}-{uuid.uuid4().hex[:4]}"
-    assert await notices.mail_count(day) == 0
-    assert [await notices.count_mail(day) for _ in range(3)] == [1, 2, 3]
-    await notices.uncount_mail(day)
-    assert await notices.mail_count(day) == 2

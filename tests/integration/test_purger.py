@@ -545,7 +545,7 @@ async def test_lethe_purge_now_runs_the_nightly_job_with_a_progress_bar(purger_s
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "ops.cli",
         "purge",
         "--now",
         env=os.environ
@@ -599,7 +599,7 @@ async def test_lethe_seed_fills_every_dataset_with_encrypted_fields_and_versions
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli",
+            "ops.cli",
             "seed",
             "--users",
             "3",

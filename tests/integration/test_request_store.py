@@ -8,7 +8,7 @@ import pytest_asyncio
 
 from services.intake.adapters.memory import InMemoryRequestStore
 from services.intake.adapters.store import MongoRequestStore
-from services.intake.handlers import DeletionRequest
+from services.intake.model import DeletionRequest
 from shared.mongo import create_mongo_client
 from shared.settings import MongoSettings
 

@@ -121,7 +121,7 @@ async def verify(subject: str, env: dict, *extra: str) -> tuple[int, dict]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "ops.cli",
         "verify-erasure",
         subject,
         "--json",

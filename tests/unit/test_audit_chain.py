@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.audit.chain import Checkpoint, chain, verify_log
+from services.audit.chain import chain, verify_log
 from services.audit.handlers import receipt
+from services.audit.model import Checkpoint
 from shared.datamap import DataMap, Dataset, MongoLocation
 from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionPurged, DeletionRequested, KeyRef
 from shared.signing import Signer, public_key_b64, verify_document
@@ -217,7 +218,7 @@ def test_lethe_verify_receipt_checks_a_receipt_file_offline(tmp_path):
 
     from click.testing import CliRunner
 
-    from shared.cli import main
+    from ops.cli import main
 
     signed = SIGNER.sign_document(receipt("r1", story(), datamap=None, checkpoint=None, generated_at=T0))
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"

@@ -232,7 +232,7 @@ def test_each_service_runs_its_own_module_from_the_one_image_after_the_bus_is_se
 
 def test_the_setup_job_runs_once_kafka_is_healthy():
     job = COMPOSE["services"]["kafka-setup"]
-    assert job["command"] == ["python", "-m", "shared.cli", "kafka", "setup"]
+    assert job["command"] == ["python", "-m", "ops.cli", "kafka", "setup"]
     assert job["image"] == "lethe:local"
     assert job["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     assert job.get("restart", "no") == "no", "a one-shot job; the services wait for it to complete"

@@ -10,7 +10,8 @@ import pytest
 from services.intake import handlers
 from services.intake.adapters.memory import InMemoryRequestStore
 from services.intake.deletions import Deletions
-from services.intake.handlers import DeletionRequest, RulePatchError, due_overdue, fold, new_request, patch_rules
+from services.intake.handlers import RulePatchError, due_overdue, fold, new_request, patch_rules
+from services.intake.model import DeletionRequest
 from services.intake.settings import IntakeSettings
 from shared import topics, topology
 from shared.consumer import DeadLetter, Message, MessageProcessor, PermanentError, Route

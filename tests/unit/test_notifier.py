@@ -12,10 +12,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from structlog.testing import capture_logs
 
-from services.notifier.adapters.http import AttemptResult, retry_after, sign
+from services.notifier.adapters.http import retry_after
 from services.notifier.adapters.memory import InMemoryNoticeStore
 from services.notifier.adapters.ssrf import UnsafeUrlError, check_url, forbidden_reason, literal_ip
-from services.notifier.api import new_secret
 from services.notifier.handlers import (
     Mail,
     MailResult,
@@ -28,6 +27,8 @@ from services.notifier.handlers import (
     send_deferred,
     webhook_payload,
 )
+from services.notifier.model import AttemptResult
+from services.notifier.signing import new_secret, sign
 from shared.contacts import CONTACT_DATASET, Contact
 from shared.events import DatasetOutcome, DeletionKeysDestroyed, Event, KeyRef, RetainedKey
 from shared.fakes import InMemoryContactStore, InMemoryKeyvault

@@ -17,7 +17,8 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.audit.chain import GENESIS, Checkpoint, Entry, chain
+from services.audit.chain import GENESIS, chain
+from services.audit.model import Checkpoint, Entry
 from shared.events import Event
 
 
@@ -56,6 +57,8 @@ def _entry(doc: dict[str, Any]) -> Entry:
 
 
 class MongoAuditLog:
+    """The AuditLog port on MongoDB."""
+
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         db = client[database]
         self._entries = db["audit_entries"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from services.intake.adapters.store import Reservation, StoredReply
-from services.intake.handlers import DeletionRequest
+from services.intake.model import DeletionRequest, Reservation, StoredReply
 from shared.events import DeletionRequested
 
 

@@ -1,4 +1,4 @@
-"""Where intake keeps requests: the RequestStore port and its MongoDB adapter.
+"""Where intake keeps requests: the MongoDB adapters of its RequestStore and AccountDirectory ports (ports.py).
 
 - ``deletion_requests``: one document per request (``_id`` = request id), guarded by a ``version`` field.
 - ``open_requests``: one document per subject with an open request (``_id`` = subject id). Inserting it is
@@ -13,91 +13,19 @@ read only ``open_requests`` and documents with a non-empty outbox.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.intake.handlers import DeletionRequest
+from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
 from shared.events import DeletionRequested
 from shared.liveread import live
 from shared.retention import HOLDS_COLLECTION, OUTBOX_FIELD, RULES_COLLECTION
 
 REQUESTS, CLAIMS, IDEMPOTENCY = "deletion_requests", "open_requests", "idempotency_keys"
 OUTBOX_COLLECTIONS = (CLAIMS, RULES_COLLECTION, HOLDS_COLLECTION)
-
-
-@dataclass(frozen=True)
-class StoredReply:
-    """The first answer to an idempotent request, replayed to every retry."""
-
-    fingerprint: str
-    status: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PendingEvents:
-    """Events a document holds for publication: ``raw`` as stored, so they can be cleared exactly."""
-
-    collection: str
-    doc_id: str
-    raw: tuple[str, ...]
-
-
-# reserved: go ahead; busy: a first request with this key is still running; mismatch: the key was used for another.
-Reservation = Literal["reserved", "busy", "mismatch"]
-
-
-class RequestStore(Protocol):
-    async def get(self, request_id: str) -> DeletionRequest | None: ...
-
-    async def save(self, record: DeletionRequest) -> DeletionRequest | None:
-        """Write ``record`` if the stored one is still at ``record.version``; the stored copy, or None if it moved."""
-        ...
-
-    async def get_many(self, request_ids: Sequence[str]) -> dict[str, DeletionRequest]:
-        """The stored requests among ``request_ids`` (one read)."""
-        ...
-
-    async def save_many(self, records: Sequence[DeletionRequest]) -> bool:
-        """:meth:`save` for each record, in one write; False if any of them had moved (the others are saved)."""
-        ...
-
-    async def ensure(self, record: DeletionRequest) -> None:
-        """Insert ``record`` unless the request is already stored (repairs a crash between claim and insert)."""
-        ...
-
-    async def claim(self, event: DeletionRequested) -> str | None:
-        """Make this the subject's open request; None if it now is, else the id of the request that already is."""
-        ...
-
-    async def release(self, subject_id: str, request_id: str) -> None: ...
-
-    async def open_request_ids(self) -> list[str]: ...
-
-    async def page(
-        self,
-        *,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        subject_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[DeletionRequest]:
-        """Requests, newest first, optionally of one status, of one subject and received in [since, until)."""
-        ...
-
-    async def reserve_key(
-        self, key: str, *, fingerprint: str, now: datetime, lease: timedelta
-    ) -> Reservation | StoredReply: ...
-
-    async def complete_key(self, key: str, *, reply: StoredReply, now: datetime) -> None: ...
-
-    async def forget_key(self, key: str) -> None: ...
 
 
 def _doc(record: DeletionRequest) -> dict[str, Any]:
@@ -262,14 +190,6 @@ class MongoOutbox:
         await self._db[entry.collection].update_one(
             {"_id": entry.doc_id}, {"$pullAll": {OUTBOX_FIELD: list(entry.raw)}}
         )
-
-
-class AccountDirectory(Protocol):
-    async def subject_for(self, email_hash: str) -> str | None: ...
-
-    async def stored_address(self, subject_id: str) -> str | None:
-        """The account's address field as stored (sealed by keyvault when the data map says so), or None."""
-        ...
 
 
 class MongoAccountDirectory:

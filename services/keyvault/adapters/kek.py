@@ -1,4 +1,4 @@
-"""Key-encryption keys (KEKs): what wraps every data key. A local keyring, or AWS KMS through aioboto3.
+"""Key-encryption keys (KEKs), the KeyEncryptionKey port (ports.py): a local keyring, or AWS KMS through aioboto3.
 
 Only keyvault ever holds a KEK. Rotation adds a new current KEK; existing data keys are re-wrapped under it
 (the data they protect is never re-encrypted).
@@ -11,26 +11,13 @@ import json
 import os
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aioboto3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-
-class KekError(Exception):
-    """A data key could not be wrapped or unwrapped (unknown KEK, tampered blob, KMS refused)."""
-
-
-class KeyEncryptionKey(Protocol):
-    @property
-    def current_id(self) -> str: ...
-
-    async def wrap(self, dek: bytes, context: dict[str, str]) -> tuple[str, bytes]:
-        """Wrap ``dek`` under the current KEK, bound to ``context``; returns (kek_id, wrapped)."""
-        ...
-
-    async def unwrap(self, kek_id: str, wrapped: bytes, context: dict[str, str]) -> bytes: ...
+from services.keyvault.ports import KekError
 
 
 def _aad(context: dict[str, str]) -> bytes:

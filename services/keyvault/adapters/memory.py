@@ -1,11 +1,12 @@
-"""An in-memory KeyStore, for unit tests; the same contract test runs against it and MongoKeyStore."""
+"""In-memory fakes of keyvault's ports, for unit tests: the KeyStore (the same contract test runs against it and
+MongoKeyStore). The KEK needs none: LocalKeyring (adapters/kek.py) already runs in memory, with no I/O."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 
-from services.keyvault.adapters.store import KeyRecord
+from services.keyvault.model import KeyRecord
 
 
 class InMemoryKeyStore:

@@ -1,4 +1,4 @@
-"""Where wrapped data keys live: the KeyStore port, and its MongoDB adapter.
+"""Where wrapped data keys live: the KeyStore port (ports.py) on MongoDB.
 
 One document per subject (``_id`` = subject id) holds that subject's key for every dataset, so every lookup
 is an exact ``_id`` match, served from the ``_id`` index. Keys awaiting the end of a grace window are
@@ -8,68 +8,15 @@ also listed in a small ledger, so the shredding job never scans the key collecti
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from bson import Binary
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-KeyState = Literal["active", "disabled", "destroyed"]
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """One subject's data key for one dataset, as stored: wrapped by a KEK, or gone once destroyed."""
-
-    subject_id: str
-    dataset: str
-    key_id: str
-    kek_id: str
-    wrapped: bytes | None
-    state: KeyState
-    created_at: datetime
-    disabled_at: datetime | None = None
-    purge_at: datetime | None = None
-    destroyed_at: datetime | None = None
-    request_id: str | None = None
-
-    def destroyed(self, at: datetime, request_id: str | None) -> KeyRecord:
-        return replace(self, wrapped=None, state="destroyed", destroyed_at=at, request_id=request_id or self.request_id)
-
-    def disabled(self, at: datetime, purge_at: datetime, request_id: str | None) -> KeyRecord:
-        return replace(self, state="disabled", disabled_at=at, purge_at=purge_at, request_id=request_id)
-
-
-class KeyStore(Protocol):
-    async def get(self, subject_id: str, dataset: str) -> KeyRecord | None: ...
-
-    async def keys_of(self, subject_id: str) -> list[KeyRecord]: ...
-
-    async def put_if_current(self, record: KeyRecord, *, expected_key_id: str | None) -> bool:
-        """Store ``record`` if the subject's key for its dataset is still ``expected_key_id`` (None: no key)."""
-        ...
-
-    async def put_all_if_current(self, records: Sequence[KeyRecord], *, expected: Mapping[str, str]) -> bool:
-        """Store one subject's ``records`` at once if each dataset's key is still ``expected[dataset]``: all or none."""
-        ...
-
-    async def add_to_purge_ledger(self, record: KeyRecord) -> None: ...
-
-    async def add_all_to_purge_ledger(self, records: Sequence[KeyRecord]) -> None: ...
-
-    async def remove_from_purge_ledger(self, subject_id: str, dataset: str, key_id: str) -> None: ...
-
-    async def due_for_purge(self, now: datetime) -> list[tuple[str, str, str]]:
-        """(subject_id, dataset, key_id) of disabled keys whose grace window has ended."""
-        ...
-
-    async def destruction(self, event_id: str) -> str | None: ...
-
-    async def save_destruction(self, event_id: str, result_json: str) -> None: ...
-
-    def all_keys(self) -> AsyncIterator[KeyRecord]: ...
+from services.keyvault.model import KeyRecord
 
 
 def _to_doc(record: KeyRecord) -> dict[str, Any]:

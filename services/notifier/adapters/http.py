@@ -1,40 +1,17 @@
-"""Sending one webhook attempt over HTTP: Standard Webhooks signatures, no redirects, SSRF-safe connections."""
+"""Sending one webhook attempt over HTTP (already signed): no redirects, SSRF-safe connections."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
-from standardwebhooks.webhooks import Webhook
 
 from services.notifier.adapters.ssrf import SafeResolver, forbidden_reason, literal_ip
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    retry_after_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def sign(*, message_id: str, timestamp: datetime, body: str, secrets: list[str]) -> dict[str, str]:
-    """The three Standard Webhooks headers; one ``v1,`` signature per live secret (several during a rotation)."""
-    signatures = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in secrets)
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": signatures,
-    }
+from services.notifier.model import AttemptResult
 
 
 def retry_after(value: str | None, *, now: datetime) -> float | None:
@@ -60,6 +37,8 @@ def retry_after(value: str | None, *, now: datetime) -> float | None:
 
 
 class WebhookSender:
+    """Sends webhook attempts through one SSRF-safe aiohttp session; ``send`` is notifier's SendWebhook port."""
+
     def __init__(self, *, timeout_s: float, allow_loopback: bool) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._allow_loopback = allow_loopback

@@ -11,7 +11,6 @@ import gzip
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,25 +19,12 @@ from bson import json_util
 from pymongo import AsyncMongoClient
 
 from services.purger.adapters.s3 import list_versions
+from services.purger.model import Backup
 from shared.datamap import Dataset
 from shared.s3 import s3_client
 from shared.settings import S3Settings
 
 BACKUPS = "backups"
-
-
-@dataclass(frozen=True)
-class Backup:
-    backup_id: str
-    created_at: datetime
-    objects: tuple[str, ...]
-    documents: int
-    expired_at: datetime | None = None
-
-    @property
-    def datasets(self) -> frozenset[str]:
-        """The datasets it holds (one ``<backup id>/<dataset>.jsonl.gz`` object each)."""
-        return frozenset(key.split("/", 1)[-1].removesuffix(".jsonl.gz") for key in self.objects)
 
 
 class BackupStore:

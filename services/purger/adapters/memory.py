@@ -1,4 +1,4 @@
-"""In-memory fakes of the purger's ports, for unit tests (the Mongo adapters pass the same scenarios in integration)."""
+"""In-memory fakes of the purger's ports, for unit tests (the contract tests of ports.py run against them too)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from services.purger.adapters.backups import Backup
-from services.purger.adapters.mongo import LedgerChunk, PurgeRecord
+from services.purger.model import Backup, LedgerChunk, PurgeRecord
 from shared.datamap import Dataset
 from shared.events import DatasetCounts, DatasetOutcome
 
@@ -111,15 +110,7 @@ class InMemoryProgress:
 
     async def get(self, request_id: str) -> PurgeRecord | None:
         found = self.records.get(request_id)
-        if found is None:
-            return None
-        # A copy, as a database read would be.
-        return replace(
-            found,
-            rounds={n: dict(o) for n, o in found.rounds.items()},
-            completed=dict(found.completed),
-            held=dict(found.held),
-        )
+        return None if found is None else _copy(found)
 
     async def save_outcome(self, request_id: str, subject_id: str, round_: int, outcome: DatasetOutcome) -> None:
         record = self.records.setdefault(request_id, PurgeRecord(request_id, subject_id))
@@ -135,14 +126,14 @@ class InMemoryProgress:
 
     async def with_retained(self, datasets: Sequence[str], subject_id: str | None) -> list[PurgeRecord]:
         return [
-            r
+            _copy(r)
             for r in self.records.values()
             if (set(r.retained) | set(r.held)) & set(datasets) and (subject_id is None or r.subject_id == subject_id)
         ]
 
     async def in_progress(self, subject_id: str | None) -> list[PurgeRecord]:
         return [
-            r
+            _copy(r)
             for r in self.records.values()
             if r.backups_expired_at is None and (subject_id is None or r.subject_id == subject_id)
         ]
@@ -162,10 +153,20 @@ class InMemoryProgress:
             record.hard_deleted_at = record.clean_since = at
 
     async def awaiting_backup_expiry(self) -> list[PurgeRecord]:
-        return [r for r in self.records.values() if r.clean_since is not None and r.backups_expired_at is None]
+        return [_copy(r) for r in self.records.values() if r.clean_since is not None and r.backups_expired_at is None]
 
     async def mark_backups_expired(self, request_id: str, at: datetime) -> None:
         self.records[request_id].backups_expired_at = at
+
+
+def _copy(record: PurgeRecord) -> PurgeRecord:
+    """A copy, as a database read would be: a reader's changes reach the store only through its writes."""
+    return replace(
+        record,
+        rounds={n: dict(o) for n, o in record.rounds.items()},
+        completed=dict(record.completed),
+        held=dict(record.held),
+    )
 
 
 @dataclass
@@ -179,7 +180,7 @@ class InMemoryBackups:
         return backup
 
     async def live(self) -> list[Backup]:
-        return [b for b in self.backups if b.expired_at is None]
+        return sorted((b for b in self.backups if b.expired_at is None), key=lambda b: b.created_at)
 
     async def expire(self, backup: Backup, *, now: datetime) -> None:
         self.backups = [replace(b, expired_at=now) if b.backup_id == backup.backup_id else b for b in self.backups]

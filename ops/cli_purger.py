@@ -150,7 +150,7 @@ def seed(
     seed_value: Annotated[int, typer.Option("--random-seed", help="Seed of the generated values.")] = 1,
 ) -> None:
     """Fill every dataset of the data map with realistic records for N people (encrypted through keyvault)."""
-    from services.purger import seeding
+    from ops import seeding
 
     settings = PurgerSettings()
     rng = random.Random(seed_value)

@@ -13,10 +13,10 @@ from typing import Any
 import click
 import typer
 
-from services.purger.cli import app as purger_commands
+from ops.cli_purger import app as purger_commands
+from ops.cli_requests import app as requests_app
 from shared import topics
 from shared.auth import AUDIT_READ, KEYS_ADMIN, SCOPES, issue_token, operator_token
-from shared.cli_requests import app as requests_app
 from shared.kafka import ensure_topics
 from shared.logging import configure_logging
 from shared.mongo import create_mongo_client, mongo_ping
@@ -197,7 +197,7 @@ def verify_erasure(subject_id: str, as_json: bool, retained: tuple[str, ...], no
     import json as json_module
     from pathlib import Path
 
-    from services.audit.erasure import check_erasure
+    from ops.erasure import check_erasure
     from shared.datamap import DataMapError, load_datamap
 
     settings = CliSettings()

@@ -1,0 +1,73 @@
+"""intake's background jobs: the outbox relay (publishes what the stores hold for Kafka) and the deadline watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from services.intake import handlers
+from services.intake.ports import Outbox, RequestStore
+from shared.events import DeletionRequested, InvalidEventError, decode_any
+from shared.kafka import Publisher
+
+log = structlog.get_logger(__name__)
+
+
+class OutboxRelay:
+    """Publishes the events stored in documents' outboxes, then clears them; woken early after each write."""
+
+    def __init__(self, outbox: Outbox, requests: RequestStore, *, interval_s: float) -> None:
+        self._outbox, self._requests = outbox, requests
+        self._interval_s = interval_s
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def drain(self, publisher: Publisher) -> int:
+        sent = 0
+        for entry in await self._outbox.pending():
+            for raw in entry.raw:
+                try:
+                    event = decode_any(raw)
+                except InvalidEventError:
+                    log.error("outbox.undecodable_event", collection=entry.collection, doc_id=entry.doc_id)
+                    continue
+                if isinstance(event, DeletionRequested):
+                    # A crash between the claim and the request's insert is repaired here, before anyone is told.
+                    await self._requests.ensure(handlers.from_requested(event))
+                await publisher.publish(event)
+                sent += 1
+                log.info("outbox.published", type=event.type, event_id=str(event.event_id))
+            await self._outbox.clear(entry)
+        return sent
+
+    async def run(self, publisher: Publisher) -> None:
+        while True:
+            try:
+                await self.drain(publisher)
+            except Exception as exc:
+                # Kafka or MongoDB is away: the events stay in their outboxes and are sent on a later round.
+                log.warning("outbox.retrying", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+
+
+async def watch_deadlines(
+    requests: RequestStore, publisher: Publisher, *, clock: Callable[[], datetime], fraction: float, interval_s: float
+) -> None:
+    """Emit deletion.overdue for open requests near (``fraction`` of the time) and past their deadline."""
+    while True:
+        try:
+            for notice in await handlers.open_requests_due(requests, now=clock(), warn_fraction=fraction):
+                await publisher.publish(notice)
+                await handlers.track(notice, requests, now=clock())  # recorded at once: not sent again next round
+                log.warning("request.overdue", request_id=notice.request_id, past_deadline=notice.past_deadline)
+        except Exception:
+            log.exception("deadline_watch.failed")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,131 @@
+"""intake's records: a deletion request as intake tracks it (its status derived from the stages seen), and the
+idempotency and outbox records its store keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.events import Channel, DatasetOutcome, RequestStatus
+
+Status = RequestStatus
+# While a request is open, a second one for the same subject returns it instead of starting another.
+OPEN_STATUSES: frozenset[str] = frozenset({"received", "purging", "keys_destroyed"})
+# Stages in the order a request normally passes them (each carries the time it was first seen).
+STAGES = (
+    "verification_pending",
+    "received",
+    "purging",
+    "purged",
+    "keys_destroyed",
+    "notified",
+    "hard_deleted",
+    "backups_expired",
+)
+
+
+def stage_rank(stage: str) -> int:
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)
+
+
+class RecordedOutcome(DatasetOutcome):
+    """A dataset's outcome, with when it was decided (a follow-up purge replaces an earlier one)."""
+
+    decided_at: datetime
+
+
+class HeldDataset(BaseModel):
+    """A dataset of a purged request that a hold placed afterwards keeps (until a follow-up purge says otherwise)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hold_id: str
+    since: datetime
+    records_kept: bool = False  # its tagged records are skipped by the nightly purge
+
+
+class DeletionRequest(BaseModel):
+    """One request as intake tracks it; ``version`` guards concurrent writers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    subject_id: str
+    channel: Channel = "api"
+    requested_by: str | None = None
+    created_at: datetime | None = None
+    deadline_at: datetime | None = None
+    backups_purged_by: datetime | None = None
+    stages: dict[str, datetime] = {}
+    outcomes: dict[str, RecordedOutcome] = {}
+    keys_destroyed: tuple[str, ...] = ()
+    keys_retained: tuple[str, ...] = ()
+    keys_left: dict[str, str] = {}  # dataset -> why keyvault neither destroyed nor kept its key
+    keys_restored: tuple[str, ...] = ()  # restored for a hold inside the grace window
+    keys_unrestorable: tuple[str, ...] = ()  # a hold came too late: already shredded
+    held: dict[str, HeldDataset] = {}
+    hard_deleted: dict[str, int] = {}
+    webhook_endpoints: int | None = None
+    email_sent: bool | None = None
+    mail: str | None = None
+    smtp_code: int | None = None
+    overdue_warned_at: datetime | None = None
+    past_deadline_at: datetime | None = None
+    superseded_by: str | None = None
+    version: int = 0
+
+    @property
+    def result(self) -> Literal["completed", "partial"] | None:
+        if not self.outcomes:
+            return None
+        kept = self.held or any(o.outcome in ("retained", "failed") for o in self.outcomes.values())
+        return "partial" if kept else "completed"
+
+    @property
+    def status(self) -> Status:
+        return status_of(self)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+def status_of(r: DeletionRequest) -> Status:
+    stages = r.stages
+    if "notified" in stages and r.result is not None:
+        tagged = any(o.outcome == "tagged" for o in r.outcomes.values())
+        hard = "hard_deleted" in stages or not tagged
+        if hard and "backups_expired" in stages:
+            return "erased"
+        if tagged and hard:
+            return "hard_deleted"
+        return r.result
+    for stage, status in (("keys_destroyed", "keys_destroyed"), ("purged", "purging"), ("purging", "purging")):
+        if stage in stages:
+            return status  # type: ignore[return-value]  # each literal above is a Status
+    return "received" if "received" in stages else "verification_pending"
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    """The first answer to an idempotent request, replayed to every retry."""
+
+    fingerprint: str
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingEvents:
+    """Events a document holds for publication: ``raw`` as stored, so they can be cleared exactly."""
+
+    collection: str
+    doc_id: str
+    raw: tuple[str, ...]
+
+
+# reserved: go ahead; busy: a first request with this key is still running; mismatch: the key was used for another.
+Reservation = Literal["reserved", "busy", "mismatch"]

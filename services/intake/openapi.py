@@ -1,0 +1,132 @@
+"""intake's OpenAPI operations, from the models of schemas.py (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from services.intake.schemas import (
+    IDEMPOTENCY_KEY,
+    EmailRequestBody,
+    HoldBody,
+    HoldPath,
+    HoldsQuery,
+    RequestPath,
+    RequestsQuery,
+    RulesPatch,
+    SubjectPath,
+    VerifyBody,
+    VerifyQuery,
+)
+from shared.auth import DELETION_ANY, DELETION_SELF, RETENTION_ADMIN
+from shared.openapi import Spec
+
+SPEC = Spec(always={"429": "too many requests; Retry-After says when to try again"})
+
+SPEC.add(
+    "delete",
+    "/users/{id}/data",
+    "Erase a subject's data: starts a deletion request, or returns the subject's open one",
+    {
+        "200": "the subject's open request (no new one was started)",
+        "202": "accepted: request_id, status, status_url, deadline_at, backups_purged_by",
+        "409": "a request with the same Idempotency-Key is still in progress",
+        "503": "another request for this subject is being stored; retry",
+    },
+    auth=f"{DELETION_ANY}, or {DELETION_SELF} for the token's own subject",
+    path_params=SubjectPath,
+    headers={"Idempotency-Key": SPEC.schema(IDEMPOTENCY_KEY)},
+)
+SPEC.add(
+    "get",
+    "/deletion_requests/{request_id}",
+    "A request's status, each stage's time, the per-dataset outcomes and the deadline",
+    {"200": "the request", "404": "no such request (or not yours)"},
+    auth=f"{DELETION_SELF} (own requests), {DELETION_ANY} or {RETENTION_ADMIN}",
+    path_params=RequestPath,
+)
+SPEC.add(
+    "get",
+    "/deletion_requests",
+    "Deletion requests, newest first, by status, subject and the time they were received (for operators)",
+    {"200": "a page of requests; next_offset is null on the last page"},
+    auth=DELETION_ANY,
+    query=RequestsQuery,
+)
+SPEC.add(
+    "post",
+    "/deletion_requests",
+    "Email channel: mail a confirmation link if the address belongs to an account (same answer either way)",
+    {"202": "accepted"},
+    body=EmailRequestBody,
+)
+SPEC.add(
+    "get",
+    "/deletion_requests/verify",
+    "The page a confirmation link opens: a form that confirms the deletion",
+    {"200": "an HTML form"},
+    query=VerifyQuery,
+)
+SPEC.add(
+    "post",
+    "/deletion_requests/verify",
+    "Confirm an email-channel request with the link's token: starts the deletion",
+    {
+        "200": "the subject already had an open request; this is it",
+        "202": "the deletion started",
+        "404": "the link's request no longer exists",
+        "409": "the link was already used",
+        "503": "retry",
+    },
+    body=VerifyBody,
+    form=True,
+)
+SPEC.add(
+    "get",
+    "/data_retention/rules",
+    "The current retention rules and their version",
+    {"200": "the rule set"},
+    auth=RETENTION_ADMIN,
+)
+SPEC.add(
+    "patch",
+    "/data_retention/rules",
+    "Add, replace or remove rules (a new version; published as retention.rules_changed)",
+    {
+        "200": "the new rule set (ETag: its version)",
+        "409": "the rules kept changing; retry",
+        "412": "If-Match names an older version",
+    },
+    auth=RETENTION_ADMIN,
+    headers={"If-Match": {"type": "string"}},
+    body=RulesPatch,
+)
+SPEC.add(
+    "post",
+    "/legal_holds",
+    "Place a legal hold (published as legal_hold.placed)",
+    {"201": "the hold"},
+    auth=RETENTION_ADMIN,
+    body=HoldBody,
+)
+SPEC.add(
+    "get",
+    "/legal_holds",
+    "List legal holds, a page at a time",
+    {"200": "holds and next_after"},
+    auth=RETENTION_ADMIN,
+    query=HoldsQuery,
+)
+SPEC.add(
+    "get",
+    "/legal_holds/{hold_id}",
+    "One legal hold",
+    {"200": "the hold", "404": "no such hold"},
+    auth=RETENTION_ADMIN,
+    path_params=HoldPath,
+)
+SPEC.add(
+    "delete",
+    "/legal_holds/{hold_id}",
+    "Release a hold (published as legal_hold.released; the purger then erases what it kept)",
+    {"200": "the released hold", "404": "no such hold"},
+    auth=RETENTION_ADMIN,
+    path_params=HoldPath,
+)

@@ -1,0 +1,99 @@
+"""What intake needs from outside, one Protocol each; adapters/store.py implements them on MongoDB and
+adapters/memory.py in memory (tests/integration/test_request_store.py runs one contract against both)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
+from shared.contacts import Contact
+from shared.events import Channel, DeletionRequested
+
+
+class RequestStore(Protocol):
+    async def get(self, request_id: str) -> DeletionRequest | None: ...
+
+    async def save(self, record: DeletionRequest) -> DeletionRequest | None:
+        """Write ``record`` if the stored one is still at ``record.version``; the stored copy, or None if it moved."""
+        ...
+
+    async def get_many(self, request_ids: Sequence[str]) -> dict[str, DeletionRequest]:
+        """The stored requests among ``request_ids`` (one read)."""
+        ...
+
+    async def save_many(self, records: Sequence[DeletionRequest]) -> bool:
+        """:meth:`save` for each record, in one write; False if any of them had moved (the others are saved)."""
+        ...
+
+    async def ensure(self, record: DeletionRequest) -> None:
+        """Insert ``record`` unless the request is already stored (repairs a crash between claim and insert)."""
+        ...
+
+    async def claim(self, event: DeletionRequested) -> str | None:
+        """Make this the subject's open request; None if it now is, else the id of the request that already is."""
+        ...
+
+    async def release(self, subject_id: str, request_id: str) -> None: ...
+
+    async def open_request_ids(self) -> list[str]: ...
+
+    async def page(
+        self,
+        *,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[DeletionRequest]:
+        """Requests, newest first, optionally of one status, of one subject and received in [since, until)."""
+        ...
+
+    async def reserve_key(
+        self, key: str, *, fingerprint: str, now: datetime, lease: timedelta
+    ) -> Reservation | StoredReply: ...
+
+    async def complete_key(self, key: str, *, reply: StoredReply, now: datetime) -> None: ...
+
+    async def forget_key(self, key: str) -> None: ...
+
+
+class AccountDirectory(Protocol):
+    async def subject_for(self, email_hash: str) -> str | None: ...
+
+    async def stored_address(self, subject_id: str) -> str | None:
+        """The account's address field as stored (sealed by keyvault when the data map says so), or None."""
+        ...
+
+
+class Sealer(Protocol):
+    """The part of keyvault that reads the account's address and seals it for the final notice."""
+
+    async def encrypt(self, subject_id: str, dataset: str, plaintext: bytes) -> str: ...
+    async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes: ...
+
+
+class ContactStore(Protocol):
+    async def put(self, contact: Contact) -> None: ...
+    async def forget(self, request_id: str) -> None: ...
+
+
+class DeletionStarter(Protocol):
+    """Starting a deletion (deletions.py), as the intent handler needs it."""
+
+    async def start(self, subject_id: str, *, requested_by: str, channel: Channel) -> tuple[bool, DeletionRequest]: ...
+
+    async def once(
+        self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+    ) -> tuple[StoredReply, bool]: ...
+
+
+class Outbox(Protocol):
+    """The events documents carry for publication (requests, rules, holds), for the relay."""
+
+    async def pending(self, limit: int = 100) -> list[PendingEvents]: ...
+
+    async def clear(self, entry: PendingEvents) -> None: ...

@@ -1,0 +1,142 @@
+"""intake's HTTP shapes: the models that validate each request (and document it in OpenAPI), and the views
+that render its answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, TypeAdapter
+
+from services.intake import model
+from services.intake.model import DeletionRequest
+from shared.events import IdempotencyKey, SubjectId
+from shared.retention import Hold, Rule
+
+RequestId = Annotated[str, StringConstraints(pattern=r"^req_[0-9a-f]{32}$")]
+HoldId = Annotated[str, StringConstraints(pattern=r"^hold_[0-9a-f]{32}$")]
+SUBJECT_ID: TypeAdapter[str] = TypeAdapter(SubjectId)
+REQUEST_ID: TypeAdapter[str] = TypeAdapter(RequestId)
+HOLD_ID: TypeAdapter[str] = TypeAdapter(HoldId)
+# A link's token is a JWT: three base64url parts.
+LinkToken = Annotated[
+    str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){2}$")
+]
+LINK_TOKEN: TypeAdapter[str] = TypeAdapter(LinkToken)
+IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmailRequestBody(_Body):
+    email: EmailStr = Field(max_length=254)
+
+
+class VerifyBody(_Body):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+
+
+class RulesPatch(_Body):
+    rules: tuple[Rule, ...] = Field(default=(), max_length=100, description="rules to add or replace, by rule_id")
+    remove: tuple[Annotated[str, StringConstraints(max_length=63)], ...] = Field(default=(), max_length=100)
+
+
+class HoldBody(_Body):
+    subject_id: SubjectId | None = Field(description="whose data is held; null holds the datasets for everyone")
+    datasets: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")], ...] = Field(
+        min_length=1, max_length=100
+    )
+    reason: Text
+    legal_basis: Text
+    legal_ref: Text
+    ends_at: AwareDatetime | None = Field(
+        default=None, description="when the hold ends by itself (the purger then erases what it kept); never if null"
+    )
+
+
+class RequestsQuery(_Body):
+    status: model.Status | None = None
+    subject_id: SubjectId | None = None
+    since: AwareDatetime | None = Field(default=None, description="received at or after")
+    until: AwareDatetime | None = Field(default=None, description="received before")
+    limit: int = Field(default=50, ge=1, description="at most INTAKE_MAX_PAGE_SIZE (100 by default)")
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class HoldsQuery(_Body):
+    subject_id: SubjectId | None = None
+    active: bool = True
+    limit: int = Field(default=50, ge=1, description="at most INTAKE_MAX_PAGE_SIZE (100 by default)")
+    after: HoldId | None = None
+
+
+def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "request_id": r.request_id,
+        "subject_id": r.subject_id,
+        "status": r.status,
+        "result": r.result,
+        "channel": r.channel,
+        "status_url": f"{public_url.rstrip('/')}/deletion_requests/{r.request_id}",
+        "created_at": iso(r.created_at),
+        "deadline_at": iso(r.deadline_at),
+        "backups_purged_by": iso(r.backups_purged_by),
+        # In the order a request passes them (events from different topics may be recorded in another order).
+        "stages": {name: r.stages[name].isoformat() for name in sorted(r.stages, key=model.stage_rank)},
+        "outcomes": [o.model_dump(mode="json") for _, o in sorted(r.outcomes.items())],
+        "keys": {
+            "destroyed": list(r.keys_destroyed),
+            "retained": list(r.keys_retained),
+            "left": r.keys_left,
+            "restored_for_hold": list(r.keys_restored),
+            "unrestorable": list(r.keys_unrestorable),
+        },
+        # Datasets a hold placed after the purge keeps now: their tagged records wait out the hold.
+        "held": {d: h.model_dump(mode="json") for d, h in sorted(r.held.items())},
+        "hard_deleted": r.hard_deleted,
+        "notified": None
+        if r.webhook_endpoints is None
+        else {
+            "webhook_endpoints": r.webhook_endpoints,
+            "email_sent": r.email_sent,
+            "mail": r.mail,
+            "smtp_code": r.smtp_code,
+        },
+        "overdue": {"warned_at": iso(r.overdue_warned_at), "past_deadline_at": iso(r.past_deadline_at)},
+        "superseded_by": r.superseded_by,
+    }
+
+
+def rule_set_view(version: int, rules: tuple[Rule, ...], changed_at: datetime | None, by: str | None) -> dict[str, Any]:
+    return {
+        "version": version,
+        "changed_at": changed_at.isoformat() if changed_at else None,
+        "changed_by": by,
+        "rules": [r.model_dump(mode="json") for r in rules],
+    }
+
+
+def hold_view(h: Hold, now: datetime) -> dict[str, Any]:
+    return {**h.model_dump(mode="json"), "active": h.active(now)}
+
+
+class SubjectPath(BaseModel):
+    id: SubjectId
+
+
+class RequestPath(BaseModel):
+    request_id: RequestId
+
+
+class HoldPath(BaseModel):
+    hold_id: HoldId
+
+
+class VerifyQuery(BaseModel):
+    token: LinkToken

@@ -1,0 +1,150 @@
+"""The purger's Ledger port and the Eraser that fills it, one contract for the in-memory fake (InMemoryStores) and
+MongoEraser with MongoPurgeLedger on the real server: tagging lists records in chunks, the nightly job deletes them."""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from services.purger.adapters.memory import InMemoryStores
+from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger
+from services.purger.model import LedgerChunk
+from services.purger.ports import Eraser, Ledger
+from shared.datamap import Dataset, MongoLocation
+from shared.mongo import create_mongo_client
+from shared.settings import MongoSettings
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+T0 = datetime(2026, 5, 1, tzinfo=UTC)  # whole seconds: MongoDB keeps milliseconds
+DAY = timedelta(days=1)
+MESSAGES = Dataset(
+    name="chat_messages",
+    store="mongo",
+    mode="tag_then_purge",
+    mongo=MongoLocation(collection="chat_messages", subject_field="user_id"),
+)
+PROFILES = Dataset(name="profiles", store="mongo", mongo=MongoLocation(collection="profiles", subject_field="user_id"))
+
+
+@dataclass
+class Stores:
+    """One implementation's eraser and ledger, and how a test puts records in and sees what is left."""
+
+    eraser: Eraser
+    ledger: Ledger
+    add: Callable[[str, dict[str, str]], Awaitable[None]]  # dataset, {record id: subject id}
+    left: Callable[[str], Awaitable[dict[str, str]]]  # dataset -> {record id: subject id}
+
+
+def in_memory() -> Stores:
+    stores = InMemoryStores(chunk_size=2)
+
+    async def add(dataset: str, records: dict[str, str]) -> None:
+        stores.records.setdefault(dataset, {}).update(records)
+
+    async def left(dataset: str) -> dict[str, str]:
+        return dict(stores.records.get(dataset, {}))
+
+    return Stores(stores, stores, add, left)
+
+
+@pytest_asyncio.fixture(params=["memory", "mongo"])
+async def stores(request):
+    if request.param == "memory":
+        yield in_memory()
+        return
+    url = request.getfixturevalue("mongo_url")
+    name = f"lethe_pl_{uuid.uuid4().hex[:8]}"
+    client = create_mongo_client(MongoSettings(url=url, database=name))
+    db = client[name]
+    ledger = MongoPurgeLedger(client, name)
+    await ledger.ensure_indexes()
+
+    async def add(dataset: str, records: dict[str, str]) -> None:
+        await db[dataset].insert_many([{"_id": i, "user_id": s} for i, s in records.items()])
+
+    async def left(dataset: str) -> dict[str, str]:
+        return {doc["_id"]: doc["user_id"] async for doc in db[dataset].find({})}
+
+    yield Stores(MongoEraser(client, name, chunk_size=2), ledger, add, left)
+    await client.drop_database(name)
+    await client.close()
+
+
+async def tag(stores: Stores, subject_id: str = "u1", request_id: str = "req_a"):
+    return await stores.eraser.erase(MESSAGES, subject_id, request_id=request_id, now=T0, purge_after=T0 + DAY)
+
+
+def chunk(number: int, *ids: str, request_id: str = "req_a", subject_id: str = "u1") -> LedgerChunk:
+    return LedgerChunk(
+        f"{request_id}:chat_messages:{number}", request_id, subject_id, "chat_messages", "chat_messages", ids, T0 + DAY
+    )
+
+
+async def test_tagging_lists_the_subjects_records_in_chunks_due_once_the_grace_window_ends(stores):
+    await stores.add("chat_messages", {f"m{i}": "u1" for i in range(5)} | {"x": "u2"})
+    outcome = await tag(stores)
+    assert (outcome.outcome, outcome.counts.records_tagged, outcome.purge_after) == ("tagged", 5, T0 + DAY)
+    assert await stores.ledger.count_due(T0) == (0, 0)
+    assert [c async for c in stores.ledger.due(T0)] == []
+    assert await stores.ledger.count_due(T0 + DAY) == (3, 5)
+    assert [c async for c in stores.ledger.due(T0 + DAY)] == [
+        chunk(0, "m0", "m1"),
+        chunk(1, "m2", "m3"),
+        chunk(2, "m4"),
+    ]
+    assert len(await stores.left("chat_messages")) == 6  # tagged, not deleted: that is the nightly job's
+
+
+async def test_a_rerun_reports_the_same_and_lists_only_records_no_chunk_lists_yet(stores):
+    await stores.add("chat_messages", {f"m{i}": "u1" for i in range(3)})
+    await tag(stores)
+    again = await tag(stores)
+    assert (again.outcome, again.counts.records_tagged) == ("tagged", 3)
+    assert await stores.ledger.count_due(T0 + DAY) == (2, 3)
+    await stores.add("chat_messages", {"m1a": "u1"})  # arrived between the runs
+    later = await tag(stores)
+    assert later.counts.records_tagged == 4
+    assert [c async for c in stores.ledger.due(T0 + DAY)] == [chunk(0, "m0", "m1"), chunk(1, "m2"), chunk(2, "m1a")]
+
+
+async def test_records_another_request_tagged_are_left_to_it(stores):
+    await stores.add("chat_messages", {"m0": "u1", "m1": "u1"})
+    await tag(stores, request_id="req_a")
+    outcome = await tag(stores, request_id="req_b")
+    assert (outcome.outcome, outcome.counts.records_tagged) == ("erased", 0)
+    assert [c.request_id async for c in stores.ledger.due(T0 + DAY)] == ["req_a"]
+
+
+async def test_deleting_chunks_removes_their_records_and_a_requests_totals_count_the_chunks_done(stores):
+    await stores.add("chat_messages", {f"m{i}": "u1" for i in range(5)} | {"x": "u2"})
+    await tag(stores)
+    first, *rest = [c async for c in stores.ledger.due(T0 + DAY)]
+    assert await stores.ledger.delete_chunk(first) == 2
+    assert sorted(await stores.left("chat_messages")) == ["m2", "m3", "m4", "x"]
+    assert await stores.ledger.request_totals("req_a") == (False, {"chat_messages": 2})
+    assert await stores.ledger.count_due(T0 + DAY) == (2, 3)
+    assert await stores.ledger.delete_chunk(first) == 2  # an interrupted run's chunk, deleted again
+    assert await stores.ledger.request_totals("req_a") == (False, {"chat_messages": 2})
+    for c in rest:
+        await stores.ledger.delete_chunk(c)
+    assert await stores.ledger.request_totals("req_a") == (True, {"chat_messages": 5})
+    assert [c async for c in stores.ledger.due(T0 + 9 * DAY)] == []
+    assert await stores.left("chat_messages") == {"x": "u2"}
+
+
+async def test_a_request_with_no_chunks_is_done_with_nothing_purged(stores):
+    assert await stores.ledger.request_totals("req_none") == (True, {})
+
+
+async def test_erasing_deletes_the_subjects_records_at_once_and_lists_nothing(stores):
+    await stores.add("profiles", {"p1": "u1", "p2": "u1", "p3": "u2"})
+    outcome = await stores.eraser.erase(PROFILES, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+    assert (outcome.outcome, outcome.counts.records_erased) == ("erased", 2)
+    assert await stores.left("profiles") == {"p3": "u2"}
+    assert await stores.ledger.count_due(T0 + 9 * DAY) == (0, 0)
+    again = await stores.eraser.erase(PROFILES, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+    assert (again.outcome, again.counts.records_erased) == ("erased", 0)
