@@ -196,7 +196,7 @@ class KeyCacheInvalidator:
         """Run in ``service``: started with it (after its other start hooks), stopped with it, reading meanwhile."""
         service.on_start.append(self.start)
         service.on_stop.insert(0, self.stop)
-        service.background.append(self.run)
+        service.add_job("key_cache_invalidation", self.run)
 
     async def run(self) -> None:
         from shared.events import InvalidEventError, decode_event

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,50 @@ class BackgroundTasks:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+async def _watched(name: str, job: Job) -> None:
+    """A job that ends or dies says so (a job is meant to run until the service stops)."""
+    try:
+        await job()
+        log.error("job.ended", job=name)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("job.died", job=name, **_scrubbed(exc))
+
+
+def _scrubbed(exc: Exception) -> dict[str, str]:
+    """The error and its traceback with any address scrubbed (an error may quote one: never log it raw)."""
+    trace = "".join(traceback.format_exception(exc))
+    return {"error_type": type(exc).__name__, "error": scrub(repr(exc)), "traceback": scrub(trace)}
+
+
+def every(
+    interval_s: float, work: Callable[[], Awaitable[object]], *, name: str, wake: asyncio.Event | None = None
+) -> Job:
+    """A job that runs ``work`` now and then every ``interval_s`` (at once when ``wake`` is set meanwhile). A failed
+    round is logged with the job's name and the next round tries again: whatever it works from (an outbox, a ledger,
+    a deadline) still lists what is left."""
+
+    async def run() -> None:
+        while True:
+            if wake is not None:
+                wake.clear()  # set while ``work`` runs: the next round starts at once
+            try:
+                await work()
+            except Exception as exc:
+                if isinstance(exc, TRANSIENT_ERRORS):  # a server away: expected, no traceback
+                    log.warning("job.retrying", job=name, error=scrub(repr(exc)))
+                else:
+                    log.error("job.failed", job=name, **_scrubbed(exc))
+            if wake is None:
+                await asyncio.sleep(interval_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval_s)
+
+    return run
+
+
 @dataclass
 class Service:
     """A built service: its HTTP app, its consumer (if it consumes) and the clients to start and stop."""
@@ -57,8 +103,8 @@ class Service:
     consumer: KafkaConsumerLoop | None = None
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
-    # Long-running jobs (scheduled work): started after the clients, cancelled first on stop.
-    background: list[Job] = field(default_factory=list)
+    # Named long-running jobs (scheduled work, see add_job): started after the clients, cancelled first on stop.
+    jobs: dict[str, Job] = field(default_factory=dict)
     start_timeout_s: float = 120.0
     _runner: web.AppRunner | None = None
     _consume_task: asyncio.Task[None] | None = None
@@ -86,9 +132,21 @@ class Service:
         await web.TCPSite(self._runner, self.host, self.port).start()
         if self.consumer is not None:
             self._consume_task = asyncio.create_task(self.consumer.run(), name=f"{self.name}-consumer")
-        for job in self.background:
-            self._background_tasks.append(asyncio.create_task(job(), name=f"{self.name}-job"))
-        log.info("service.started", url=f"http://{self.host}:{self.port}")
+        for name, job in self.jobs.items():
+            self._background_tasks.append(asyncio.create_task(_watched(name, job), name=f"{self.name}-{name}"))
+        log.info("service.started", url=f"http://{self.host}:{self.port}", jobs=sorted(self.jobs))
+
+    def add_job(self, name: str, job: Job) -> None:
+        """Register a background job by name (``every`` makes the periodic ones); its task is ``<service>-<name>``."""
+        if name in self.jobs:
+            raise ValueError(f"the service {self.name} already has a job named {name}")
+        self.jobs[name] = job
+
+    def add_periodic(
+        self, name: str, interval_s: float, work: Callable[[], Awaitable[object]], *, wake: asyncio.Event | None = None
+    ) -> None:
+        """Register ``work`` as a job run every ``interval_s`` (sooner when ``wake`` is set): see :func:`every`."""
+        self.add_job(name, every(interval_s, work, name=name, wake=wake))
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop consuming (finishing the message in hand), stop serving, close clients."""

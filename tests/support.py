@@ -1,20 +1,26 @@
 """Helpers the test layers share: free ports, a typical partial deletion, and a Kafka broker of a test's own."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pymongo import AsyncMongoClient
+
 from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
 from shared.events import DatasetOutcome
+from shared.mongo import create_mongo_client
 from shared.retention import Hold
-from shared.settings import KafkaSettings
+from shared.settings import KafkaSettings, MongoSettings
 
 ERASED_PROFILES = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased")
 KEPT_INVOICES = DatasetOutcome(
@@ -168,6 +174,18 @@ async def drop_bucket(s3: Any, bucket: str) -> None:
             Bucket=bucket, Delete={"Objects": [{"Key": v.key, "VersionId": v.version_id} for v in batch], "Quiet": True}
         )
     await s3.delete_bucket(Bucket=bucket)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(url: str, prefix: str) -> AsyncIterator[tuple[AsyncMongoClient[dict[str, Any]], str]]:
+    """A client and a database of the test's own (``<prefix>_<random>``), dropped and closed after it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    client = create_mongo_client(MongoSettings(url=url, database=name))
+    try:
+        yield client, name
+    finally:
+        await client.drop_database(name)
+        await client.close()
 
 
 class OwnMongo:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from aiohttp import web
 
@@ -37,21 +35,15 @@ def build_signer(settings: AuditSettings) -> Signer:
     return Signer.load_or_create(settings.signing_key_file)
 
 
-async def checkpoint_periodically(audit_log: AuditLog, signer: Signer, settings: AuditSettings) -> None:
-    """The checkpoint job: the only holder of the signing key besides the receipt endpoint."""
-    interval = min(settings.checkpoint_every_s, 5.0)
-    while True:
-        try:
-            await handlers.checkpoint_if_due(
-                audit_log,
-                signer,
-                now=utcnow(),
-                every_entries=settings.checkpoint_every_entries,
-                every_s=settings.checkpoint_every_s,
-            )
-        except Exception:
-            log.exception("audit.checkpoint_failed")
-        await asyncio.sleep(interval)
+async def checkpoint(audit_log: AuditLog, signer: Signer, settings: AuditSettings) -> None:
+    """One round of the checkpoint job (the only holder of the signing key besides the receipt endpoint)."""
+    await handlers.checkpoint_if_due(
+        audit_log,
+        signer,
+        now=utcnow(),
+        every_entries=settings.checkpoint_every_entries,
+        every_s=settings.checkpoint_every_s,
+    )
 
 
 def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> Service:
@@ -98,5 +90,6 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         on_stop=[upstream.stop, mongo.close],
         partitions_at_once=1,  # every entry extends one hash chain: concurrent appends would only contend for its head
     )
-    service.background.append(lambda: checkpoint_periodically(audit_log, signer, settings))
+    interval = min(settings.checkpoint_every_s, 5.0)
+    service.add_periodic("checkpoints", interval, lambda: checkpoint(audit_log, signer, settings))
     return service

@@ -16,7 +16,7 @@ from services.intake.adapters.store import MongoAccountDirectory, MongoOutbox, M
 from services.intake.admin import RetentionAdmin, load_default_rules, read_default_rules
 from services.intake.deletions import Deletions
 from services.intake.email_channel import EmailChannel
-from services.intake.jobs import OutboxRelay, watch_deadlines
+from services.intake.jobs import OutboxRelay, warn_overdue
 from services.intake.limits import RateLimits
 from services.intake.openapi import SPEC
 from services.intake.settings import IntakeSettings
@@ -84,7 +84,7 @@ def create_app(
         per_address=settings.email_rate_limit_per_address,
         per_email_client=settings.email_rate_limit_per_client,
     )
-    relay = OutboxRelay(stores.outbox, stores.requests, interval_s=settings.outbox_interval_s)
+    relay = OutboxRelay(stores.outbox, stores.requests)
     deletions = Deletions(
         settings, datamap, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick
     )
@@ -131,14 +131,12 @@ def create_app(
     )
     if keyvault is not None:
         KeyCacheInvalidator(keyvault, kafka=settings.kafka).wire(service)
-    service.background += [
-        lambda: relay.run(service.publisher),
-        lambda: watch_deadlines(
-            stores.requests,
-            service.publisher,
-            clock=clock,
-            fraction=settings.deadline_warn_fraction,
-            interval_s=settings.deadline_watch_interval_s,
-        ),
-    ]
+    service.add_periodic(
+        "outbox_relay", settings.outbox_interval_s, lambda: relay.drain(service.publisher), wake=relay.wake
+    )
+    service.add_periodic(
+        "deadline_watch",
+        settings.deadline_watch_interval_s,
+        lambda: warn_overdue(stores.requests, service.publisher, clock=clock, fraction=settings.deadline_warn_fraction),
+    )
     return service

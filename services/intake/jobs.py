@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,17 +17,17 @@ log = structlog.get_logger(__name__)
 
 
 class OutboxRelay:
-    """Publishes the events stored in documents' outboxes, then clears them; woken early after each write."""
+    """Publishes the events stored in documents' outboxes, then clears them; ``wake`` is set after each write."""
 
-    def __init__(self, outbox: Outbox, requests: RequestStore, *, interval_s: float) -> None:
+    def __init__(self, outbox: Outbox, requests: RequestStore) -> None:
         self._outbox, self._requests = outbox, requests
-        self._interval_s = interval_s
-        self._wake = asyncio.Event()
+        self.wake = asyncio.Event()
 
     def kick(self) -> None:
-        self._wake.set()
+        self.wake.set()
 
     async def drain(self, publisher: Publisher) -> int:
+        """One round. If Kafka or MongoDB is away, the events stay in their outboxes for a later round."""
         sent = 0
         for entry in await self._outbox.pending():
             for raw in entry.raw:
@@ -46,28 +45,13 @@ class OutboxRelay:
             await self._outbox.clear(entry)
         return sent
 
-    async def run(self, publisher: Publisher) -> None:
-        while True:
-            try:
-                await self.drain(publisher)
-            except Exception as exc:
-                # Kafka or MongoDB is away: the events stay in their outboxes and are sent on a later round.
-                log.warning("outbox.retrying", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
-            self._wake.clear()
 
-
-async def watch_deadlines(
-    requests: RequestStore, publisher: Publisher, *, clock: Callable[[], datetime], fraction: float, interval_s: float
+async def warn_overdue(
+    requests: RequestStore, publisher: Publisher, *, clock: Callable[[], datetime], fraction: float
 ) -> None:
-    """Emit deletion.overdue for open requests near (``fraction`` of the time) and past their deadline."""
-    while True:
-        try:
-            for notice in await handlers.open_requests_due(requests, now=clock(), warn_fraction=fraction):
-                await publisher.publish(notice)
-                await handlers.track(notice, requests, now=clock())  # recorded at once: not sent again next round
-                log.warning("request.overdue", request_id=notice.request_id, past_deadline=notice.past_deadline)
-        except Exception:
-            log.exception("deadline_watch.failed")
-        await asyncio.sleep(interval_s)
+    """One round of the deadline watch: deletion.overdue for open requests near (``fraction`` of the time) and past
+    their deadline, each recorded at once so that the next round does not send it again."""
+    for notice in await handlers.open_requests_due(requests, now=clock(), warn_fraction=fraction):
+        await publisher.publish(notice)
+        await handlers.track(notice, requests, now=clock())
+        log.warning("request.overdue", request_id=notice.request_id, past_deadline=notice.past_deadline)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import structlog
@@ -52,16 +51,10 @@ def build_kek(settings: KeyvaultSettings) -> tuple[KeyEncryptionKey, list[Hook],
     return LocalKeyring.load_or_create(settings.local_keyring_file), [], []
 
 
-async def shred_periodically(vault: handlers.Vault, publisher: Publisher, interval_s: float) -> None:
-    """Shred the keys whose grace window has ended, every ``interval_s``."""
-    while True:
-        try:
-            for event in await handlers.shred_expired(vault):
-                await publisher.publish(event)
-        except Exception:
-            # Logged and tried again next round: the ledger still lists what is due.
-            log.exception("shred.failed")
-        await asyncio.sleep(interval_s)
+async def shred_due(vault: handlers.Vault, publisher: Publisher) -> None:
+    """One round: shred the keys whose grace window has ended (a failed round leaves them in the ledger)."""
+    for event in await handlers.shred_expired(vault):
+        await publisher.publish(event)
 
 
 def create_app(
@@ -95,5 +88,5 @@ def create_app(
         on_start=kek_start,
         on_stop=[mongo.close, *kek_stop],
     )
-    service.background.append(lambda: shred_periodically(vault, service.publisher, settings.shred_interval_s))
+    service.add_periodic("shred", settings.shred_interval_s, lambda: shred_due(vault, service.publisher))
     return service

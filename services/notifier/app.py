@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
@@ -20,11 +19,9 @@ from shared.auth import TokenVerifier
 from shared.consumer import Handler
 from shared.contacts import MongoContactStore
 from shared.events import Event, utcnow
-from shared.kafka import Publisher
 from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
-from shared.scrub import scrub
 from shared.service import Service
 from shared.smtp import send_mail, smtp_ping
 from shared.wiring import ServiceDeps, build_service
@@ -32,22 +29,6 @@ from shared.wiring import ServiceDeps, build_service
 log = structlog.get_logger(__name__)
 
 DESCRIPTION = "Delivers signed webhooks to integrators and emails the person what was erased and kept."
-
-
-async def deliver_periodically(
-    n: handlers.Notifier, sender: WebhookSender, interval_s: float, wake: asyncio.Event
-) -> None:
-    """The delivery worker: attempts every due delivery, then waits ``interval_s``, or less when an event just
-    queued deliveries (``wake``), so a first attempt does not wait for the next round."""
-    while True:
-        wake.clear()
-        try:
-            await handlers.deliver_due(n, sender.send)
-        except Exception as exc:
-            # The pending ledger still lists the work; the next round picks it up.
-            log.error("webhook.worker_failed", error_type=type(exc).__name__, error=scrub(repr(exc)))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval_s)
 
 
 def waking(routes: Mapping[str, Handler], wake: asyncio.Event) -> dict[str, Handler]:
@@ -62,18 +43,6 @@ def waking(routes: Mapping[str, Handler], wake: asyncio.Event) -> dict[str, Hand
         return handle
 
     return {topic: wrap(handler) for topic, handler in routes.items()}
-
-
-async def send_deferred_periodically(mail: handlers.Mail, publisher: Publisher, interval_s: float) -> None:
-    """The deferred-mail job: sends what the daily cap or a 4xx reply held back, then waits ``interval_s``."""
-    while True:
-        try:
-            await handlers.send_deferred(mail, publisher.publish)
-        except Exception as exc:
-            # The notices still say what is deferred; the next round (or, after the lease, another instance) resumes.
-            # Not log.exception: the rendered error could quote an address.
-            log.error("mail.deferred_worker_failed", error_type=type(exc).__name__, error=scrub(repr(exc)))
-        await asyncio.sleep(interval_s)
 
 
 def keyvault_client(settings: NotifierSettings) -> KeyvaultClient | None:
@@ -132,9 +101,14 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         on_start=[store.ensure_indexes, sender.start],
         on_stop=[mongo.close, sender.stop, close_keyvault],
     )
-    service.background.append(lambda: deliver_periodically(notifier, sender, settings.worker_interval_s, wake))
-    service.background.append(
-        lambda: send_deferred_periodically(notifier.mail, service.publisher, settings.mail_deferred_interval_s)
+    # The pending ledger and the notices list what is left: a failed round is picked up by the next.
+    service.add_periodic(
+        "deliveries", settings.worker_interval_s, lambda: handlers.deliver_due(notifier, sender.send), wake=wake
+    )
+    service.add_periodic(
+        "deferred_mail",
+        settings.mail_deferred_interval_s,
+        lambda: handlers.send_deferred(notifier.mail, service.publisher.publish),
     )
     if keyvault is not None:
         KeyCacheInvalidator(keyvault, kafka=settings.kafka).wire(service)

@@ -122,30 +122,12 @@ async def run_release_ended(parts: PurgerParts, publisher: Publisher) -> int:
     return len(events)
 
 
-async def release_schedule(parts: PurgerParts, publisher: Publisher, settings: PurgerSettings) -> None:
-    while True:
-        try:
-            await run_release_ended(parts, publisher)
-        except Exception:
-            log.exception("retention.release_failed")  # the check time was not advanced: the next run retries
-        await asyncio.sleep(settings.retention_check_interval_s)
-
-
 async def run_backup_expiry(parts: PurgerParts, publisher: Publisher, *, retention: timedelta) -> int:
     events = await handlers.expire_backups(parts.purger, parts.backups, retention=retention)
     for event in events:
         await publisher.publish(event)
         await parts.purger.progress.mark_backups_expired(event.request_id, event.occurred_at)
     return len(events)
-
-
-async def backup_expiry_schedule(parts: PurgerParts, publisher: Publisher, settings: PurgerSettings) -> None:
-    while True:
-        try:
-            await run_backup_expiry(parts, publisher, retention=timedelta(days=settings.backup_retention_days))
-        except Exception:
-            log.exception("backup_expiry.failed")
-        await asyncio.sleep(settings.backup_expiry_interval_s)
 
 
 def create_app(
@@ -165,9 +147,15 @@ def create_app(
         on_start=parts.on_start,
         on_stop=[*parts.on_stop, mongo.close],
     )
-    service.background += [
-        lambda: nightly_schedule(parts, service.publisher, settings),
-        lambda: backup_expiry_schedule(parts, service.publisher, settings),
-        lambda: release_schedule(parts, service.publisher, settings),
-    ]
+    publisher, backup_retention = service.publisher, timedelta(days=settings.backup_retention_days)
+    service.add_job("nightly_purge", lambda: nightly_schedule(parts, publisher, settings))
+    service.add_periodic(
+        "backup_expiry",
+        settings.backup_expiry_interval_s,
+        lambda: run_backup_expiry(parts, publisher, retention=backup_retention),
+    )
+    # The check time advances only after a round's follow-ups are decided: a failed round is re-run.
+    service.add_periodic(
+        "retention_ends", settings.retention_check_interval_s, lambda: run_release_ended(parts, publisher)
+    )
     return service

@@ -1,6 +1,5 @@
 """audit's AuditLog: one contract for the in-memory fake and MongoAuditLog on the real server."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,10 +10,8 @@ from services.audit.adapters.memory import InMemoryAuditLog
 from services.audit.chain import GENESIS, chain, verify_log
 from services.audit.model import Checkpoint
 from shared.events import DeletionPurged, DeletionRequested, LegalHoldPlaced
-from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
 from shared.signing import Signer
-from tests.support import PARTIAL
+from tests.support import PARTIAL, scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)  # whole seconds: MongoDB keeps no finer time than milliseconds
@@ -26,13 +23,10 @@ async def audit_log(request):
     if request.param == "memory":
         yield InMemoryAuditLog()
         return
-    client = create_mongo_client(MongoSettings(url=request.getfixturevalue("mongo_url")))
-    database = f"lethe_al_{uuid.uuid4().hex[:8]}"
-    audit_log = MongoAuditLog(client, database)
-    await audit_log.ensure_indexes()
-    yield audit_log
-    await client.drop_database(database)
-    await client.close()
+    async with scratch_database(request.getfixturevalue("mongo_url"), "lethe_al") as (client, database):
+        audit_log = MongoAuditLog(client, database)
+        await audit_log.ensure_indexes()
+        yield audit_log
 
 
 def requested(n: int, subject_id: str = "u1") -> DeletionRequested:

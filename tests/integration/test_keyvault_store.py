@@ -9,8 +9,7 @@ import pytest_asyncio
 from services.keyvault.adapters.memory import InMemoryKeyStore
 from services.keyvault.adapters.store import MongoKeyStore
 from services.keyvault.model import KeyRecord
-from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
+from tests.support import scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -21,12 +20,8 @@ async def store(request):
     if request.param == "memory":
         yield InMemoryKeyStore()
         return
-    url = request.getfixturevalue("mongo_url")
-    client = create_mongo_client(MongoSettings(url=url))
-    database = f"lethe_test_{uuid.uuid4().hex[:8]}"
-    yield MongoKeyStore(client, database)
-    await client.drop_database(database)
-    await client.close()
+    async with scratch_database(request.getfixturevalue("mongo_url"), "lethe_test") as (client, database):
+        yield MongoKeyStore(client, database)
 
 
 def record(subject: str = "u1", dataset: str = "profiles", key_id: str | None = None) -> KeyRecord:

@@ -11,8 +11,7 @@ from services.notifier.adapters.memory import InMemoryWebhookStore
 from services.notifier.adapters.store import MongoWebhookStore
 from services.notifier.model import Attempt, Delivery, Endpoint, Notice, Secret
 from shared.events import utcnow
-from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
+from tests.support import scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # whole milliseconds: MongoDB keeps no finer time
@@ -24,13 +23,10 @@ async def store(request):
     if request.param == "memory":
         yield InMemoryWebhookStore()
         return
-    client = create_mongo_client(MongoSettings(url=request.getfixturevalue("mongo_url")))
-    database = f"lethe_ns_{uuid.uuid4().hex[:8]}"
-    store = MongoWebhookStore(client, database)
-    await store.ensure_indexes()
-    yield store
-    await client.drop_database(database)
-    await client.close()
+    async with scratch_database(request.getfixturevalue("mongo_url"), "lethe_ns") as (client, database):
+        store = MongoWebhookStore(client, database)
+        await store.ensure_indexes()
+        yield store
 
 
 def endpoint(n: int, **changes) -> Endpoint:

@@ -310,6 +310,7 @@ async def test_concurrent_erasures_join_one_delete_and_each_subject_gets_its_own
     # subject s<i> has i vectors; "keep" is nobody's request and must stay whole.
     rows = [{"subject_id": f"s{i}", "embedding": [0.1] * 4} for i in range(1, 9) for _ in range(i)]
     client.insert("joined", rows + [{"subject_id": "keep", "embedding": [0.2] * 4}] * 3)
+    client.release_collection("joined")  # as a server restart leaves it: a delete works, a query needs a load
     dataset = Dataset(
         name="embeddings", store="milvus", milvus=MilvusLocation(collection="joined", filter_field="subject_id")
     )

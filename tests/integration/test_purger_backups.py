@@ -1,6 +1,5 @@
 """The purger's Backups port, one contract for the in-memory fake and BackupStore on the real MongoDB and S3."""
 
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,10 +12,9 @@ from services.purger.adapters.memory import InMemoryBackups
 from services.purger.model import Backup
 from services.purger.ports import Backups
 from shared.datamap import Dataset, MongoLocation
-from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
-from shared.settings import MongoSettings, S3Settings
-from tests.support import drop_bucket
+from shared.settings import S3Settings
+from tests.support import drop_bucket, scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)  # whole seconds: MongoDB keeps milliseconds
@@ -46,19 +44,17 @@ async def bench(request):
         yield Bench(fake, take_in_memory)
         return
     mongo_url, s3_endpoint = request.getfixturevalue("mongo_url"), request.getfixturevalue("s3_endpoint")
-    tag = uuid.uuid4().hex[:8]
-    name, s3 = f"lethe_pb_{tag}", S3Settings(endpoint_url=s3_endpoint)
-    client = create_mongo_client(MongoSettings(url=mongo_url, database=name))
-    store = BackupStore(client, name, s3, bucket=f"t-{tag}-backups")
+    s3 = S3Settings(endpoint_url=s3_endpoint)
+    async with scratch_database(mongo_url, "lethe_pb") as (client, name):
+        tag = name.removeprefix("lethe_pb_")
+        store = BackupStore(client, name, s3, bucket=f"t-{tag}-backups")
 
-    async def take(at: datetime, datasets: Sequence[str]) -> Backup:
-        return await store.create([mongo_dataset(d) for d in datasets], now=at)
+        async def take(at: datetime, datasets: Sequence[str]) -> Backup:
+            return await store.create([mongo_dataset(d) for d in datasets], now=at)
 
-    yield Bench(store, take)
-    async with s3_client(s3) as connection:
-        await drop_bucket(connection, store.bucket)
-    await client.drop_database(name)
-    await client.close()
+        yield Bench(store, take)
+        async with s3_client(s3) as connection:
+            await drop_bucket(connection, store.bucket)
 
 
 async def test_the_live_backups_are_listed_oldest_first_with_the_datasets_each_holds(bench):

@@ -1,7 +1,6 @@
 """The purger's Ledger port and the Eraser that fills it, one contract for the in-memory fake (InMemoryStores) and
 MongoEraser with MongoPurgeLedger on the real server: tagging lists records in chunks, the nightly job deletes them."""
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,8 +13,7 @@ from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger
 from services.purger.model import LedgerChunk
 from services.purger.ports import Eraser, Ledger
 from shared.datamap import Dataset, MongoLocation
-from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
+from tests.support import scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)  # whole seconds: MongoDB keeps milliseconds
@@ -56,22 +54,18 @@ async def stores(request):
     if request.param == "memory":
         yield in_memory()
         return
-    url = request.getfixturevalue("mongo_url")
-    name = f"lethe_pl_{uuid.uuid4().hex[:8]}"
-    client = create_mongo_client(MongoSettings(url=url, database=name))
-    db = client[name]
-    ledger = MongoPurgeLedger(client, name)
-    await ledger.ensure_indexes()
+    async with scratch_database(request.getfixturevalue("mongo_url"), "lethe_pl") as (client, name):
+        db = client[name]
+        ledger = MongoPurgeLedger(client, name)
+        await ledger.ensure_indexes()
 
-    async def add(dataset: str, records: dict[str, str]) -> None:
-        await db[dataset].insert_many([{"_id": i, "user_id": s} for i, s in records.items()])
+        async def add(dataset: str, records: dict[str, str]) -> None:
+            await db[dataset].insert_many([{"_id": i, "user_id": s} for i, s in records.items()])
 
-    async def left(dataset: str) -> dict[str, str]:
-        return {doc["_id"]: doc["user_id"] async for doc in db[dataset].find({})}
+        async def left(dataset: str) -> dict[str, str]:
+            return {doc["_id"]: doc["user_id"] async for doc in db[dataset].find({})}
 
-    yield Stores(MongoEraser(client, name, chunk_size=2), ledger, add, left)
-    await client.drop_database(name)
-    await client.close()
+        yield Stores(MongoEraser(client, name, chunk_size=2), ledger, add, left)
 
 
 async def tag(stores: Stores, subject_id: str = "u1", request_id: str = "req_a"):

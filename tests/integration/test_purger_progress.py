@@ -1,6 +1,5 @@
 """The purger's Progress port, one contract for the in-memory fake and MongoPurgeProgress on the real server."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,8 +9,7 @@ from services.purger.adapters.memory import InMemoryProgress
 from services.purger.adapters.mongo import MongoPurgeProgress
 from services.purger.model import PurgeRecord
 from shared.events import DatasetCounts, DatasetOutcome
-from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
+from tests.support import scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)  # whole seconds: MongoDB keeps milliseconds
@@ -23,14 +21,10 @@ async def progress(request):
     if request.param == "memory":
         yield InMemoryProgress()
         return
-    url = request.getfixturevalue("mongo_url")
-    name = f"lethe_pp_{uuid.uuid4().hex[:8]}"
-    client = create_mongo_client(MongoSettings(url=url, database=name))
-    store = MongoPurgeProgress(client, name)
-    await store.ensure_indexes()
-    yield store
-    await client.drop_database(name)
-    await client.close()
+    async with scratch_database(request.getfixturevalue("mongo_url"), "lethe_pp") as (client, name):
+        store = MongoPurgeProgress(client, name)
+        await store.ensure_indexes()
+        yield store
 
 
 ERASED = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased", counts=DatasetCounts(records_erased=1))

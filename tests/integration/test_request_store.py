@@ -1,6 +1,5 @@
 """The request store, one contract for the in-memory fake and MongoDB (SecantusDB in the local stack)."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,8 +8,7 @@ import pytest_asyncio
 from services.intake.adapters.memory import InMemoryRequestStore
 from services.intake.adapters.store import MongoRequestStore
 from services.intake.model import DeletionRequest
-from shared.mongo import create_mongo_client
-from shared.settings import MongoSettings
+from tests.support import scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -21,11 +19,8 @@ async def store(request, mongo_url):
     if request.param == "fake":
         yield InMemoryRequestStore()
         return
-    client = create_mongo_client(MongoSettings(url=mongo_url))
-    database = f"lethe_rs_{uuid.uuid4().hex[:8]}"
-    yield MongoRequestStore(client, database, idempotency_ttl=timedelta(hours=1))
-    await client.drop_database(database)
-    await client.close()
+    async with scratch_database(mongo_url, "lethe_rs") as (client, database):
+        yield MongoRequestStore(client, database, idempotency_ttl=timedelta(hours=1))
 
 
 def received(n: int, *stages: str) -> DeletionRequest:

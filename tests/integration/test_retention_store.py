@@ -1,6 +1,5 @@
 """One contract for the retention store (rules and holds), run against the in-memory fake and MongoDB."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -8,10 +7,8 @@ import pytest_asyncio
 
 from shared.events import LegalHoldPlaced
 from shared.fakes import InMemoryRetentionStore
-from shared.mongo import create_mongo_client
 from shared.retention import MongoRetentionStore, Rule, StaleRuleSetError
-from shared.settings import MongoSettings
-from tests.support import litigation_hold
+from tests.support import litigation_hold, scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -24,13 +21,10 @@ async def store(request, mongo_url):
     if request.param == "fake":
         yield InMemoryRetentionStore()
         return
-    name = f"lethe_ret_{uuid.uuid4().hex[:8]}"
-    client = create_mongo_client(MongoSettings(url=mongo_url, database=name))
-    retention = MongoRetentionStore(client, name)
-    await retention.ensure_indexes()
-    yield retention
-    await client.drop_database(name)
-    await client.close()
+    async with scratch_database(mongo_url, "lethe_ret") as (client, name):
+        retention = MongoRetentionStore(client, name)
+        await retention.ensure_indexes()
+        yield retention
 
 
 def hold(hold_id, subject_id):

@@ -35,7 +35,7 @@ async def test_a_job_slow_to_honour_its_cancellation_does_not_keep_the_service_f
         metrics=Metrics(service="slow"),
         publisher=InMemoryPublisher(),
         on_stop=[closed],
-        background=[slow_to_stop],
+        jobs={"slow": slow_to_stop},
     )
     await service.start()
     await asyncio.sleep(0.1)  # the job is running

@@ -86,7 +86,7 @@ class MilvusEraser:
                 # Milvus Lite answers with the deleted primary keys, a server with {"delete_count": n}.
                 count = len(result) if isinstance(result, list) else int(result.get("delete_count", 0))
                 return {subject_ids[0]: count}
-            found = client.query(collection, filter=expression, output_fields=[field_])
+            found = self._query(client, collection, expression, field_)
             client.delete(collection, filter=expression)
         except MilvusException as exc:
             if _unreachable(exc):
@@ -94,6 +94,19 @@ class MilvusEraser:
                 raise ConnectionError(f"Milvus at {self._settings.uri} went away: {exc}") from exc
             raise
         return dict(Counter(row[field_] for row in found))
+
+    @staticmethod
+    def _query(client: MilvusClient, collection: str, expression: str, field_: str) -> list[dict[str, Any]]:
+        """The matching rows' subject field. A query needs the collection loaded (a delete does not): a collection
+        a server restart left released is loaded once, then asked again."""
+        try:
+            rows: list[dict[str, Any]] = client.query(collection, filter=expression, output_fields=[field_])
+        except MilvusException as exc:
+            if "load" not in str(exc).lower():
+                raise
+            client.load_collection(collection)
+            rows = client.query(collection, filter=expression, output_fields=[field_])
+        return rows
 
     async def _joined(self, collection: str, field_: str, subject_id: str) -> int | None:
         """Join the next delete of this collection; the first waiter to hold the lock runs it for everyone queued."""
