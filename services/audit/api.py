@@ -31,7 +31,7 @@ def log_filters(page_cap: int) -> type[BaseModel]:
         request_id: Id | None = None
         since: AwareDatetime | None = None
         until: AwareDatetime | None = None
-        cursor: int = Field(default=0, ge=0)
+        cursor: int = Field(default=0, ge=0, le=2**63 - 1)  # a BSON int64: MongoDB refuses a bigger one
         limit: int = Field(default=100, ge=1, le=page_cap)
 
     return LogFilters
