@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pymilvus import MilvusClient
 
@@ -43,14 +44,14 @@ from ops.seeding import Seeder
 from services.purger.adapters.s3 import list_versions
 from services.purger.settings import PurgerSettings
 from shared.auth import KEYS_USE
-from shared.datamap import load_datamap
+from shared.datamap import DataMap, load_datamap
 from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
 from shared.settings import MilvusSettings, MongoSettings, S3Settings
 from tests.pipeline import ROOT, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
 
-DATAMAP = load_datamap(ROOT / "deploy" / "datamap.yaml")
+SHIPPED_DATAMAP = ROOT / "deploy" / "datamap.yaml"
 STACK = ("kafka", "mongo", "seaweedfs", "milvus")  # the servers whose CPU counts (var/run/<name>.pid)
 SEED_BATCH = 250
 TICK = os.sysconf("SC_CLK_TCK")
@@ -76,11 +77,24 @@ def settings_of(p: Pipeline) -> PurgerSettings:
     )
 
 
-async def seed(p: Pipeline, subjects: list[str]) -> float:
+def own_datamap(workdir: Path, tag: str) -> tuple[DataMap, Path]:
+    """The shipped data map with Milvus collections of this run's own (``<name>_<tag>``): Milvus Lite scans a whole
+    collection per delete, so vectors left by earlier runs would make each run slower than the last."""
+    raw = yaml.safe_load(SHIPPED_DATAMAP.read_text())
+    for dataset in raw["datasets"]:
+        if "milvus" in dataset:
+            dataset["milvus"]["collection"] = f"{dataset['milvus']['collection']}_{tag}"
+    path = workdir / "datamap.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_datamap(path), path
+
+
+async def seed(p: Pipeline, datamap: DataMap, subjects: list[str]) -> float:
     rng = random.Random(1)
     started = shown = time.monotonic()
     kv = KeyvaultClient(p.url("keyvault"), token=token(KEYS_USE))  # the seeder closes it
-    async with Seeder(settings_of(p), DATAMAP, kv, "lethe-local-email-lookup-key") as seeder:
+    async with Seeder(settings_of(p), datamap, kv, "lethe-local-email-lookup-key") as seeder:
         for start in range(0, len(subjects), SEED_BATCH):
             await seeder.people(subjects[start : start + SEED_BATCH], rng)
             if time.monotonic() - shown > 10:
@@ -203,15 +217,15 @@ async def run(api: Api, receiver: WebhookReceiver, subjects: list[str], rate: fl
     }
 
 
-async def raw_limit(p: Pipeline, subjects: list[str], milvus: MilvusClient) -> dict[str, Any]:
+async def raw_limit(p: Pipeline, datamap: DataMap, subjects: list[str], milvus: MilvusClient) -> dict[str, Any]:
     """The same erasure issued straight at the stores, 16 subjects at a time: per collection one indexed
     ``delete_many`` by subject, every S3 version with DeleteObjects, the Milvus vectors by filter."""
     settings = settings_of(p)
     client = create_mongo_client(settings.mongo)
     db = client[p.database]
-    mongo_sets = [d for d in DATAMAP.datasets if d.mongo is not None and not d.exempt]
-    s3_sets = [d for d in DATAMAP.datasets if d.s3 is not None]
-    milvus_sets = [d for d in DATAMAP.datasets if d.milvus is not None]
+    mongo_sets = [d for d in datamap.datasets if d.mongo is not None and not d.exempt]
+    s3_sets = [d for d in datamap.datasets if d.s3 is not None]
+    milvus_sets = [d for d in datamap.datasets if d.milvus is not None]
     records = 0
     async with s3_client(settings.s3) as s3:
         started = time.monotonic()
@@ -264,12 +278,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "INTAKE_OUTBOX_INTERVAL_S": "1",
         "NOTIFIER_WORKER_INTERVAL_S": "0.5",
     }
-    p = Pipeline(servers(), workdir, extra_env=env)
     runs = plan(args)
     needed = sum(n for _, _, n in runs) + args.raw
     if needed > args.people:
         raise SystemExit(f"the runs delete {needed:,} people but only --people {args.people:,} are seeded")
     tag = uuid.uuid4().hex[:6]
+    datamap, datamap_path = own_datamap(workdir, tag)
+    env |= {f"{name.upper()}_DATAMAP_PATH": str(datamap_path) for name in ("intake", "purger", "keyvault", "audit")}
+    p = Pipeline(servers(), workdir, extra_env=env)
     people = [f"bench-{tag}-{n:06d}" for n in range(args.people)]
     # Made first, and kept: a Milvus client made later in this process often fails to connect (pymilvus 3.0).
     milvus = MilvusClient(uri=p.servers.milvus_uri)
@@ -277,7 +293,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await p.start()
     results: dict[str, Any] = {}
     try:
-        seeding_s = await seed(p, people)
+        seeding_s = await seed(p, datamap, people)
         queue = iter(people)
         async with aiohttp.ClientSession() as http, WebhookReceiver() as receiver:
             api = Api(p, http)
@@ -293,16 +309,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 )
             raw = [next(queue) for _ in range(args.raw)]
             print(f"  raw store limit: {len(raw)} subjects", flush=True)
-            direct = await measured(p, http, len(raw), lambda: raw_limit(p, raw, milvus))
+            direct = await measured(p, http, len(raw), lambda: raw_limit(p, datamap, raw, milvus))
     finally:
         p.stop()
+        await p.drop()  # the run's database: seeded people left behind would slow every later run
+        for dataset in datamap.datasets:
+            if dataset.milvus is not None:
+                milvus.drop_collection(dataset.milvus.collection)
         milvus.close()
     within = [r["offered_per_s"] for r in results.values() if r["offered_per_s"] and r["latency_s"]["p99"] <= 2.0]
     return {
         "machine": f"{os.cpu_count()} cores",
         "people": args.people,
         "seeding_s": round(seeding_s, 1),
-        "datasets_per_subject": len(DATAMAP.datasets),
+        "datasets_per_subject": len(datamap.datasets),
         "records_per_subject": direct["records"] / max(1, direct["deletions"]),
         "runs": results,
         "raw_store_limit": direct,

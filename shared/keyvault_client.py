@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import SecretStr
 
 from shared.crypto import DataKey, decrypt_field, encrypt_field, key_id_of
 from shared.service import Service
@@ -164,6 +165,11 @@ class KeyvaultClient:
                 raise KeyvaultError(f"keyvault answered {response.status}: {await response.text()}")
             body: dict[str, Any] = await response.json()
             return body
+
+
+def keyvault_client(url: str, token: SecretStr | None) -> KeyvaultClient | None:
+    """A client for a service configured with a keyvault token; None without one (unset, or set empty)."""
+    return KeyvaultClient(url, token=token.get_secret_value()) if token else None
 
 
 class KeyCacheInvalidator:

@@ -24,7 +24,7 @@ from shared.auth import TokenVerifier
 from shared.contacts import MongoContactStore
 from shared.datamap import DataMap, load_datamap
 from shared.events import utcnow
-from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient
+from shared.keyvault_client import KeyCacheInvalidator, keyvault_client
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
 from shared.retention import MongoRetentionStore
@@ -67,6 +67,33 @@ def build_stores(settings: IntakeSettings, mongo: AsyncMongoClient[dict[str, Any
     )
 
 
+def web_api(
+    settings: IntakeSettings,
+    stores: Stores,
+    deletions: Deletions,
+    email: EmailChannel,
+    admin: RetentionAdmin,
+    clock: Callable[[], datetime],
+    emails: BackgroundTasks,
+) -> web.Application:
+    """The HTTP app with intake's routes, its body cap and rate limits."""
+    limits = RateLimits(
+        per_client=settings.rate_limit,
+        per_address=settings.email_rate_limit_per_address,
+        per_email_client=settings.email_rate_limit_per_client,
+    )
+    web_app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[problem_middleware, body_cap_middleware, limits.middleware()],
+    )
+    verifier = TokenVerifier(settings.auth)
+    routes = api.IntakeApi(
+        settings, stores.requests, stores.retention, deletions, email, admin, verifier, limits, clock, emails
+    )
+    api.add_routes(web_app, routes)
+    return web_app
+
+
 def create_app(
     settings: IntakeSettings, *, deps: ServiceDeps | None = None, clock: Callable[[], datetime] = utcnow
 ) -> Service:
@@ -74,41 +101,20 @@ def create_app(
     default_rules = read_default_rules(settings.default_rules_path, datamap)
     mongo = create_mongo_client(settings.mongo)
     stores = build_stores(settings, mongo, datamap)
-    keyvault = (
-        KeyvaultClient(settings.keyvault_url, token=settings.keyvault_token.get_secret_value())
-        if settings.keyvault_token
-        else None
-    )
-    limits = RateLimits(
-        per_client=settings.rate_limit,
-        per_address=settings.email_rate_limit_per_address,
-        per_email_client=settings.email_rate_limit_per_client,
-    )
+    keyvault = keyvault_client(settings.keyvault_url, settings.keyvault_token)
     relay = OutboxRelay(stores.outbox, stores.requests)
     deletions = Deletions(
         settings, datamap, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick
     )
     emails = BackgroundTasks()
-    web_app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        middlewares=[problem_middleware, body_cap_middleware, limits.middleware()],
-    )
-    api.add_routes(
-        web_app,
-        api.IntakeApi(
-            settings=settings,
-            requests=stores.requests,
-            retention=stores.retention,
-            deletions=deletions,
-            email=EmailChannel(
-                settings, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick
-            ),
-            admin=RetentionAdmin(stores.retention, datamap, clock, relay.kick),
-            verifier=TokenVerifier(settings.auth),
-            limits=limits,
-            clock=clock,
-            background=emails,
-        ),
+    web_app = web_api(
+        settings,
+        stores,
+        deletions,
+        EmailChannel(settings, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick),
+        RetentionAdmin(stores.retention, datamap, clock, relay.kick),
+        clock,
+        emails,
     )
     service = build_service(
         name="intake",

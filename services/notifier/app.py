@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
+from typing import Any
 
 import structlog
 from aiohttp import web
+from pymongo import AsyncMongoClient
 
 from services.notifier import api, handlers
 from services.notifier.adapters.http import WebhookSender
@@ -19,7 +21,7 @@ from shared.auth import TokenVerifier
 from shared.consumer import Handler
 from shared.contacts import MongoContactStore
 from shared.events import Event, utcnow
-from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient
+from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient, keyvault_client
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
 from shared.service import Service
@@ -45,22 +47,16 @@ def waking(routes: Mapping[str, Handler], wake: asyncio.Event) -> dict[str, Hand
     return {topic: wrap(handler) for topic, handler in routes.items()}
 
 
-def keyvault_client(settings: NotifierSettings) -> KeyvaultClient | None:
-    """keyvault, to open the person's sealed address; None without a token (no mail is sent then)."""
-    if not settings.keyvault_token:  # unset, or set empty
-        return None
-    return KeyvaultClient(settings.keyvault_url, token=settings.keyvault_token.get_secret_value())
-
-
-def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -> Service:
-    mongo = create_mongo_client(settings.mongo)
-    store = MongoWebhookStore(mongo, settings.mongo.database)
-    keyvault = keyvault_client(settings)
-
+def build_notifier(
+    settings: NotifierSettings,
+    mongo: AsyncMongoClient[dict[str, Any]],
+    store: MongoWebhookStore,
+    keyvault: KeyvaultClient | None,
+) -> handlers.Notifier:
     async def mail(message: EmailMessage) -> None:
         await send_mail(settings.smtp, message)
 
-    notifier = handlers.Notifier(
+    return handlers.Notifier(
         store=store,
         contacts=MongoContactStore(mongo, settings.mongo.database),
         keyvault=keyvault,
@@ -71,6 +67,13 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         mail_daily_cap=settings.mail_daily_cap,
         mail_give_up_after=timedelta(hours=settings.mail_give_up_after_h),
     )
+
+
+def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -> Service:
+    mongo = create_mongo_client(settings.mongo)
+    keyvault = keyvault_client(settings.keyvault_url, settings.keyvault_token)
+    store = MongoWebhookStore(mongo, settings.mongo.database)
+    notifier = build_notifier(settings, mongo, store, keyvault)
     wake = asyncio.Event()  # set when an event may have queued deliveries
     sender = WebhookSender(timeout_s=settings.delivery_timeout_s, allow_loopback=settings.allow_loopback_webhooks)
     web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware, body_cap_middleware])

@@ -1,0 +1,68 @@
+"""audit's use cases against the in-memory log: recording a poll's events once, checkpoints when due, the chain
+verified, and a signed receipt (milliseconds, no server)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.audit import handlers
+from services.audit.adapters.memory import InMemoryAuditLog
+from shared import topics
+from shared.events import DatasetOutcome, DeletionPurged, DeletionRequested
+from shared.signing import Signer, public_key_b64, verify_document
+
+pytestmark = pytest.mark.asyncio
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SIGNER = Signer.from_seed_b64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+
+
+def requested(i: int) -> DeletionRequested:
+    return DeletionRequested(
+        request_id=f"r{i}",
+        subject_id=f"u{i}",
+        producer="intake",
+        requested_by=f"u{i}",
+        deadline_at=T0 + timedelta(days=30),
+        backups_purged_by=T0 + timedelta(days=90),
+    )
+
+
+async def test_a_polls_events_are_recorded_once_in_order_and_the_chain_verifies():
+    log = InMemoryAuditLog()
+    route = handlers.routes(log, lambda: T0)[topics.DELETION_REQUESTED]
+    events = [requested(i) for i in range(3)]
+    assert await route.handle_many(events) == ()
+    await route.handle_many(events[1:])  # a replay after a crash adds nothing
+    assert (await log.head())[0] == 3
+    assert [e.request_id for e in await log.matching(request_id="r1")] == ["r1"]
+    report = await handlers.verify_chain(log, SIGNER)
+    assert report.ok, report
+
+
+async def test_a_checkpoint_is_signed_once_enough_entries_or_time_have_passed():
+    log = InMemoryAuditLog()
+    await handlers.record([requested(i) for i in range(2)], log, lambda: T0)
+    due = {"every_entries": 3, "every_s": 3600}
+    assert await handlers.checkpoint_if_due(log, SIGNER, now=T0, **due) is not None  # the first one
+    await handlers.record([requested(2)], log, lambda: T0)
+    assert await handlers.checkpoint_if_due(log, SIGNER, now=T0 + timedelta(minutes=1), **due) is None
+    await handlers.record([requested(i) for i in range(3, 6)], log, lambda: T0)
+    signed = await handlers.checkpoint_if_due(log, SIGNER, now=T0 + timedelta(minutes=2), **due)
+    assert signed is not None and signed.seq == 6
+    assert (await handlers.verify_chain(log, SIGNER)).ok
+
+
+async def test_a_requests_receipt_is_signed_and_lists_its_outcomes():
+    log = InMemoryAuditLog()
+    purged = DeletionPurged(
+        request_id="r0",
+        subject_id="u0",
+        producer="purger",
+        round=0,
+        outcomes=(DatasetOutcome(dataset="profiles", store="mongo", outcome="erased"),),
+    )
+    await handlers.record([requested(0), purged], log, lambda: T0)
+    signed = await handlers.signed_receipt(log, SIGNER, "r0", datamap=None, now=T0)
+    assert signed is not None and verify_document(signed, public_key_b64(SIGNER.public_key))
+    assert signed["document"]["datasets"][0]["outcome"] == "erased"
+    assert await handlers.signed_receipt(log, SIGNER, "nobody", datamap=None, now=T0) is None
