@@ -13,15 +13,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.purger import app as purger_app
 from services.purger import handlers
 from services.purger.settings import PurgerSettings
+from shared.auth import RETENTION_READ, operator_token
 from shared.events import utcnow
 from shared.kafka import KafkaPublisher
 from shared.mongo import create_mongo_client
+from shared.settings import CliSettings
 
 console = Console()
 app = typer.Typer(add_completion=False)
@@ -45,8 +48,17 @@ AtOption = Annotated[
 ]
 
 
-def _with_purger(work: Callable[[purger_app.PurgerParts, KafkaPublisher], Awaitable[T]], at: datetime | None) -> T:
+def _purger_settings() -> PurgerSettings:
+    """The purger's settings; without PURGER_INTAKE_TOKEN, an operator token (LETHE_ADMIN_TOKEN, or one signed with
+    the local secret) reads the rules and holds in force from intake."""
     settings = PurgerSettings()
+    if settings.intake_token is None and (token := operator_token(CliSettings(), RETENTION_READ)) is not None:
+        settings = settings.model_copy(update={"intake_token": SecretStr(token)})
+    return settings
+
+
+def _with_purger(work: Callable[[purger_app.PurgerParts, KafkaPublisher], Awaitable[T]], at: datetime | None) -> T:
+    settings = _purger_settings()
     moment = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
 
     async def run() -> T:

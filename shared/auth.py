@@ -18,6 +18,8 @@ from shared.settings import AuthSettings, CliSettings
 DELETION_SELF = "deletion:self"
 DELETION_ANY = "deletion:any"
 RETENTION_ADMIN = "retention:admin"
+RETENTION_READ = "retention:read"  # the rules and holds in force (the purger and keyvault, from intake)
+CONTACTS_READ = "contacts:read"  # a request's sealed address (notifier, from intake)
 AUDIT_READ = "audit:read"
 WEBHOOKS_ADMIN = "webhooks:admin"
 KEYS_USE = "keys:use"  # services fetching data keys to encrypt and decrypt fields
@@ -29,6 +31,8 @@ SCOPES = frozenset(
         DELETION_SELF,
         DELETION_ANY,
         RETENTION_ADMIN,
+        RETENTION_READ,
+        CONTACTS_READ,
         AUDIT_READ,
         WEBHOOKS_ADMIN,
         KEYS_USE,

@@ -108,7 +108,7 @@ class InMemoryRetentionStore:
 
 @dataclass
 class InMemoryContactStore:
-    """The contact store (shared/contacts.py) in memory."""
+    """intake's contact store in memory, and what notifier reads of it."""
 
     contacts: dict[str, Contact] = field(default_factory=dict)
 
@@ -118,13 +118,12 @@ class InMemoryContactStore:
     async def get(self, request_id: str) -> Contact | None:
         return self.contacts.get(request_id)
 
+    async def contact(self, request_id: str) -> Contact | None:
+        """As notifier reads it (through intake's API)."""
+        return self.contacts.get(request_id)
+
     async def forget(self, request_id: str) -> None:
         self.contacts.pop(request_id, None)
-
-    async def mark_mailed(self, request_id: str, at: datetime) -> None:
-        contact = self.contacts.get(request_id)
-        if contact is not None:
-            self.contacts[request_id] = Contact(contact.request_id, contact.subject_id, contact.email_ciphertext, at)
 
 
 @dataclass

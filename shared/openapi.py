@@ -91,7 +91,7 @@ class Spec:
         params = [modelled.get(n) or {"name": n, "in": "path", "required": True, "schema": default} for n in in_path]
         params += self._params("query", query) if query else []
         params += [{"name": n, "in": "header", "required": False, "schema": s} for n, s in (headers or {}).items()]
-        codes = dict(self._always)
+        codes = {"503": "a server this needs does not answer; retry (Retry-After)", **self._always}
         operation: dict[str, Any] = {"summary": summary, "parameters": params}
         if params:
             codes |= PARAM_ERRORS

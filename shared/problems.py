@@ -10,6 +10,8 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from shared.scrub import scrub
+
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -100,6 +102,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except ProblemError as exc:
         return problem_response(exc)
+    except (ConnectionError, TimeoutError) as exc:
+        # A server this request needs (a store, another service) is away: the caller may retry; nothing was decided.
+        log.warning("http.dependency_unavailable", path=request.path, method=request.method, error=scrub(repr(exc)))
+        unavailable = "a server this request needs does not answer; retry shortly"
+        return problem_response(ProblemError(503, "Service Unavailable", unavailable, headers={"Retry-After": "5"}))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -40,7 +40,7 @@ from shared.auth import (
 )
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, MongoSettings
-from tests.support import free_port, ready
+from tests.support import free_port, intake_reader_env, ready
 
 ROOT = Path(__file__).parents[1]
 SERVICES = ("intake", "purger", "keyvault", "notifier", "audit")
@@ -119,6 +119,8 @@ class Pipeline:
             "AUDIT_CHECKPOINT_EVERY_ENTRIES": "1",
             "AUDIT_CHECKPOINT_EVERY_S": "1",
             "PURGER_PURGE_AFTER_HOURS": "0",
+            # intake owns the rules, holds and contacts: the others read them from its API.
+            **intake_reader_env(self.url("intake"), AuthSettings(jwt_secret=SECRET)),
         }
         self.env.update(self.extra_env)
 

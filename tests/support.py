@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -10,17 +11,19 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
+from shared.auth import CONTACTS_READ, RETENTION_READ, issue_token
 from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
 from shared.events import DatasetOutcome
 from shared.mongo import create_mongo_client
 from shared.retention import Hold
-from shared.settings import KafkaSettings, MongoSettings
+from shared.settings import AuthSettings, KafkaSettings, MongoSettings
 
 ERASED_PROFILES = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased")
 KEPT_INVOICES = DatasetOutcome(
@@ -240,3 +243,69 @@ UNIT_DATAMAP = DataMap(
 def kafka_options(bootstrap: str) -> dict[str, Any]:
     """What a test's own Kafka client is given: the broker, and the admin principal of the stack's environment."""
     return KafkaSettings(bootstrap_servers=bootstrap).client_options()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningIntake:
+    """An intake service of a test's own: the purger and keyvault read the rules and holds in force from it, and
+    notifier a request's contact (``retention``/``contacts`` write its stores directly, as intake itself would)."""
+
+    url: str
+    auth: AuthSettings
+    retention: Any  # services.intake.adapters.retention.MongoRetentionStore on its database
+    contacts: Any  # services.intake.adapters.contacts.MongoContactStore on its database
+
+    def token(self, *scopes: str) -> SecretStr:
+        return SecretStr(issue_token(self.auth, subject="svc-test", scopes=scopes, ttl=timedelta(hours=1)))
+
+    def reader(self, kind: str = "retention") -> dict[str, Any]:
+        """The settings a purger, keyvault or notifier needs to read from it: ``intake_url``, ``intake_token``."""
+        scope = RETENTION_READ if kind == "retention" else CONTACTS_READ
+        return {"intake_url": self.url, "intake_token": self.token(scope)}
+
+
+@contextlib.asynccontextmanager
+async def running_intake(
+    kafka_bootstrap: str, mongo_url: str, auth: AuthSettings, *, datamap: Path | None = None
+) -> AsyncIterator[RunningIntake]:
+    """Start a real intake (its own database, a consumer group starting at the end, no default rules)."""
+    from services.intake.adapters.contacts import MongoContactStore
+    from services.intake.adapters.retention import MongoRetentionStore
+    from services.intake.app import create_app
+    from services.intake.settings import IntakeSettings
+
+    tag = uuid.uuid4().hex[:8]
+    settings = IntakeSettings(
+        http_port=free_port(),
+        datamap_path=datamap or Path(__file__).parents[1] / "deploy" / "datamap.yaml",
+        default_rules_path=None,
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, group_prefix=f"ti{tag}", start_from="latest"),
+        mongo=MongoSettings(url=mongo_url, database=f"lethe_ti_{tag}"),
+        auth=auth,
+    )
+    service = create_app(settings)
+    await service.start()
+    client = create_mongo_client(settings.mongo)
+    try:
+        yield RunningIntake(
+            f"http://127.0.0.1:{settings.http_port}",
+            auth,
+            MongoRetentionStore(client, settings.mongo.database),
+            MongoContactStore(client, settings.mongo.database),
+        )
+    finally:
+        await service.stop()
+        await client.drop_database(settings.mongo.database)
+        await client.close()
+
+
+def intake_reader_env(intake_url: str, auth: AuthSettings) -> dict[str, str]:
+    """The environment that lets the purger and keyvault (rules and holds) and notifier (contacts) read from an
+    intake: its URL and a service token each, signed as ``auth`` verifies."""
+
+    def token(scope: str, subject: str) -> str:
+        return issue_token(auth, subject=subject, scopes=[scope], ttl=timedelta(hours=6))
+
+    readers = {"purger": RETENTION_READ, "keyvault": RETENTION_READ, "notifier": CONTACTS_READ}
+    env = {f"{name.upper()}_INTAKE_URL": intake_url for name in readers}
+    return env | {f"{name.upper()}_INTAKE_TOKEN": token(scope, name) for name, scope in readers.items()}

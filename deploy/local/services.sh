@@ -26,6 +26,17 @@ start() {
     INTAKE_KEYVAULT_TOKEN="$("$PY" -m ops.cli token --sub intake --scope "keys:use" --ttl 31536000)"
     export INTAKE_KEYVAULT_TOKEN
   fi
+  # intake owns the rules, holds and contacts: the purger and keyvault read the rules and holds in force from it,
+  # notifier a request's sealed address.
+  local reader scope
+  for reader in PURGER KEYVAULT NOTIFIER; do
+    local var="${reader}_INTAKE_TOKEN"
+    if [[ -z "${!var:-}" ]]; then
+      scope="retention:read"
+      [[ $reader == NOTIFIER ]] && scope="contacts:read"
+      export "$var=$("$PY" -m ops.cli token --sub "${reader,,}" --scope "$scope" --ttl 31536000)"
+    fi
+  done
   for name in "${SERVICES[@]}"; do
     pid_alive "$VAR/run/svc-$name.pid" && continue
     port_open "${PORT[$name]}" && die "port ${PORT[$name]} is taken, so $name cannot start"

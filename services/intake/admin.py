@@ -14,9 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from services.intake import handlers
+from services.intake.ports import RetentionStore
 from shared.datamap import DataMap
 from shared.events import LegalHoldPlaced, LegalHoldReleased, RetentionRulesChanged
-from shared.retention import Hold, RetentionStore, Rule, RuleSet, StaleRuleSetError
+from shared.retention import Hold, Rule, RuleSet, StaleRuleSetError
 
 log = structlog.get_logger(__name__)
 

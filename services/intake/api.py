@@ -32,13 +32,15 @@ from services.intake.handlers import (
     RulePatchError,
 )
 from services.intake.limits import RateLimits
-from services.intake.ports import RequestStore
+from services.intake.ports import ContactStore, RequestStore, RetentionStore
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
+    ContactPath,
     EmailRequestBody,
     HoldBody,
     HoldPath,
     HoldsQuery,
+    InForceHoldsQuery,
     RequestPath,
     RequestsQuery,
     RulesPatch,
@@ -51,9 +53,17 @@ from services.intake.schemas import (
 )
 from services.intake.settings import IntakeSettings
 from services.intake.verification import InvalidLinkError
-from shared.auth import DELETION_ANY, DELETION_SELF, RETENTION_ADMIN, Forbidden, Principal, TokenVerifier
+from shared.auth import (
+    CONTACTS_READ,
+    DELETION_ANY,
+    DELETION_SELF,
+    RETENTION_ADMIN,
+    RETENTION_READ,
+    Forbidden,
+    Principal,
+    TokenVerifier,
+)
 from shared.problems import ProblemError, field_problem, fields_problem, parse_json, parse_params
-from shared.retention import RetentionStore
 from shared.service import BackgroundTasks
 
 ADMINS = (DELETION_ANY, RETENTION_ADMIN)
@@ -67,6 +77,7 @@ class IntakeApi:
     settings: IntakeSettings
     requests: RequestStore
     retention: RetentionStore
+    contacts: ContactStore
     deletions: Deletions
     email: EmailChannel
     admin: RetentionAdmin
@@ -235,7 +246,7 @@ async def verify(request: web.Request) -> web.Response:
 
 async def get_rules(request: web.Request) -> web.Response:
     api = request.app[INTAKE]
-    api.verifier.require(request, RETENTION_ADMIN)
+    api.verifier.require(request, RETENTION_ADMIN, RETENTION_READ)  # also at /internal/rules, for the services
     current = await api.retention.rule_set()
     return web.json_response(rule_set_view(current.version, current.rules, current.changed_at, current.changed_by))
 
@@ -319,6 +330,40 @@ async def release_hold(request: web.Request) -> web.Response:
     return web.json_response(hold_view(released, api.clock()))
 
 
+# --- reads for the other services (their state lives here) -----------------------------------------------------
+
+
+async def holds_in_force(request: web.Request) -> web.Response:
+    """The unreleased holds the purger and keyvault ask for each time they are about to destroy something."""
+    api = request.app[INTAKE]
+    api.verifier.require(request, RETENTION_READ, RETENTION_ADMIN)
+    query: InForceHoldsQuery = parse_params(InForceHoldsQuery, request.query, where="query")
+    if query.subject_id is not None:
+        holds = await api.retention.holds_for(query.subject_id)
+    elif query.ending_until is not None:
+        holds = await api.retention.holds_ending(after=query.ending_after, until=query.ending_until)
+    else:
+        holds = await api.retention.active_holds()
+    now = api.clock()
+    return web.json_response({"holds": [hold_view(h, now) for h in holds]}, headers=NO_STORE)
+
+
+async def request_contact(request: web.Request) -> web.Response:
+    """A request's sealed address, for notifier's final notice (ciphertext: only keyvault opens it)."""
+    api = request.app[INTAKE]
+    api.verifier.require(request, CONTACTS_READ)
+    request_id = parse_params(ContactPath, request.match_info, where="path").request_id
+    contact = await api.contacts.get(request_id)
+    if contact is None:
+        raise ProblemError(404, "Not Found", "this request has no contact address")
+    body = {
+        "request_id": contact.request_id,
+        "subject_id": contact.subject_id,
+        "email_ciphertext": contact.email_ciphertext,
+    }
+    return web.json_response(body, headers=NO_STORE)
+
+
 def add_routes(app: web.Application, api: IntakeApi) -> None:
     app[INTAKE] = api
     app.router.add_delete("/users/{id}/data", delete_user_data)
@@ -333,3 +378,6 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:
     app.router.add_get("/legal_holds", list_holds)
     app.router.add_get("/legal_holds/{hold_id}", get_hold)
     app.router.add_delete("/legal_holds/{hold_id}", release_hold)
+    app.router.add_get("/internal/rules", get_rules)
+    app.router.add_get("/internal/holds", holds_in_force)
+    app.router.add_get("/internal/contacts/{request_id}", request_contact)

@@ -12,6 +12,8 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from services.intake import api, handlers
+from services.intake.adapters.contacts import MongoContactStore
+from services.intake.adapters.retention import MongoRetentionStore
 from services.intake.adapters.store import MongoAccountDirectory, MongoOutbox, MongoRequestStore
 from services.intake.admin import RetentionAdmin, load_default_rules, read_default_rules
 from services.intake.deletions import Deletions
@@ -21,13 +23,11 @@ from services.intake.limits import RateLimits
 from services.intake.openapi import SPEC
 from services.intake.settings import IntakeSettings
 from shared.auth import TokenVerifier
-from shared.contacts import MongoContactStore
 from shared.datamap import DataMap, load_datamap
 from shared.events import utcnow
 from shared.keyvault_client import KeyCacheInvalidator, keyvault_client
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
-from shared.retention import MongoRetentionStore
 from shared.service import BackgroundTasks, Service
 from shared.wiring import ServiceDeps, build_service
 
@@ -88,7 +88,17 @@ def web_api(
     )
     verifier = TokenVerifier(settings.auth)
     routes = api.IntakeApi(
-        settings, stores.requests, stores.retention, deletions, email, admin, verifier, limits, clock, emails
+        settings,
+        stores.requests,
+        stores.retention,
+        stores.contacts,
+        deletions,
+        email,
+        admin,
+        verifier,
+        limits,
+        clock,
+        emails,
     )
     api.add_routes(web_app, routes)
     return web_app

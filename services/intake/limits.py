@@ -21,6 +21,8 @@ from shared.problems import ProblemError
 
 log = structlog.get_logger(__name__)
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# The other services' reads (token-guarded, called once per decision): a public per-client limit would stall them.
+INTERNAL_PREFIX = "/internal/"
 
 
 class RateLimits:
@@ -52,7 +54,7 @@ class RateLimits:
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]  # aiohttp's decorator type
         @web.middleware
         async def limit(request: web.Request, handler: HttpHandler) -> web.StreamResponse:
-            if request.path not in UNLIMITED_PATHS:
+            if request.path not in UNLIMITED_PATHS and not request.path.startswith(INTERNAL_PREFIX):
                 await self.client(request.remote or "unknown")
             return await handler(request)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
+    ContactPath,
     EmailRequestBody,
     HoldBody,
     HoldPath,
     HoldsQuery,
+    InForceHoldsQuery,
     RequestPath,
     RequestsQuery,
     RulesPatch,
@@ -15,7 +17,7 @@ from services.intake.schemas import (
     VerifyBody,
     VerifyQuery,
 )
-from shared.auth import DELETION_ANY, DELETION_SELF, RETENTION_ADMIN
+from shared.auth import CONTACTS_READ, DELETION_ANY, DELETION_SELF, RETENTION_ADMIN, RETENTION_READ
 from shared.openapi import Spec
 
 SPEC = Spec(always={"429": "too many requests; Retry-After says when to try again"})
@@ -83,7 +85,7 @@ SPEC.add(
     "/data_retention/rules",
     "The current retention rules and their version",
     {"200": "the rule set"},
-    auth=RETENTION_ADMIN,
+    auth=f"{RETENTION_ADMIN} or {RETENTION_READ}",
 )
 SPEC.add(
     "patch",
@@ -129,4 +131,28 @@ SPEC.add(
     {"200": "the released hold", "404": "no such hold"},
     auth=RETENTION_ADMIN,
     path_params=HoldPath,
+)
+SPEC.add(
+    "get",
+    "/internal/rules",
+    "The current retention rules and their version, for the purger and keyvault (no per-client rate limit)",
+    {"200": "the rule set"},
+    auth=f"{RETENTION_READ} or {RETENTION_ADMIN}",
+)
+SPEC.add(
+    "get",
+    "/internal/holds",
+    "The unreleased legal holds: a subject's (its own and everyone's), those ending in a window, or all (for the "
+    "purger and keyvault, each time they are about to destroy something)",
+    {"200": "holds"},
+    auth=f"{RETENTION_READ} or {RETENTION_ADMIN}",
+    query=InForceHoldsQuery,
+)
+SPEC.add(
+    "get",
+    "/internal/contacts/{request_id}",
+    "A request's sealed contact address, for notifier's final notice (ciphertext only keyvault opens)",
+    {"200": "request_id, subject_id, email_ciphertext", "404": "the request has no contact address"},
+    auth=CONTACTS_READ,
+    path_params=ContactPath,
 )

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
 from shared.contacts import Contact
-from shared.events import Channel, DeletionRequested
+from shared.events import Channel, DeletionRequested, Event
+from shared.retention import Hold, Rule, RuleSet
 
 
 class RequestStore(Protocol):
@@ -78,6 +79,7 @@ class Sealer(Protocol):
 
 class ContactStore(Protocol):
     async def put(self, contact: Contact) -> None: ...
+    async def get(self, request_id: str) -> Contact | None: ...
     async def forget(self, request_id: str) -> None: ...
 
 
@@ -97,3 +99,32 @@ class Outbox(Protocol):
     async def pending(self, limit: int = 100) -> list[PendingEvents]: ...
 
     async def clear(self, entry: PendingEvents) -> None: ...
+
+
+class RetentionStore(Protocol):
+    """Writes take the events that announce them (``outbox``): they are stored in the same document, atomically,
+    and a relay publishes them, so no change goes unannounced even if Kafka is down or the writer crashes."""
+
+    async def rule_set(self) -> RuleSet: ...
+
+    async def replace_rules(
+        self, rules: tuple[Rule, ...], *, expected_version: int, by: str, at: datetime, outbox: Sequence[Event] = ()
+    ) -> RuleSet: ...
+
+    async def place_hold(self, hold: Hold, *, outbox: Sequence[Event] = ()) -> Hold: ...
+
+    async def release_hold(
+        self, hold_id: str, *, by: str, at: datetime, outbox: Sequence[Event] = ()
+    ) -> Hold | None: ...
+
+    async def hold(self, hold_id: str) -> Hold | None: ...
+
+    async def holds(
+        self, *, subject_id: str | None, active_only: bool, limit: int, after: str | None
+    ) -> list[Hold]: ...
+
+    async def holds_for(self, subject_id: str) -> list[Hold]: ...
+
+    async def active_holds(self) -> list[Hold]: ...
+
+    async def holds_ending(self, *, after: datetime | None, until: datetime) -> list[Hold]: ...

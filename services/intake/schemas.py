@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, Stri
 
 from services.intake import model
 from services.intake.model import DeletionRequest
-from shared.events import IdempotencyKey, SubjectId
+from shared.events import Id, IdempotencyKey, SubjectId
 from shared.retention import Hold, Rule
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^req_[0-9a-f]{32}$")]
@@ -64,6 +64,14 @@ class RequestsQuery(_Body):
     until: AwareDatetime | None = Field(default=None, description="received before")
     limit: int = Field(default=50, ge=1, description="at most INTAKE_MAX_PAGE_SIZE (100 by default)")
     offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class InForceHoldsQuery(_Body):
+    """Which unreleased holds: a subject's (its own and everyone's), those ending in a window, or all of them."""
+
+    subject_id: SubjectId | None = None
+    ending_after: AwareDatetime | None = Field(default=None, description="ending after (with ending_until)")
+    ending_until: AwareDatetime | None = Field(default=None, description="ending at or before")
 
 
 class HoldsQuery(_Body):
@@ -132,6 +140,10 @@ class SubjectPath(BaseModel):
 
 class RequestPath(BaseModel):
     request_id: RequestId
+
+
+class ContactPath(BaseModel):
+    request_id: Id  # any request id an event may carry (intake's own, and those of its intents)
 
 
 class HoldPath(BaseModel):

@@ -16,10 +16,10 @@ from services.keyvault.settings import KeyvaultSettings
 from shared.auth import TokenVerifier
 from shared.datamap import load_datamap
 from shared.events import utcnow
+from shared.intake_client import intake_client
 from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
-from shared.retention import MongoRetentionStore
 from shared.service import Hook, Service
 from shared.wiring import ServiceDeps, build_service
 
@@ -62,12 +62,13 @@ def create_app(
 ) -> Service:
     mongo = create_mongo_client(settings.mongo)
     kek, kek_start, kek_stop = build_kek(settings)
+    intake = intake_client(settings.intake_url, settings.intake_token)
     vault = handlers.Vault(
         store=store or MongoKeyStore(mongo, settings.mongo.database),
         kek=kek,
         clock=utcnow,
-        # Read only: intake writes the rules and holds; keyvault asks them before it destroys any key.
-        retention=MongoRetentionStore(mongo, settings.mongo.database),
+        # intake owns the rules and holds; keyvault asks for the ones in force before it destroys any key.
+        retention=intake,
         datamap=load_datamap(settings.datamap_path),
         grace=timedelta(days=settings.grace_days),
     )
@@ -79,6 +80,8 @@ def create_app(
         settings=settings,
         kafka=settings.kafka,
         routes=handlers.routes(vault),
+        # Not on intake: keyvault serves keys without it (intake itself waits for keyvault to start), and it
+        # asks intake only before destroying a key, retrying while intake is away.
         checks={"mongo": lambda: mongo_ping(mongo)},
         deps=deps,
         mongo=mongo,
@@ -86,7 +89,7 @@ def create_app(
         api_schemas=SPEC.schemas,
         web_app=web_app,
         on_start=kek_start,
-        on_stop=[mongo.close, *kek_stop],
+        on_stop=[mongo.close, intake.close, *kek_stop],
     )
     service.add_periodic("shred", settings.shred_interval_s, lambda: shred_due(vault, service.publisher))
     return service

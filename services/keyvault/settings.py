@@ -33,6 +33,8 @@ class KeyvaultSettings(ServiceSettings):
     client_cache_ttl_s: int = Field(
         default=300, ge=0, le=300, description="how long clients may cache a data key (at most 5 minutes)"
     )
+    intake_url: str = Field(default="http://127.0.0.1:8001", description="intake, for the rules and holds in force")
+    intake_token: SecretStr | None = Field(default=None, description="service token with scope retention:read")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -6,11 +6,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
-from typing import Any
 
 import structlog
 from aiohttp import web
-from pymongo import AsyncMongoClient
 
 from services.notifier import api, handlers
 from services.notifier.adapters.http import WebhookSender
@@ -19,8 +17,8 @@ from services.notifier.openapi import SPEC
 from services.notifier.settings import NotifierSettings
 from shared.auth import TokenVerifier
 from shared.consumer import Handler
-from shared.contacts import MongoContactStore
 from shared.events import Event, utcnow
+from shared.intake_client import IntakeClient, intake_client
 from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient, keyvault_client
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
@@ -49,8 +47,8 @@ def waking(routes: Mapping[str, Handler], wake: asyncio.Event) -> dict[str, Hand
 
 def build_notifier(
     settings: NotifierSettings,
-    mongo: AsyncMongoClient[dict[str, Any]],
     store: MongoWebhookStore,
+    intake: IntakeClient,
     keyvault: KeyvaultClient | None,
 ) -> handlers.Notifier:
     async def mail(message: EmailMessage) -> None:
@@ -58,7 +56,7 @@ def build_notifier(
 
     return handlers.Notifier(
         store=store,
-        contacts=MongoContactStore(mongo, settings.mongo.database),
+        contacts=intake,  # intake captured the address; notifier reads it from intake's API
         keyvault=keyvault,
         send_mail=mail,
         sender=settings.smtp.sender,
@@ -73,7 +71,8 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
     mongo = create_mongo_client(settings.mongo)
     keyvault = keyvault_client(settings.keyvault_url, settings.keyvault_token)
     store = MongoWebhookStore(mongo, settings.mongo.database)
-    notifier = build_notifier(settings, mongo, store, keyvault)
+    intake = intake_client(settings.intake_url, settings.intake_token)
+    notifier = build_notifier(settings, store, intake, keyvault)
     wake = asyncio.Event()  # set when an event may have queued deliveries
     sender = WebhookSender(timeout_s=settings.delivery_timeout_s, allow_loopback=settings.allow_loopback_webhooks)
     web_app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware, body_cap_middleware])
@@ -95,14 +94,14 @@ def create_app(settings: NotifierSettings, *, deps: ServiceDeps | None = None) -
         settings=settings,
         kafka=settings.kafka,
         routes=waking(handlers.routes(notifier), wake),
-        checks={"mongo": lambda: mongo_ping(mongo), "smtp": lambda: smtp_ping(settings.smtp)},
+        checks={"mongo": lambda: mongo_ping(mongo), "smtp": lambda: smtp_ping(settings.smtp), "intake": intake.ping},
         deps=deps,
         mongo=mongo,
         api_paths=SPEC.paths,
         api_schemas=SPEC.schemas,
         web_app=web_app,
         on_start=[store.ensure_indexes, sender.start],
-        on_stop=[mongo.close, sender.stop, close_keyvault],
+        on_stop=[mongo.close, sender.stop, close_keyvault, intake.close],
     )
     # The pending ledger and the notices list what is left: a failed round is picked up by the next.
     service.add_periodic(

@@ -308,12 +308,12 @@ async def _replay(event: DeletionKeysDestroyed, m: Mail, notice: Notice) -> Mail
 
 
 async def _try_mail(event: DeletionKeysDestroyed, m: Mail) -> MailResult:
-    contact = await m.contacts.get(event.request_id)
+    contact = await m.contacts.contact(event.request_id)
     if contact is None:
         return MailResult("no_contact")
     if m.keyvault is None:
         return MailResult("no_keyvault")
-    if contact.mailed_at is not None:
+    if await m.notices.mailed(event.request_id):
         # Mailed before a crash that came before the key was destroyed: finish that, never mail twice.
         await m.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
         return MailResult("sent")
@@ -340,7 +340,7 @@ async def _try_mail(event: DeletionKeysDestroyed, m: Mail) -> MailResult:
     finally:
         if not accepted:
             await m.notices.uncount_mail(day)
-    await m.contacts.mark_mailed(event.request_id, m.clock())
+    await m.notices.mark_mailed(event.request_id, m.clock())
     await m.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
     return MailResult("sent")
 

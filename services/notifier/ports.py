@@ -45,6 +45,14 @@ class NoticeStore(Protocol):
         """How many mails ``day`` has counted so far (without counting one)."""
         ...
 
+    async def mark_mailed(self, request_id: str, at: datetime) -> None:
+        """The SMTP server accepted the request's mail (recorded before its contact key is shredded)."""
+        ...
+
+    async def mailed(self, request_id: str) -> bool:
+        """Was the request's mail accepted (a crash may have come before the key was shredded)?"""
+        ...
+
 
 class WebhookStore(NoticeStore, Protocol):
     """notifier's state: webhook endpoints, deliveries with their attempts, and the notices to people."""
@@ -91,11 +99,9 @@ class WebhookStore(NoticeStore, Protocol):
 
 
 class ContactStore(Protocol):
-    """The person's sealed address, as intake stored it."""
+    """The person's sealed address, as intake captured it (intake's API: shared.intake_client)."""
 
-    async def get(self, request_id: str) -> Contact | None: ...
-
-    async def mark_mailed(self, request_id: str, at: datetime) -> None: ...
+    async def contact(self, request_id: str) -> Contact | None: ...
 
 
 class ContactKeys(Protocol):

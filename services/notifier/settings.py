@@ -32,6 +32,8 @@ class NotifierSettings(ServiceSettings):
     )
     keyvault_url: str = Field(default="http://127.0.0.1:8003", description="keyvault, to open contact addresses")
     keyvault_token: SecretStr | None = Field(default=None, description="service token with scope keys:use")
+    intake_url: str = Field(default="http://127.0.0.1:8001", description="intake, for a request's sealed address")
+    intake_token: SecretStr | None = Field(default=None, description="service token with scope contacts:read")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

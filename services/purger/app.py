@@ -19,9 +19,9 @@ from services.purger.adapters.s3 import S3Eraser
 from services.purger.settings import PurgerSettings
 from shared.datamap import load_datamap
 from shared.events import utcnow
+from shared.intake_client import IntakeClient, intake_client
 from shared.kafka import Publisher
 from shared.mongo import create_mongo_client, mongo_ping
-from shared.retention import MongoRetentionStore
 from shared.s3 import S3Connection
 from shared.service import Hook, Service
 from shared.wiring import ServiceDeps, build_service
@@ -38,6 +38,7 @@ class PurgerParts:
     purger: handlers.Purger
     backups: BackupStore
     s3: S3Connection
+    intake: IntakeClient
     on_start: list[Hook]
     on_stop: list[Hook]
 
@@ -52,7 +53,7 @@ def build_purger(
     s3 = S3Connection(settings.s3)
     ledger = MongoPurgeLedger(mongo, db)
     progress = MongoPurgeProgress(mongo, db)
-    retention = MongoRetentionStore(mongo, db)
+    intake = intake_client(settings.intake_url, settings.intake_token)
     purger = handlers.Purger(
         datamap=datamap,
         erasers={
@@ -60,7 +61,7 @@ def build_purger(
             "s3": S3Eraser(s3, attempts=settings.s3_delete_attempts),
             "milvus": milvus,
         },
-        retention=retention,
+        retention=intake,
         progress=progress,
         ledger=ledger,
         clock=clock,
@@ -71,10 +72,11 @@ def build_purger(
         await mongo_eraser.ensure_indexes(datamap.datasets)
         await ledger.ensure_indexes()
         await progress.ensure_indexes()
-        await retention.ensure_indexes()
 
     backups = BackupStore(mongo, db, settings.s3, bucket=settings.backups_bucket)
-    return PurgerParts(purger, backups, s3, on_start=[ensure_indexes], on_stop=[milvus.close, s3.close])
+    return PurgerParts(
+        purger, backups, s3, intake, on_start=[ensure_indexes], on_stop=[milvus.close, s3.close, intake.close]
+    )
 
 
 def seconds_until(at: str, now: datetime) -> float:
@@ -141,7 +143,7 @@ def create_app(
         settings=settings,
         kafka=settings.kafka,
         routes=handlers.routes(parts.purger),
-        checks={"mongo": lambda: mongo_ping(mongo), "s3": parts.s3.ping},
+        checks={"mongo": lambda: mongo_ping(mongo), "s3": parts.s3.ping, "intake": parts.intake.ping},
         deps=deps,
         mongo=mongo,
         on_start=parts.on_start,

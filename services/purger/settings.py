@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings, ServiceSettings
@@ -25,6 +25,8 @@ class PurgerSettings(ServiceSettings):
     retention_check_interval_s: float = Field(
         default=300.0, gt=0, description="how often ended rules and holds are acted on (what they kept is erased)"
     )
+    intake_url: str = Field(default="http://127.0.0.1:8001", description="intake, for the rules and holds in force")
+    intake_token: SecretStr | None = Field(default=None, description="service token with scope retention:read")
     s3_delete_attempts: int = Field(default=5, ge=1, le=20, description="tries per key that DeleteObjects refuses")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)

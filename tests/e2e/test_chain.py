@@ -23,8 +23,9 @@ import pytest_asyncio
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from services.intake.adapters.contacts import MongoContactStore
 from shared.auth import AUDIT_READ, KEYS_DESTROY_CONTACT, KEYS_USE, WEBHOOKS_ADMIN, issue_token
-from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore
+from shared.contacts import CONTACT_DATASET, Contact
 from shared.events import DeletionPurged
 from shared.kafka import KafkaPublisher
 from shared.keyvault_client import KeyUnavailableError, KeyvaultClient

@@ -14,7 +14,7 @@ import pytest
 
 from shared.auth import SCOPES, issue_token
 from shared.settings import AuthSettings
-from tests.support import free_port, ready
+from tests.support import free_port, intake_reader_env, ready
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
@@ -43,6 +43,7 @@ def services(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_fac
         "INTAKE_EMAIL_RATE_LIMIT_PER_ADDRESS": "1000000/hour",
         "INTAKE_EMAIL_RATE_LIMIT_PER_CLIENT": "1000000/hour",
         **{f"{name.upper()}_HTTP_PORT": str(port) for name, port in ports.items()},
+        **intake_reader_env(f"http://127.0.0.1:{ports['intake']}", AuthSettings(jwt_secret=SECRET)),
     }
     procs = [
         subprocess.Popen(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from shared.settings import AuthSettings
+from tests.support import free_port, intake_reader_env
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,7 @@ def running(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_fact
             "LETHE_SMTP_HOST": smtp_catcher[0],
             "LETHE_SMTP_PORT": str(smtp_catcher[1]),
             "LETHE_LOG_FORMAT": "json",
+            **intake_reader_env(f"http://127.0.0.1:{ports['intake']}", AuthSettings()),
         }
         log = (logs / f"{name}.log").open("wb")
         procs[name] = subprocess.Popen(

@@ -27,6 +27,7 @@ from shared.auth import (
     DELETION_SELF,
     KEYS_USE,
     RETENTION_ADMIN,
+    RETENTION_READ,
     WEBHOOKS_ADMIN,
     issue_token,
 )
@@ -73,13 +74,20 @@ async def stack(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path):
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, group_prefix=f"t{uuid.uuid4().hex[:6]}")
     await ensure_topics(kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
     mongo = MongoSettings(url=mongo_url, database=f"lethe_in_{uuid.uuid4().hex[:8]}")
+    intake_port = free_port()
     keyvault = KeyvaultSettings(
-        http_port=free_port(), kafka=kafka, mongo=mongo, auth=AUTH, local_keyring_file=tmp_path / "keyring.json"
+        http_port=free_port(),
+        kafka=kafka,
+        mongo=mongo,
+        auth=AUTH,
+        local_keyring_file=tmp_path / "keyring.json",
+        intake_url=f"http://127.0.0.1:{intake_port}",
+        intake_token=token(RETENTION_READ, subject="keyvault"),
     )
     host, smtp_port, mail_dir = smtp_catcher
     clock = Clock()
     settings = IntakeSettings(
-        http_port=free_port(),
+        http_port=intake_port,
         kafka=kafka,
         mongo=mongo,
         auth=AUTH,

@@ -17,7 +17,7 @@ from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionPurged,
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, KeyvaultClient
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
-from tests.support import free_port, kafka_options
+from tests.support import free_port, kafka_options, running_intake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -30,19 +30,24 @@ def token(*scopes: str, subject: str = "svc-test") -> str:
 
 @pytest_asyncio.fixture
 async def keyvault(kafka_bootstrap, mongo_url, tmp_path):
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-    await ensure_topics(kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
-    settings = KeyvaultSettings(
-        http_port=free_port(),
-        kafka=kafka,
-        mongo=MongoSettings(url=mongo_url, database=f"lethe_kv_{uuid.uuid4().hex[:8]}"),
-        auth=AUTH,
-        local_keyring_file=tmp_path / "keyring.json",
+    # A group of its own from the end of the log: what other runs left on the topics is not this test's to wait for.
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap, group_prefix=f"t{uuid.uuid4().hex[:6]}", start_from="latest"
     )
-    service = create_app(settings)
-    await service.start()
-    yield service, f"http://127.0.0.1:{settings.http_port}", kafka
-    await service.stop()
+    await ensure_topics(kafka, topics.ALL_TOPICS, partitions=topics.PARTITIONS)
+    async with running_intake(kafka_bootstrap, mongo_url, AUTH) as intake:
+        settings = KeyvaultSettings(
+            http_port=free_port(),
+            kafka=kafka,
+            mongo=MongoSettings(url=mongo_url, database=f"lethe_kv_{uuid.uuid4().hex[:8]}"),
+            auth=AUTH,
+            local_keyring_file=tmp_path / "keyring.json",
+            **intake.reader(),
+        )
+        service = create_app(settings)
+        await service.start()
+        yield service, f"http://127.0.0.1:{settings.http_port}", kafka
+        await service.stop()
 
 
 async def test_a_subjects_data_is_unreadable_after_deletion_and_others_are_not(keyvault):

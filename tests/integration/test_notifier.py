@@ -25,14 +25,15 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.signing import new_secret
 from shared import topics
 from shared.auth import KEYS_DESTROY_CONTACT, KEYS_USE, WEBHOOKS_ADMIN, issue_token
-from shared.contacts import CONTACT_DATASET, Contact, MongoContactStore
+from shared.contacts import CONTACT_DATASET, Contact
 from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionNotified, decode_event, utcnow
+from shared.fakes import InMemoryContactStore
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
 from shared.smtp import send_mail
-from tests.support import PARTIAL, free_port, kafka_options, ready
+from tests.support import PARTIAL, RunningIntake, free_port, kafka_options, ready, running_intake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -92,7 +93,14 @@ async def mongo(mongo_url):
     await client.close()
 
 
-def notifier_for(mongo, send_mail=None) -> handlers.Notifier:
+@pytest_asyncio.fixture
+async def intake(kafka_bootstrap, mongo_url):
+    """intake, for the contacts notifier reads and the rules and holds keyvault asks before destroying a key."""
+    async with running_intake(kafka_bootstrap, mongo_url, AUTH) as running:
+        yield running
+
+
+def notifier_for(mongo, send_mail=None, contacts=None) -> handlers.Notifier:
     client, database, _ = mongo
 
     async def no_mail(_message) -> None:
@@ -100,7 +108,7 @@ def notifier_for(mongo, send_mail=None) -> handlers.Notifier:
 
     return handlers.Notifier(
         store=MongoWebhookStore(client, database),
-        contacts=MongoContactStore(client, database),
+        contacts=contacts or InMemoryContactStore(),
         keyvault=None,
         send_mail=send_mail or no_mail,
         sender="lethe <privacy@lethe.local>",
@@ -288,9 +296,9 @@ async def test_forbidden_addresses_are_refused_again_at_connect_time():
 
 
 async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
-    mongo, kafka_bootstrap, smtp_catcher, tmp_path
+    mongo, intake, kafka_bootstrap, smtp_catcher, tmp_path
 ):
-    client, database, mongo_url = mongo
+    _, database, mongo_url = mongo
     # A group of its own from the newest offsets: what other runs left on the broker is not this test's to wait for.
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap, group_prefix=f"t-{uuid.uuid4().hex[:8]}", start_from="latest"
@@ -305,6 +313,7 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
             mongo=mongo_settings,
             auth=AUTH,
             local_keyring_file=tmp_path / "keyring.json",
+            **intake.reader(),
         )
     )
     await keyvault.start()
@@ -320,6 +329,7 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
         worker_interval_s=0.05,
         keyvault_url=keyvault_url,
         keyvault_token=token(KEYS_USE, KEYS_DESTROY_CONTACT),
+        **intake.reader("contacts"),
     )
     notifier = create_notifier(settings)
     await notifier.start()
@@ -331,7 +341,7 @@ async def test_the_service_relays_a_partial_deletion_and_mails_the_person(
     try:
         async with KeyvaultClient(keyvault_url, token=token(KEYS_USE)) as kv:
             sealed = await kv.encrypt(subject, CONTACT_DATASET, b"ada@example.test")
-        await MongoContactStore(client, database).put(Contact(request_id, subject, sealed))
+        await intake.contacts.put(Contact(request_id, subject, sealed))  # as intake captured it
         async with Receiver([]) as receiver, aiohttp.ClientSession() as http:
             admin = {"Authorization": f"Bearer {token(WEBHOOKS_ADMIN)}"}
             async with http.get(f"{base}/webhooks/endpoints") as r:
@@ -441,11 +451,13 @@ async def test_a_crash_between_recording_a_delivery_and_listing_it_as_pending_is
     assert await client[database]["notifier_pending"].count_documents({}) == 0
 
 
-async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_again(mongo, kafka_bootstrap, tmp_path):
+async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_again(
+    mongo, intake, kafka_bootstrap, tmp_path
+):
     """The mail was accepted and recorded on the contact; the process died before the address's key was destroyed
     and the notice saved. The event, consumed again, must not mail the person a second time, and must still
     destroy the key."""
-    client, database, mongo_url = mongo
+    _, database, mongo_url = mongo
     keyvault = create_keyvault(
         KeyvaultSettings(
             http_port=free_port(),
@@ -453,6 +465,7 @@ async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_aga
             mongo=MongoSettings(url=mongo_url, database=database),
             auth=AUTH,
             local_keyring_file=tmp_path / "keyring.json",
+            **intake.reader(),
         )
     )
     await keyvault.start()
@@ -462,10 +475,10 @@ async def test_a_notifier_killed_after_mailing_the_person_does_not_mail_them_aga
             f"http://127.0.0.1:{keyvault.port}", token=token(KEYS_USE, KEYS_DESTROY_CONTACT)
         ) as kv:
             sealed = await kv.encrypt(event.subject_id, CONTACT_DATASET, b"ada@example.test")
-            contacts = MongoContactStore(client, database)
+            contacts = InMemoryContactStore()
             await contacts.put(Contact(event.request_id, event.subject_id, sealed))
-            await contacts.mark_mailed(event.request_id, utcnow())  # the mail went out, then the process died
-            n = notifier_for(mongo)  # its send_mail fails the test if it is called
+            n = notifier_for(mongo, contacts=contacts)  # its send_mail fails the test if it is called
+            await n.store.mark_mailed(event.request_id, utcnow())  # the mail went out, then the process died
             n.keyvault = kv
             [notified] = await handlers.on_keys_destroyed(event, n)
             assert isinstance(notified, DeletionNotified)
@@ -526,9 +539,11 @@ def mentions(record, needle: bytes) -> bool:
 class Stack:
     """keyvault and notifier as services, with a consumer group of their own that starts at the end of the log."""
 
-    def __init__(self, mongo, kafka_bootstrap: str, smtp_catcher, tmp_path, **notifier_settings: object) -> None:
+    def __init__(
+        self, mongo, intake: RunningIntake, kafka_bootstrap: str, smtp_catcher, tmp_path, **notifier_settings: object
+    ) -> None:
         client, self.database, mongo_url = mongo
-        self.client = client
+        self.client, self.intake = client, intake
         self.kafka = KafkaSettings(
             bootstrap_servers=kafka_bootstrap, group_prefix=f"nt-{uuid.uuid4().hex[:8]}", start_from="latest"
         )
@@ -541,6 +556,7 @@ class Stack:
                 mongo=self.mongo_settings,
                 auth=AUTH,
                 local_keyring_file=tmp_path / "keyring.json",
+                **intake.reader(),
             )
         )
         self.notifier_settings = notifier_settings | {"smtp": SmtpSettings(host=host, port=port)}
@@ -560,6 +576,7 @@ class Stack:
             worker_interval_s=0.05,
             keyvault_url=self.keyvault_url,
             keyvault_token=token(KEYS_USE, KEYS_DESTROY_CONTACT),
+            **self.intake.reader("contacts"),
             **self.notifier_settings,
         )
         self.notifier = create_notifier(settings)
@@ -583,7 +600,7 @@ class Stack:
         event = completed()
         async with KeyvaultClient(self.keyvault_url, token=token(KEYS_USE)) as kv:
             sealed = await kv.encrypt(event.subject_id, CONTACT_DATASET, address.encode())
-        await MongoContactStore(self.client, self.database).put(Contact(event.request_id, event.subject_id, sealed))
+        await self.intake.contacts.put(Contact(event.request_id, event.subject_id, sealed))
         return event, sealed
 
     async def readable(self, event: DeletionKeysDestroyed, sealed: str) -> bool:
@@ -635,11 +652,11 @@ async def notified_reader(bootstrap: str) -> AIOKafkaConsumer:
 
 
 async def test_an_smtp_refusal_leaves_no_address_in_logs_or_kafka_and_the_request_final_with_the_mail_failed(
-    mongo, kafka_bootstrap, smtp_catcher, tmp_path, caplog
+    mongo, intake, kafka_bootstrap, smtp_catcher, tmp_path, caplog
 ):
     address = f"ada-{uuid.uuid4().hex[:8]}@refused.test"  # the catcher answers 550, naming the address
     with capture_logs() as logs:
-        async with Stack(mongo, kafka_bootstrap, smtp_catcher, tmp_path) as stack:
+        async with Stack(mongo, intake, kafka_bootstrap, smtp_catcher, tmp_path) as stack:
             event, sealed = await stack.person(address)
             reader = await notified_reader(kafka_bootstrap)
             try:
@@ -671,11 +688,11 @@ async def test_an_smtp_refusal_leaves_no_address_in_logs_or_kafka_and_the_reques
 
 
 async def test_a_mail_over_the_daily_cap_waits_in_the_service_and_goes_out_when_the_day_allows(
-    mongo, kafka_bootstrap, smtp_catcher, tmp_path
+    mongo, intake, kafka_bootstrap, smtp_catcher, tmp_path
 ):
     address = f"grace-{uuid.uuid4().hex[:8]}@example.test"
     async with Stack(
-        mongo, kafka_bootstrap, smtp_catcher, tmp_path, mail_daily_cap=1, mail_deferred_interval_s=0.2
+        mongo, intake, kafka_bootstrap, smtp_catcher, tmp_path, mail_daily_cap=1, mail_deferred_interval_s=0.2
     ) as stack:
         store = MongoWebhookStore(stack.client, stack.database)
         await store.count_mail(utcnow().strftime("%Y-%m-%d"))  # the day's one mail has gone to someone else
@@ -702,7 +719,7 @@ async def test_a_mail_over_the_daily_cap_waits_in_the_service_and_goes_out_when_
 
 
 async def test_a_mail_over_the_cap_is_sent_by_the_job_the_next_day_oldest_first(
-    mongo, kafka_bootstrap, tmp_path, smtp_catcher
+    mongo, intake, kafka_bootstrap, tmp_path, smtp_catcher
 ):
     host, port, mail_dir = smtp_catcher
     _, database, mongo_url = mongo
@@ -713,6 +730,7 @@ async def test_a_mail_over_the_cap_is_sent_by_the_job_the_next_day_oldest_first(
             mongo=MongoSettings(url=mongo_url, database=database),
             auth=AUTH,
             local_keyring_file=tmp_path / "keyring.json",
+            **intake.reader(),
         )
     )
     await keyvault.start()

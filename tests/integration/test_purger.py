@@ -32,12 +32,12 @@ from shared.fakes import InMemoryRetentionStore
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.liveread import live
 from shared.mongo import create_mongo_client
-from shared.retention import MongoRetentionStore
 from shared.s3 import S3Connection, s3_client
-from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings
-from tests.support import drop_bucket, free_port, kafka_options, litigation_hold
+from shared.settings import AuthSettings, KafkaSettings, MilvusSettings, MongoSettings, S3Settings
+from tests.support import drop_bucket, free_port, kafka_options, litigation_hold, running_intake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+AUTH = AuthSettings(jwt_secret="purger-test-secret-of-at-least-32-bytes")
 T0 = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
 
@@ -390,38 +390,41 @@ async def purger_service(kafka_bootstrap, mongo_url, s3_endpoint, tmp_path):
             }
         )
     )
-    settings = PurgerSettings(
-        http_port=free_port(),
-        datamap_path=datamap,
-        kafka=kafka,
-        mongo=MongoSettings(url=mongo_url, database=f"lethe_pu_{tag}"),
-        s3=S3Settings(endpoint_url=s3_endpoint),
-        milvus=MilvusSettings(uri=str(tmp_path / "milvus.db")),
-        backups_bucket=f"t-{tag}-backups",
-        backup_expiry_interval_s=0.3,
-    )
-    clock = Clock()
-    service = create_app(settings, clock=clock)
-    await service.start()
-    client = create_mongo_client(settings.mongo)
-    db = client[settings.mongo.database]
-    async with s3_client(settings.s3) as s3:
-        await make_bucket(s3, bucket)
-        yield {
-            "settings": settings,
-            "kafka": kafka,
-            "db": db,
-            "client": client,
-            "s3": s3,
-            "bucket": bucket,
-            "clock": clock,
-        }
-        await service.stop()
-        for name in (bucket, settings.backups_bucket):
-            with contextlib.suppress(ClientError):  # the backups bucket exists only if a test made a backup
-                await drop_bucket(s3, name)
-    await client.drop_database(settings.mongo.database)
-    await client.close()
+    async with running_intake(kafka_bootstrap, mongo_url, AUTH, datamap=datamap) as intake:
+        settings = PurgerSettings(
+            http_port=free_port(),
+            datamap_path=datamap,
+            kafka=kafka,
+            mongo=MongoSettings(url=mongo_url, database=f"lethe_pu_{tag}"),
+            s3=S3Settings(endpoint_url=s3_endpoint),
+            milvus=MilvusSettings(uri=str(tmp_path / "milvus.db")),
+            backups_bucket=f"t-{tag}-backups",
+            backup_expiry_interval_s=0.3,
+            **intake.reader(),
+        )
+        clock = Clock()
+        service = create_app(settings, clock=clock)
+        await service.start()
+        client = create_mongo_client(settings.mongo)
+        db = client[settings.mongo.database]
+        async with s3_client(settings.s3) as s3:
+            await make_bucket(s3, bucket)
+            yield {
+                "settings": settings,
+                "kafka": kafka,
+                "db": db,
+                "client": client,
+                "s3": s3,
+                "bucket": bucket,
+                "clock": clock,
+                "intake": intake,
+            }
+            await service.stop()
+            for name in (bucket, settings.backups_bucket):
+                with contextlib.suppress(ClientError):  # the backups bucket exists only if a test made a backup
+                    await drop_bucket(s3, name)
+        await client.drop_database(settings.mongo.database)
+        await client.close()
 
 
 async def events_for(kafka, topic, request_id, *, count, within_s=60):
@@ -479,7 +482,7 @@ async def test_the_service_erases_keeps_and_skips_per_the_data_map_then_erases_w
     await db["usage_daily"].insert_one({"_id": "2026-11-27:pro", "cohort": "pro", "requests": 5})
     await env["s3"].put_object(Bucket=env["bucket"], Key=f"users/{subject}/a.png", Body=b"1")
     hold = litigation_hold(f"hold_{uuid.uuid4().hex}", subject, "profiles")
-    retention = MongoRetentionStore(env["client"], env["settings"].mongo.database)
+    retention = env["intake"].retention  # intake's store: the purger reads it through intake's API
     await retention.place_hold(hold)
     await publish(env["kafka"], requested(subject, rid))
     purged = await next_event(env["kafka"], topics.DELETION_PURGED, rid)
@@ -556,6 +559,8 @@ async def test_lethe_purge_now_runs_the_nightly_job_with_a_progress_bar(purger_s
             "LETHE_MONGO_DATABASE": settings.mongo.database,
             "LETHE_KAFKA_BOOTSTRAP_SERVERS": env["kafka"].bootstrap_servers,
             "LETHE_MILVUS_URI": settings.milvus.uri + ".cli",
+            "PURGER_INTAKE_URL": settings.intake_url,
+            "PURGER_INTAKE_TOKEN": settings.intake_token.get_secret_value(),
             "COLUMNS": "120",
         },
         stdout=PIPE,
@@ -592,6 +597,9 @@ async def test_lethe_seed_fills_every_dataset_with_encrypted_fields_and_versions
         mongo=MongoSettings(url=mongo_url, database=database),
         auth=AuthSettings(jwt_secret=secret),
         local_keyring_file=tmp_path / "keyring.json",
+        # This keyvault only seals what is seeded: it never asks intake for the rules and holds in force.
+        intake_url="http://127.0.0.1:9",
+        intake_token="not-used-here",
     )
     keyvault = create_keyvault(kv_settings)
     await keyvault.start()

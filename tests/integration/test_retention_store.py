@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
+from services.intake.adapters.retention import MongoRetentionStore
 from shared.events import LegalHoldPlaced
 from shared.fakes import InMemoryRetentionStore
-from shared.retention import MongoRetentionStore, Rule, StaleRuleSetError
+from shared.retention import Rule, StaleRuleSetError
 from tests.support import litigation_hold, scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]

@@ -117,6 +117,21 @@ def test_a_services_handlers_import_no_adapter_and_no_http(service):
     assert sorted(n for n in names if ".adapters" in n or n.split(".")[0] in ("aiohttp", "pymongo", "aioboto3")) == []
 
 
+def test_shared_holds_no_services_store():
+    """A store belongs to one service (intake's rules, holds and contacts live in services/intake/adapters/): in
+    shared/, only the client factory (mongo.py), the one wiring factory and the consumer loop's error types name
+    pymongo."""
+    allowed = {"shared.mongo", "shared.wiring", "shared.consumer"}
+    naming = sorted(
+        m
+        for m in MODULES
+        if m.startswith("shared.")
+        and m not in allowed
+        and any(n == "pymongo" or n.startswith("pymongo.") for n in imported(MODULES[m]))
+    )
+    assert naming == []
+
+
 def test_the_checks_catch_what_they_are_for():
     """The rules above fail on a graph that breaks them (so a passing run means something)."""
     bad = {

@@ -145,3 +145,19 @@ async def test_bodies_within_the_cap_reach_the_handler_whole_with_or_without_a_l
         assert seen == [b"y" * CAP, b"z" * CAP, b""]
     finally:
         await client.close()
+
+
+async def test_a_server_a_request_needs_being_away_is_a_503_to_retry_never_a_500():
+    async def needs_intake(_: web.Request) -> web.Response:
+        raise ConnectionError("intake at http://intake:8001 does not answer")
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_get("/x", needs_intake)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        response = await client.get("/x")
+        assert (response.status, response.headers["Retry-After"]) == (503, "5")
+        assert (await response.json())["title"] == "Service Unavailable"
+    finally:
+        await client.close()

@@ -29,10 +29,11 @@ def test_an_operations_error_answers_follow_from_what_it_takes():
     spec.add("get", "/open", "no input", {"200": "ok"})
     spec.add("get", "/things", "a page", {"200": "ok"}, auth="things:read", query=Page)
     spec.add("post", "/things/{thing_id}", "a body", {"201": "made"}, auth="things:write", body=Body)
-    assert set(spec.paths["/open"]["get"]["responses"]) == {"200"}
-    assert set(spec.paths["/things"]["get"]["responses"]) == {"200", "400", "401", "403", "422"}
+    # Any operation may find a server it needs away (503); the rest follows from what it takes.
+    assert set(spec.paths["/open"]["get"]["responses"]) == {"200", "503"}
+    assert set(spec.paths["/things"]["get"]["responses"]) == {"200", "400", "401", "403", "422", "503"}
     post = spec.paths["/things/{thing_id}"]["post"]
-    assert set(post["responses"]) == {"201", "400", "401", "403", "413", "415", "422"}
+    assert set(post["responses"]) == {"201", "400", "401", "403", "413", "415", "422", "503"}
     assert post["security"] == [{"bearer": []}] and "things:write" in post["description"]
     assert post["parameters"] == [{"name": "thing_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     # The nested model is a component, referred to from the body's schema.

@@ -19,10 +19,10 @@ from typing import Any
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.intake.adapters.retention import HOLDS_COLLECTION, OUTBOX_FIELD, RULES_COLLECTION
 from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
 from shared.events import DeletionRequested
 from shared.liveread import live
-from shared.retention import HOLDS_COLLECTION, OUTBOX_FIELD, RULES_COLLECTION
 
 REQUESTS, CLAIMS, IDEMPOTENCY = "deletion_requests", "open_requests", "idempotency_keys"
 OUTBOX_COLLECTIONS = (CLAIMS, RULES_COLLECTION, HOLDS_COLLECTION)

@@ -16,6 +16,7 @@ class InMemoryNoticeStore:
         self.notices: dict[str, Notice] = {}
         self.leases: dict[str, datetime] = {}
         self.counters: dict[str, int] = {}
+        self.mailed_at: dict[str, datetime] = {}
 
     async def notice(self, request_id: str) -> Notice | None:
         return self.notices.get(request_id)
@@ -50,6 +51,12 @@ class InMemoryNoticeStore:
 
     async def mail_count(self, day: str) -> int:
         return self.counters.get(day, 0)
+
+    async def mark_mailed(self, request_id: str, at: datetime) -> None:
+        self.mailed_at.setdefault(request_id, at)
+
+    async def mailed(self, request_id: str) -> bool:
+        return request_id in self.mailed_at
 
 
 @dataclasses.dataclass

@@ -59,6 +59,7 @@ class MongoWebhookStore:
         self._pending = db["notifier_pending"]
         self._notices = db["notifier_notices"]
         self._counters = db["notifier_counters"]
+        self._mailed = db["notifier_mailed"]
 
     async def ensure_indexes(self) -> None:
         await self._deliveries.create_index("endpoint_id")
@@ -232,3 +233,9 @@ class MongoWebhookStore:
         """How many mails ``day`` has counted so far (without counting one)."""
         doc = await self._counters.find_one({"_id": f"mail|{day}"})
         return int(doc["sent"]) if doc else 0
+
+    async def mark_mailed(self, request_id: str, at: datetime) -> None:
+        await self._mailed.update_one({"_id": request_id}, {"$setOnInsert": {"at": at}}, upsert=True)
+
+    async def mailed(self, request_id: str) -> bool:
+        return await self._mailed.find_one({"_id": request_id}) is not None
