@@ -6,6 +6,7 @@ import structlog
 from aiohttp import web
 
 from services.audit import api, console, handlers
+from services.audit.adapters.kafka_lag import consumer_lag
 from services.audit.adapters.log import MongoAuditLog
 from services.audit.adapters.sessions import MongoConsoleSessions
 from services.audit.adapters.upstream import Upstream
@@ -70,6 +71,7 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         verifier=TokenVerifier(settings.auth),
         sessions=MongoConsoleSessions(mongo, settings.mongo.database),
         upstream=upstream,
+        read_lag=lambda: consumer_lag(settings.kafka),
         datamap=datamap,
         clock=utcnow,
     )

@@ -26,11 +26,8 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.audit import handlers
-from services.audit.adapters.kafka_lag import consumer_lag
-from services.audit.adapters.sessions import MongoConsoleSessions
-from services.audit.adapters.upstream import Upstream
 from services.audit.model import Entry, Session
-from services.audit.ports import AuditLog
+from services.audit.ports import AuditLog, ConsoleSessions, ReadLag, Services
 from services.audit.settings import AuditSettings
 from shared.auth import AUDIT_READ, TokenVerifier
 from shared.datamap import DataMap
@@ -105,8 +102,9 @@ class Console:
     audit_log: AuditLog
     signer: Signer
     verifier: TokenVerifier
-    sessions: MongoConsoleSessions
-    upstream: Upstream
+    sessions: ConsoleSessions
+    upstream: Services
+    read_lag: ReadLag
     datamap: DataMap | None
     clock: Callable[[], datetime]
 
@@ -382,7 +380,7 @@ async def health_page(request: web.Request, session: Session) -> web.Response:
     ready = list(await asyncio.gather(*(readiness(name) for name in console.upstream.urls)))
     ready.append({"service": "audit", "ready": True, "code": 200, "checks": {"status": "serving this page"}})
     (lag, dead, kafka_error), report = await asyncio.gather(
-        consumer_lag(console.settings.kafka),
+        console.read_lag(),
         handlers.verify_chain(console.audit_log, console.signer),
     )
     return console.render(
@@ -403,12 +401,13 @@ def add_console(
     audit_log: AuditLog,
     signer: Signer,
     verifier: TokenVerifier,
-    sessions: MongoConsoleSessions,
-    upstream: Upstream,
+    sessions: ConsoleSessions,
+    upstream: Services,
+    read_lag: ReadLag,
     datamap: DataMap | None,
     clock: Callable[[], datetime],
 ) -> None:
-    app[CONSOLE] = Console(settings, audit_log, signer, verifier, sessions, upstream, datamap, clock)
+    app[CONSOLE] = Console(settings, audit_log, signer, verifier, sessions, upstream, read_lag, datamap, clock)
     app.router.add_get("/console", index)
     app.router.add_get("/console/login", login_page)
     app.router.add_post("/console/login", login)

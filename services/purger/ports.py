@@ -1,7 +1,8 @@
 """What the purger needs from outside, one Protocol each. adapters/mongo.py, s3.py, milvus.py and backups.py
 implement them on the real stores, adapters/memory.py in memory (shared/fakes.py holds the retention store's fake).
-One contract runs against both: tests/integration/test_purger_progress.py, test_purger_ledger.py (with the MongoDB
-eraser), test_purger_backups.py and test_retention_store.py."""
+One contract runs against both: tests/integration/test_purger_erasers.py (each store's eraser), test_purger_progress.py,
+test_purger_ledger.py (with the MongoDB eraser), test_purger_backups.py and test_intake_client.py (the rules and holds,
+read from intake)."""
 
 from __future__ import annotations
 

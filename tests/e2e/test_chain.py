@@ -32,7 +32,7 @@ from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
 from shared.signing import verify_document
-from tests.support import PARTIAL, free_port, ready
+from tests.support import PARTIAL, free_port, intake_reader_env, ready
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 ROOT = Path(__file__).parents[2]
@@ -47,7 +47,8 @@ def token(*scopes: str) -> str:
 @pytest_asyncio.fixture
 async def chain(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path):
     database = f"lethe_e2e_{uuid.uuid4().hex[:8]}"
-    ports = {name: free_port() for name in ("keyvault", "notifier", "audit")}
+    # intake too: it owns the contacts and the rules and holds, which notifier and keyvault read from its API.
+    ports = {name: free_port() for name in ("intake", "keyvault", "notifier", "audit")}
     env = os.environ | {
         "LETHE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LETHE_KAFKA_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}",
@@ -58,6 +59,8 @@ async def chain(kafka_bootstrap, mongo_url, smtp_catcher, tmp_path):
         "LETHE_SMTP_HOST": smtp_catcher[0],
         "LETHE_SMTP_PORT": str(smtp_catcher[1]),
         "LETHE_LOG_FORMAT": "json",
+        "INTAKE_HTTP_PORT": str(ports["intake"]),
+        **intake_reader_env(f"http://127.0.0.1:{ports['intake']}", AUTH),
         "KEYVAULT_HTTP_PORT": str(ports["keyvault"]),
         "KEYVAULT_LOCAL_KEYRING_FILE": str(tmp_path / "keyring.json"),
         "NOTIFIER_HTTP_PORT": str(ports["notifier"]),

@@ -31,12 +31,13 @@ class InMemoryStores:
         if dataset.name in self.fail_on:
             raise ConnectionError(f"{dataset.name}'s store is down")
         if dataset.name in self.missing:
-            where = dataset.mongo or dataset.milvus
-            error = (
-                f"the bucket '{dataset.s3.bucket}' does not exist"
-                if dataset.s3
-                else f"the collection '{where.collection if where else dataset.name}' does not exist"
-            )
+            # As the real erasers word it (the Mongo one also names its database, which the fake has none of).
+            if dataset.s3:
+                error = f"the bucket '{dataset.s3.bucket}' does not exist"
+            elif dataset.milvus:
+                error = f"the collection '{dataset.milvus.collection}' does not exist in Milvus"
+            else:
+                error = f"the collection '{dataset.mongo.collection if dataset.mongo else dataset.name}' does not exist"
             return DatasetOutcome(dataset=dataset.name, store=dataset.store, outcome="failed", error=error)
         mine = sorted(r for r, s in self.records.get(dataset.name, {}).items() if s == subject_id)
         if dataset.mode == "erase":
@@ -46,7 +47,7 @@ class InMemoryStores:
                 dataset=dataset.name,
                 store=dataset.store,
                 outcome="erased",
-                counts=DatasetCounts(records_erased=len(mine)),
+                counts=_erased(dataset.store, len(mine)),
             )
         tags = self.tagged.setdefault(dataset.name, {})
         ids = [r for r in mine if tags.get(r, request_id) == request_id]
@@ -157,6 +158,16 @@ class InMemoryProgress:
 
     async def mark_backups_expired(self, request_id: str, at: datetime) -> None:
         self.records[request_id].backups_expired_at = at
+
+
+def _erased(store: str, count: int) -> DatasetCounts:
+    """``count`` erased records in the unit the store's real eraser counts in: a record of an S3 dataset is one
+    object version (the fake keeps no delete markers), one of a Milvus dataset a vector."""
+    if store == "s3":
+        return DatasetCounts(object_versions_deleted=count)
+    if store == "milvus":
+        return DatasetCounts(vectors_deleted=count)
+    return DatasetCounts(records_erased=count)
 
 
 def _copy(record: PurgeRecord) -> PurgeRecord:

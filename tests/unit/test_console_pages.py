@@ -1,0 +1,163 @@
+"""The console's pages in process, over the in-memory sessions, services and audit log (no server, no browser):
+signing in and out, the cookie, the CSRF check, and pages drawn from what the other services answer."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from services.audit import console
+from services.audit.adapters.memory import InMemoryAuditLog, InMemoryConsoleSessions, InMemoryServices
+from services.audit.model import Session
+from services.audit.ports import LagReport
+from services.audit.settings import AuditSettings
+from shared.auth import AUDIT_READ, TokenVerifier, issue_token
+from shared.events import utcnow
+from shared.settings import AuthSettings
+from shared.signing import Signer
+
+pytestmark = pytest.mark.asyncio
+AUTH = AuthSettings(jwt_secret=SecretStr("unit-test-secret-of-at-least-32-bytes!"))
+SIGNER = Signer.from_seed_b64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+LAG: LagReport = (
+    [{"group": "lethe-purger", "topic": "deletion.requested", "lag": 3}],
+    {"deletion.requested.dlq": 0},
+    None,
+)
+
+
+@dataclass
+class ConsolePage:
+    """The console app under a test client, and the fakes behind it."""
+
+    client: TestClient
+    sessions: InMemoryConsoleSessions
+    services: InMemoryServices
+
+    async def sign_in(self, *, hours: float = 1) -> str:
+        """A session kept as signing in would keep it; its id, also set as the browser's cookie."""
+        session = Session(
+            "operator-token", "form-csrf", "ops-1", frozenset({AUDIT_READ}), utcnow() + timedelta(hours=hours)
+        )
+        session_id = await self.sessions.create(session)
+        self.client.session.cookie_jar.update_cookies({console.COOKIE: session_id})
+        return session_id
+
+
+@pytest_asyncio.fixture
+async def page() -> AsyncIterator[ConsolePage]:
+    sessions, services = InMemoryConsoleSessions(), InMemoryServices()
+
+    async def read_lag() -> LagReport:
+        return LAG
+
+    app = web.Application()
+    console.add_console(
+        app,
+        settings=AuditSettings(auth=AUTH),
+        audit_log=InMemoryAuditLog(),
+        signer=SIGNER,
+        verifier=TokenVerifier(AUTH),
+        sessions=sessions,
+        upstream=services,
+        read_lag=read_lag,
+        datamap=None,
+        clock=utcnow,
+    )
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield ConsolePage(client, sessions, services)
+    finally:
+        await client.close()
+
+
+async def test_a_visitor_without_a_live_session_is_sent_to_sign_in(page):
+    response = await page.client.get("/console/requests", allow_redirects=False)
+    assert (response.status, response.headers["Location"]) == (303, "/console/login")
+    await page.sign_in(hours=-1)
+    response = await page.client.get("/console/requests", allow_redirects=False)
+    assert (response.status, response.headers["Location"]) == (303, "/console/login")
+    assert page.sessions.sessions == {}  # the expired session was looked up, and dropped
+    assert page.services.calls == []
+
+
+async def test_signing_in_keeps_the_token_server_side_and_gives_the_browser_a_strict_cookie(page):
+    form = await page.client.get("/console/login")
+    assert form.status == 200
+    login_csrf = form.cookies[console.LOGIN_COOKIE].value
+    token = issue_token(AUTH, subject="ops-1", scopes=[AUDIT_READ], ttl=timedelta(hours=1))
+    response = await page.client.post(
+        "/console/login", data={"csrf": login_csrf, "token": token}, allow_redirects=False
+    )
+    assert (response.status, response.headers["Location"]) == (303, "/console/requests")
+    cookie = response.cookies[console.COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/console"
+    assert token not in cookie.value
+    [kept] = page.sessions.sessions.values()
+    assert (kept.token, kept.operator) == (token, "ops-1")
+
+
+async def test_signing_in_without_the_forms_csrf_token_is_refused(page):
+    token = issue_token(AUTH, subject="ops-1", scopes=[AUDIT_READ], ttl=timedelta(hours=1))
+    response = await page.client.post("/console/login", data={"csrf": "guessed", "token": token})
+    assert response.status == 403
+    assert page.sessions.sessions == {}
+
+
+async def test_the_requests_page_shows_what_intake_answers_to_the_operators_own_token(page):
+    await page.sign_in()
+    now = utcnow()
+    item = {
+        "request_id": "req-42",
+        "subject_id": "subj-7",
+        "status": "purging",
+        "channel": "api",
+        "created_at": now.isoformat(),
+        "deadline_at": (now + timedelta(days=30)).isoformat(),
+        "stages": {},
+    }
+    page.services.answer("intake", "GET", "/deletion_requests", 200, {"items": [item], "next_offset": 25})
+    response = await page.client.get("/console/requests?status=purging")
+    html = await response.text()
+    assert response.status == 200
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert 'href="/console/requests/req-42"' in html and "subj-7" in html and "left</span>" in html
+    assert 'href="/console/requests?status=purging&amp;offset=25"' in html
+    [(service, method, path, token, kwargs)] = page.services.calls
+    assert (service, method, path, token) == ("intake", "GET", "/deletion_requests", "operator-token")
+    assert kwargs == {"params": {"limit": "25", "offset": "0", "status": "purging"}}
+
+
+async def test_the_requests_page_shows_why_intake_refused(page):
+    await page.sign_in()
+    page.services.answer("intake", "GET", "/deletion_requests", 403, {"detail": "the token lacks deletion:any"})
+    html = await (await page.client.get("/console/requests")).text()
+    assert '<div class="error">the token lacks deletion:any</div>' in html
+    assert "No requests match." in html
+
+
+async def test_the_health_page_asks_every_service_and_shows_kafkas_lag(page):
+    await page.sign_in()
+    page.services.answer("intake", "GET", "/readyz", 200, {"status": "ready"})
+    page.services.answer("purger", "GET", "/readyz", 503, {"status": "not ready"})
+    html = await (await page.client.get("/console/health")).text()
+    assert sorted(call[0] for call in page.services.calls) == ["intake", "keyvault", "notifier", "purger"]
+    assert all(call[3] is None for call in page.services.calls)  # readiness is asked without the operator's token
+    assert "not ready (503)" in html and "not ready (404)" in html
+    assert "lethe-purger" in html and "deletion.requested.dlq" in html
+
+
+async def test_signing_out_needs_the_sessions_csrf_token_and_forgets_the_session(page):
+    await page.sign_in()
+    refused = await page.client.post("/console/logout", data={"csrf": "wrong"}, allow_redirects=False)
+    assert refused.status == 403
+    assert len(page.sessions.sessions) == 1
+    response = await page.client.post("/console/logout", data={"csrf": "form-csrf"}, allow_redirects=False)
+    assert (response.status, response.headers["Location"]) == (303, "/console/login")
+    assert page.sessions.sessions == {}
