@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.audit import handlers
 from services.audit.model import Entry
 from services.audit.ports import AuditLog
 from shared.auth import AUDIT_READ, TokenVerifier
 from shared.datamap import DataMap
-from shared.problems import ProblemError, invalid
+from shared.problems import ProblemError, parse_params
 from shared.signing import Signer, public_key_b64
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -76,10 +76,7 @@ def _reader(request: web.Request) -> AuditApi:
 
 async def logs(request: web.Request) -> web.Response:
     api = _reader(request)
-    try:
-        query: Any = api.filters.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise invalid(exc, where="query") from exc
+    query: Any = parse_params(api.filters, request.query, where="query")
     types: set[str] | None = set(handlers.FAMILIES[query.type]) if query.type else None
     if query.event_type:
         types = {query.event_type} & types if types is not None else {query.event_type}

@@ -15,14 +15,10 @@ from shared.retention import Hold, Rule
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^req_[0-9a-f]{32}$")]
 HoldId = Annotated[str, StringConstraints(pattern=r"^hold_[0-9a-f]{32}$")]
-SUBJECT_ID: TypeAdapter[str] = TypeAdapter(SubjectId)
-REQUEST_ID: TypeAdapter[str] = TypeAdapter(RequestId)
-HOLD_ID: TypeAdapter[str] = TypeAdapter(HoldId)
 # A link's token is a JWT: three base64url parts.
 LinkToken = Annotated[
     str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){2}$")
 ]
-LINK_TOKEN: TypeAdapter[str] = TypeAdapter(LinkToken)
 IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 

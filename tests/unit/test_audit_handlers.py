@@ -1,30 +1,18 @@
 """audit's use cases against the in-memory log: recording a poll's events once, checkpoints when due, the chain
 verified, and a signed receipt (milliseconds, no server)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from services.audit import handlers
 from services.audit.adapters.memory import InMemoryAuditLog
 from shared import topics
-from shared.events import DatasetOutcome, DeletionPurged, DeletionRequested
-from shared.signing import Signer, public_key_b64, verify_document
+from shared.events import DatasetOutcome, DeletionPurged
+from shared.signing import public_key_b64, verify_document
+from tests.unit.test_audit_chain import SIGNER, T0, requested  # the chain tests' subject and key
 
 pytestmark = pytest.mark.asyncio
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-SIGNER = Signer.from_seed_b64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-
-
-def requested(i: int) -> DeletionRequested:
-    return DeletionRequested(
-        request_id=f"r{i}",
-        subject_id=f"u{i}",
-        producer="intake",
-        requested_by=f"u{i}",
-        deadline_at=T0 + timedelta(days=30),
-        backups_purged_by=T0 + timedelta(days=90),
-    )
 
 
 async def test_a_polls_events_are_recorded_once_in_order_and_the_chain_verifies():
