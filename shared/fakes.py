@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.contacts import Contact
+from shared.crypto import DecryptionError
 from shared.events import Event
 from shared.keyvault_client import KeyUnavailableError
-from shared.retention import Hold, Rule, RuleSet, StaleRuleSetError
+from shared.retention import Hold, InForce, Rule, RuleSet, StaleRuleSetError
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class InMemoryRetentionStore:
     async def holds_for(self, subject_id: str) -> list[Hold]:
         return [h for h in self.all_holds.values() if h.released_at is None and h.subject_id in (subject_id, None)]
 
+    async def in_force(self, subject_id: str) -> InForce:
+        return InForce(self.current, tuple(await self.holds_for(subject_id)))
+
     async def active_holds(self) -> list[Hold]:
         return [h for h in self.all_holds.values() if h.released_at is None]
 
@@ -128,27 +132,30 @@ class InMemoryContactStore:
 
 @dataclass
 class InMemoryKeyvault:
-    """The part of KeyvaultClient that seals and opens fields, and shreds keys; a shredded key opens nothing.
+    """The part of KeyvaultClient that seals and opens fields, and shreds keys. As keyvault: a shredded key opens
+    nothing sealed under it, and the next seal for that subject and dataset starts a new key.
 
     Not encryption: a "ciphertext" is an index into ``sealed``. Enough to test who may still read what.
     """
 
-    sealed: list[tuple[str, str, bytes]] = field(default_factory=list)
-    destroyed: set[tuple[str, str]] = field(default_factory=set)
+    sealed: list[tuple[str, str, int, bytes]] = field(default_factory=list)  # subject, dataset, key generation, text
+    generation: dict[tuple[str, str], int] = field(default_factory=dict)
+    destroyed: set[tuple[str, str]] = field(default_factory=set)  # whose current key is shredded
     destroy_calls: list[tuple[str, str, str]] = field(default_factory=list)  # (subject, dataset, request_id)
 
     async def encrypt(self, subject_id: str, dataset: str, plaintext: bytes) -> str:
-        if (subject_id, dataset) in self.destroyed:
-            raise KeyUnavailableError(410, "the key is destroyed")
-        self.sealed.append((subject_id, dataset, plaintext))
+        if (subject_id, dataset) in self.destroyed:  # a new key
+            self.destroyed.discard((subject_id, dataset))
+            self.generation[(subject_id, dataset)] = self.generation.get((subject_id, dataset), 0) + 1
+        self.sealed.append((subject_id, dataset, self.generation.get((subject_id, dataset), 0), plaintext))
         return f"fake:{len(self.sealed) - 1}"
 
     async def decrypt(self, subject_id: str, dataset: str, ciphertext: str) -> bytes:
-        if (subject_id, dataset) in self.destroyed:
-            raise KeyUnavailableError(410, "the key is destroyed")
-        owner, kind, plaintext = self.sealed[int(ciphertext.removeprefix("fake:"))]
+        owner, kind, generation, plaintext = self.sealed[int(ciphertext.removeprefix("fake:"))]
         if (owner, kind) != (subject_id, dataset):
-            raise ValueError("sealed for another subject or dataset")
+            raise DecryptionError("sealed for another subject or dataset")
+        if (subject_id, dataset) in self.destroyed or generation < self.generation.get((subject_id, dataset), 0):
+            raise KeyUnavailableError(410, "the key is destroyed")
         return plaintext
 
     async def destroy_key(self, subject_id: str, dataset: str, *, request_id: str) -> None:

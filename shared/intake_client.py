@@ -19,7 +19,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from shared.contacts import Contact
-from shared.retention import Hold, Rule, RuleSet
+from shared.retention import Hold, InForce, Rule, RuleSet
 
 
 class IntakeClient:
@@ -58,22 +58,22 @@ class IntakeClient:
         except ConnectionError:
             return False
 
-    async def rule_set(self) -> RuleSet:
-        body = await self._get("/internal/rules")
+    async def _required(self, path: str, **params: str) -> dict[str, Any]:
+        body = await self._get(path, **params)
         if body is None:
-            raise ConnectionError("intake has no /internal/rules")
-        changed_at = body.get("changed_at")
-        return RuleSet(
-            version=body["version"],
-            rules=tuple(Rule.model_validate(r) for r in body["rules"]),
-            changed_at=datetime.fromisoformat(changed_at) if changed_at else None,
-            changed_by=body.get("changed_by"),
-        )
+            raise ConnectionError(f"intake has no {path}")
+        return body
+
+    async def rule_set(self) -> RuleSet:
+        return _rule_set(await self._required("/internal/rules"))
+
+    async def in_force(self, subject_id: str) -> InForce:
+        """The rule set and this subject's unreleased holds, in one round trip (before each destructive step)."""
+        body = await self._required("/internal/retention", subject_id=subject_id)
+        return InForce(_rule_set(body), tuple(_holds(body)))
 
     async def _holds(self, **params: str) -> list[Hold]:
-        body = await self._get("/internal/holds", **params)
-        fields = set(Hold.model_fields)
-        return [Hold.model_validate({k: v for k, v in h.items() if k in fields}) for h in (body or {}).get("holds", [])]
+        return _holds(await self._required("/internal/holds", **params))
 
     async def holds_for(self, subject_id: str) -> list[Hold]:
         """The unreleased holds that cover this subject (its own, and those of everyone)."""
@@ -94,6 +94,22 @@ class IntakeClient:
         if body is None:
             return None
         return Contact(body["request_id"], body["subject_id"], body["email_ciphertext"])
+
+
+def _rule_set(body: dict[str, Any]) -> RuleSet:
+    changed_at = body.get("changed_at")
+    return RuleSet(
+        version=body["version"],
+        rules=tuple(Rule.model_validate(r) for r in body["rules"]),
+        changed_at=datetime.fromisoformat(changed_at) if changed_at else None,
+        changed_by=body.get("changed_by"),
+    )
+
+
+def _holds(body: dict[str, Any]) -> list[Hold]:
+    """The holds of an answer, without the view-only fields intake adds (``active``)."""
+    fields = set(Hold.model_fields)
+    return [Hold.model_validate({k: v for k, v in h.items() if k in fields}) for h in body.get("holds", [])]
 
 
 def intake_client(url: str, token: SecretStr | None) -> IntakeClient:

@@ -73,6 +73,18 @@ class RuleSet:
 
 
 @dataclass(frozen=True)
+class InForce:
+    """The retention state one subject's destructive step decides from: the rule set and the subject's unreleased
+    holds (its own and everyone's), read together in one call at the moment it acts."""
+
+    rules: RuleSet
+    holds: tuple[Hold, ...]
+
+    def retained(self, now: datetime) -> dict[str, Retention]:
+        return retained_datasets(self.rules.rules, self.holds, now)
+
+
+@dataclass(frozen=True)
 class Retention:
     """Why a dataset is kept: the rule or hold that keeps it."""
 

@@ -9,7 +9,7 @@ from services.audit import api, console, handlers
 from services.audit.adapters.kafka_lag import consumer_lag
 from services.audit.adapters.log import MongoAuditLog
 from services.audit.adapters.sessions import MongoConsoleSessions
-from services.audit.adapters.upstream import Upstream
+from services.audit.adapters.upstream import Upstream, service_urls
 from services.audit.openapi import build_spec
 from services.audit.ports import AuditLog
 from services.audit.settings import AuditSettings
@@ -62,7 +62,7 @@ def create_app(settings: AuditSettings, *, deps: ServiceDeps | None = None) -> S
         clock=utcnow,
         page_cap=settings.page_size_cap,
     )
-    upstream = Upstream(settings)
+    upstream = Upstream(service_urls(settings))
     console.add_console(
         web_app,
         settings=settings,

@@ -41,6 +41,7 @@ from services.intake.schemas import (
     HoldPath,
     HoldsQuery,
     InForceHoldsQuery,
+    InForceQuery,
     RequestPath,
     RequestsQuery,
     RulesPatch,
@@ -348,6 +349,18 @@ async def holds_in_force(request: web.Request) -> web.Response:
     return web.json_response({"holds": [hold_view(h, now) for h in holds]}, headers=NO_STORE)
 
 
+async def retention_in_force(request: web.Request) -> web.Response:
+    """The rule set and a subject's unreleased holds in one answer: what the purger and keyvault read before each
+    destructive step of one deletion (they decide at their own moment what is still kept)."""
+    api = request.app[INTAKE]
+    api.verifier.require(request, RETENTION_READ, RETENTION_ADMIN)
+    query: InForceQuery = parse_params(InForceQuery, request.query, where="query")
+    state = await api.retention.in_force(query.subject_id)
+    rules, now = state.rules, api.clock()
+    body = rule_set_view(rules.version, rules.rules, rules.changed_at, rules.changed_by)
+    return web.json_response(body | {"holds": [hold_view(h, now) for h in state.holds]}, headers=NO_STORE)
+
+
 async def request_contact(request: web.Request) -> web.Response:
     """A request's sealed address, for notifier's final notice (ciphertext: only keyvault opens it)."""
     api = request.app[INTAKE]
@@ -380,4 +393,5 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:
     app.router.add_delete("/legal_holds/{hold_id}", release_hold)
     app.router.add_get("/internal/rules", get_rules)
     app.router.add_get("/internal/holds", holds_in_force)
+    app.router.add_get("/internal/retention", retention_in_force)
     app.router.add_get("/internal/contacts/{request_id}", request_contact)

@@ -10,6 +10,7 @@ from services.intake.schemas import (
     HoldPath,
     HoldsQuery,
     InForceHoldsQuery,
+    InForceQuery,
     RequestPath,
     RequestsQuery,
     RulesPatch,
@@ -147,6 +148,15 @@ SPEC.add(
     {"200": "holds"},
     auth=f"{RETENTION_READ} or {RETENTION_ADMIN}",
     query=InForceHoldsQuery,
+)
+SPEC.add(
+    "get",
+    "/internal/retention",
+    "The rule set (with its version) and a subject's unreleased holds in one answer: what the purger and keyvault "
+    "read before each destructive step of one deletion",
+    {"200": "version, rules, changed_at, changed_by, holds"},
+    auth=f"{RETENTION_READ} or {RETENTION_ADMIN}",
+    query=InForceQuery,
 )
 SPEC.add(
     "get",

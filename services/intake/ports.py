@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
 from shared.contacts import Contact
 from shared.events import Channel, DeletionRequested, Event
-from shared.retention import Hold, Rule, RuleSet
+from shared.retention import Hold, InForce, Rule, RuleSet
 
 
 class RequestStore(Protocol):
@@ -124,6 +124,8 @@ class RetentionStore(Protocol):
     ) -> list[Hold]: ...
 
     async def holds_for(self, subject_id: str) -> list[Hold]: ...
+
+    async def in_force(self, subject_id: str) -> InForce: ...
 
     async def active_holds(self) -> list[Hold]: ...
 

@@ -70,6 +70,12 @@ class InForceHoldsQuery(_Body):
     ending_until: AwareDatetime | None = Field(default=None, description="ending at or before")
 
 
+class InForceQuery(_Body):
+    """Whose retention state: the rule set and this subject's unreleased holds."""
+
+    subject_id: SubjectId
+
+
 class HoldsQuery(_Body):
     subject_id: SubjectId | None = None
     active: bool = True

@@ -36,7 +36,7 @@ from shared.events import (
     LeftKey,
     RetainedKey,
 )
-from shared.retention import Retention, retained_datasets
+from shared.retention import Retention
 
 log = structlog.get_logger(__name__)
 
@@ -182,8 +182,7 @@ async def destroy_all(vault: Vault, records: Sequence[KeyRecord], *, request_id:
 
 async def retained_now(vault: Vault, subject_id: str) -> dict[str, Retention]:
     """What the rules and holds in force right now keep of this subject, and why."""
-    rules = (await vault.retention.rule_set()).rules
-    return retained_datasets(rules, await vault.retention.holds_for(subject_id), vault.clock())
+    return (await vault.retention.in_force(subject_id)).retained(vault.clock())
 
 
 def _kept_by(outcome: DatasetOutcome) -> Retention:

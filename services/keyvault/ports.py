@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from services.keyvault.model import KeyRecord
-from shared.retention import Hold, RuleSet
+from shared.retention import InForce
 
 
 class KeyStore(Protocol):
@@ -63,6 +63,6 @@ class KeyEncryptionKey(Protocol):
 class RetentionReader(Protocol):
     """The rules and holds in force (intake writes them), asked before any key is destroyed."""
 
-    async def rule_set(self) -> RuleSet: ...
-
-    async def holds_for(self, subject_id: str) -> list[Hold]: ...
+    async def in_force(self, subject_id: str) -> InForce:
+        """The rule set and this subject's unreleased holds, read together."""
+        ...

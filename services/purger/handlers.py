@@ -85,8 +85,7 @@ def purged_event(record: PurgeRecord, round_: int, datamap: DataMap) -> Deletion
 
 async def retained_now(p: Purger, subject_id: str, now: datetime) -> dict[str, Retention]:
     """What the rules and holds in force at ``now`` keep of this subject, and why."""
-    rules = (await p.retention.rule_set()).rules
-    return retained_datasets(rules, await p.retention.holds_for(subject_id), now)
+    return (await p.retention.in_force(subject_id)).retained(now)
 
 
 async def _run_round(p: Purger, record: PurgeRecord, round_: int, datasets: Sequence[Dataset]) -> PurgeRecord:

@@ -13,7 +13,7 @@ from typing import Protocol
 from services.purger.model import Backup, LedgerChunk, PurgeRecord
 from shared.datamap import Dataset
 from shared.events import DatasetOutcome
-from shared.retention import Hold, RuleSet
+from shared.retention import Hold, InForce, RuleSet
 
 
 class Eraser(Protocol):
@@ -86,7 +86,9 @@ class RetentionReader(Protocol):
 
     async def rule_set(self) -> RuleSet: ...
 
-    async def holds_for(self, subject_id: str) -> list[Hold]: ...
+    async def in_force(self, subject_id: str) -> InForce:
+        """The rule set and this subject's unreleased holds, read together."""
+        ...
 
     async def active_holds(self) -> list[Hold]: ...
 

@@ -70,6 +70,18 @@ async def test_a_subjects_holds_are_its_own_and_everyones_and_never_a_released_o
     assert sorted(h.hold_id for h in await reader.active_holds()) == ["hold_a", "hold_all", "hold_b"]
 
 
+async def test_the_retention_in_force_for_a_subject_is_the_rule_set_and_its_holds_in_one_answer(sides):
+    writer, _, reader, _ = sides
+    await writer.replace_rules((TAX,), expected_version=0, by="dpo", at=NOW)
+    await writer.place_hold(hold("hold_a", "u1"))
+    await writer.place_hold(hold("hold_all", None))
+    await writer.place_hold(hold("hold_b", "u2"))
+    state = await reader.in_force("u1")
+    assert (state.rules.version, state.rules.rules) == (1, (TAX,))
+    assert sorted(h.hold_id for h in state.holds) == ["hold_a", "hold_all"]
+    assert set(state.retained(NOW)) == {*TAX.datasets, *hold("hold_a", "u1").datasets}
+
+
 async def test_the_holds_ending_in_a_window(sides):
     writer, _, reader, _ = sides
     await writer.place_hold(hold("hold_soon", "u1", ends_at=NOW + timedelta(hours=1)))

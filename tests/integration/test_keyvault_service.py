@@ -1,8 +1,12 @@
 """keyvault running on the real stack: keys over HTTP, crypto-shredding driven by Kafka (KEKs: test_keyvault_kek.py)."""
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,7 +17,9 @@ from services.keyvault.app import create_app
 from services.keyvault.settings import KeyvaultSettings
 from shared import topics
 from shared.auth import KEYS_ADMIN, KEYS_USE, issue_token
+from shared.crypto import DecryptionError
 from shared.events import DatasetOutcome, DeletionKeysDestroyed, DeletionPurged, decode_event
+from shared.fakes import InMemoryKeyvault
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, KeyvaultClient
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
@@ -28,8 +34,8 @@ def token(*scopes: str, subject: str = "svc-test") -> str:
     return issue_token(AUTH, subject=subject, scopes=scopes, ttl=timedelta(minutes=5))
 
 
-@pytest_asyncio.fixture
-async def keyvault(kafka_bootstrap, mongo_url, tmp_path):
+@contextlib.asynccontextmanager
+async def running_keyvault(kafka_bootstrap: str, mongo_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     # A group of its own from the end of the log: what other runs left on the topics is not this test's to wait for.
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap, group_prefix=f"t{uuid.uuid4().hex[:6]}", start_from="latest"
@@ -48,6 +54,12 @@ async def keyvault(kafka_bootstrap, mongo_url, tmp_path):
         await service.start()
         yield service, f"http://127.0.0.1:{settings.http_port}", kafka
         await service.stop()
+
+
+@pytest_asyncio.fixture
+async def keyvault(kafka_bootstrap, mongo_url, tmp_path):
+    async with running_keyvault(kafka_bootstrap, mongo_url, tmp_path) as found:
+        yield found
 
 
 async def test_a_subjects_data_is_unreadable_after_deletion_and_others_are_not(keyvault):
@@ -130,3 +142,40 @@ async def test_the_key_api_refuses_missing_wrong_and_underscoped_tokens(keyvault
             f"{url}/v1/subjects/u1/keys", headers={"Authorization": f"Bearer {token(KEYS_ADMIN)}"}
         ) as r:
             assert r.status == 200
+
+
+@pytest_asyncio.fixture(params=["fake", "keyvault"])
+async def sealer(request, kafka_bootstrap, mongo_url, tmp_path):
+    """The Sealer port (intake seals the contact address; notifier opens it) on both sides: the in-memory fake and
+    KeyvaultClient against a running keyvault."""
+    if request.param == "fake":
+        yield InMemoryKeyvault()
+        return
+    async with (
+        running_keyvault(kafka_bootstrap, mongo_url, tmp_path) as (_, url, _),
+        KeyvaultClient(url, token=token(KEYS_USE, KEYS_ADMIN)) as client,
+    ):
+        yield client
+
+
+async def test_sealer_contract_what_is_sealed_opens_only_for_its_subject_and_dataset_until_its_key_is_destroyed(
+    sealer,
+):
+    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    address = await sealer.encrypt(alice, "contact", b"alice@example.test")
+    profile = await sealer.encrypt(alice, "profiles", b"alice's profile")
+    theirs = await sealer.encrypt(bob, "contact", b"bob@example.test")
+    assert await sealer.decrypt(alice, "contact", address) == b"alice@example.test"
+    with pytest.raises((DecryptionError, KeyUnavailableError)):
+        await sealer.decrypt(bob, "contact", address)  # another subject's key does not open it
+
+    await sealer.destroy_key(alice, "contact", request_id="req-contract")
+    with pytest.raises(KeyUnavailableError):
+        await sealer.decrypt(alice, "contact", address)
+    await sealer.destroy_key(alice, "contact", request_id="req-contract")  # again: idempotent
+    later = await sealer.encrypt(alice, "contact", b"alice@new.example")  # she comes back: a new key
+    assert await sealer.decrypt(alice, "contact", later) == b"alice@new.example"
+    with pytest.raises(KeyUnavailableError):
+        await sealer.decrypt(alice, "contact", address)  # the old one stays shredded
+    assert await sealer.decrypt(alice, "profiles", profile) == b"alice's profile"  # the subject's other dataset
+    assert await sealer.decrypt(bob, "contact", theirs) == b"bob@example.test"  # another subject

@@ -64,6 +64,7 @@ async def test_holds_are_placed_once_released_once_and_found_for_their_subject_o
     again = await store.release_hold("hold_a", by="someone else", at=T0 + timedelta(days=2))
     assert released == again and not released.active(T0) and released.released_by == "legal"
     assert {h.hold_id for h in await store.holds_for("u1")} == {"hold_b"}
+    assert {h.hold_id for h in (await store.in_force("u1")).holds} == {"hold_b"}
     page = await store.holds(subject_id=None, active_only=False, limit=1, after=None)
     rest = await store.holds(subject_id=None, active_only=False, limit=10, after=page[0].hold_id)
     assert [h.hold_id for h in page + rest] == ["hold_a", "hold_b"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.intake import handlers
-from services.intake.adapters.memory import InMemoryRequestStore
+from services.intake.adapters.memory import InMemoryAccountDirectory, InMemoryRequestStore
 from services.intake.deletions import Deletions
 from services.intake.handlers import RulePatchError, due_overdue, fold, new_request, patch_rules
 from services.intake.model import DeletionRequest
@@ -278,17 +278,12 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_and_others_do_n
 # --- Intents: upstream services ask for deletions on the bus ---------------------------------------------------
 
 
-class Accounts:
-    """The accounts directory (AccountDirectory) in memory: subject id -> the address the final notice goes to."""
-
-    def __init__(self, **addresses: str) -> None:
-        self.addresses = addresses
-
-    async def subject_for(self, email_hash: str) -> str | None:
-        return None
-
-    async def stored_address(self, subject_id: str) -> str | None:
-        return self.addresses.get(subject_id)
+def accounts(**addresses: str) -> InMemoryAccountDirectory:
+    """The accounts directory in memory: subject id -> the address the final notice goes to."""
+    directory = InMemoryAccountDirectory()
+    for subject, address in addresses.items():
+        directory.add(subject, email_hash=f"hash-of-{subject}", address=address)
+    return directory
 
 
 class Relay:
@@ -306,7 +301,7 @@ def deletions(store: InMemoryRequestStore | None = None, now: datetime = T0, **a
         settings=IntakeSettings(deadline_days=30, backups_days=90),
         datamap=UNIT_DATAMAP,
         requests=store or InMemoryRequestStore(),
-        accounts=Accounts(**addresses),
+        accounts=accounts(**addresses),
         contacts=InMemoryContactStore(),
         keyvault=InMemoryKeyvault(),
         clock=lambda: now,

@@ -255,13 +255,13 @@ async def test_a_rule_change_reads_only_the_requests_whose_kept_datasets_it_may_
     for subject in SUBJECTS:
         await c.request(subject)
     asked: list[str] = []
-    holds_for = c.retention.holds_for
+    in_force = c.retention.in_force
 
     async def counting(subject: str) -> Any:
         asked.append(subject)
-        return await holds_for(subject)
+        return await in_force(subject)
 
-    c.retention.holds_for = counting  # type: ignore[method-assign]
+    c.retention.in_force = counting  # type: ignore[method-assign]
     fraud = Rule(rule_id="fraud-5y", datasets=("profiles",), legal_basis="legitimate interest", legal_ref="AML §8")
     await c.set_rules(TAX, fraud)
     assert asked == []  # the tax rule still covers every kept invoice: no request is read

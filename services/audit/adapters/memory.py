@@ -113,13 +113,15 @@ class InMemoryConsoleSessions:
 
 class InMemoryServices:
     """The Services port in memory: each (service, method, path) answers what a test registered with ``answer``,
-    anything else (404, {"detail": ...}); every call is recorded in ``calls``. Like Upstream, a service it has no
-    URL for is a KeyError, a bug in the caller rather than an answer."""
+    anything else (404, {"detail": ...}); every call is recorded in ``calls``. A service marked ``down`` answers as
+    an unreachable one does (status 0). Like Upstream, a service it has no URL for is a KeyError, a bug in the caller
+    rather than an answer."""
 
     def __init__(self, names: Iterable[str] = ("intake", "purger", "keyvault", "notifier")) -> None:
         self.urls = {name: f"http://{name}.invalid" for name in names}
         self.answers: dict[tuple[str, str, str], tuple[int, Any]] = {}
         self.calls: list[tuple[str, str, str, str | None, dict[str, Any]]] = []
+        self.down: set[str] = set()
 
     def answer(self, service: str, method: str, path: str, status: int, body: Any = None) -> None:
         """From now on, ``method path`` on ``service`` answers (status, body)."""
@@ -129,6 +131,8 @@ class InMemoryServices:
         if service not in self.urls:
             raise KeyError(service)
         self.calls.append((service, method.upper(), path, token, kwargs))
+        if service in self.down:
+            return 0, {"detail": f"{service} could not be reached: ClientConnectorError"}
         status, body = self.answers.get(
             (service, method.upper(), path), (404, {"detail": f"{service} has no {method.upper()} {path}"})
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -10,16 +11,20 @@ import aiohttp
 from services.audit.settings import AuditSettings
 
 
+def service_urls(settings: AuditSettings) -> dict[str, str]:
+    return {
+        "intake": settings.intake_url,
+        "purger": settings.purger_url,
+        "keyvault": settings.keyvault_url,
+        "notifier": settings.notifier_url,
+    }
+
+
 class Upstream:
     """The other services' APIs, called with the signed-in operator's token."""
 
-    def __init__(self, settings: AuditSettings) -> None:
-        self.urls = {
-            "intake": settings.intake_url,
-            "purger": settings.purger_url,
-            "keyvault": settings.keyvault_url,
-            "notifier": settings.notifier_url,
-        }
+    def __init__(self, urls: Mapping[str, str]) -> None:
+        self.urls = dict(urls)
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

@@ -1,12 +1,16 @@
-"""An in-memory RequestStore, for unit tests; the same contract test runs against it and MongoRequestStore."""
+"""intake's ports in memory, for unit tests: the request store, the outbox and the accounts directory. One contract
+runs against each and its MongoDB adapter (tests/integration/test_request_store.py, test_intake_ports.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from services.intake.model import DeletionRequest, Reservation, StoredReply
+from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
 from shared.events import DeletionRequested
+from shared.fakes import InMemoryRetentionStore
 
 
 class InMemoryRequestStore:
@@ -95,3 +99,47 @@ class InMemoryRequestStore:
     async def forget_key(self, key: str) -> None:
         if key in self.keys and self.keys[key][3] is None:
             del self.keys[key]
+
+
+class InMemoryOutbox:
+    """The events the in-memory request and retention stores hold for publication, one entry per event."""
+
+    def __init__(self, requests: InMemoryRequestStore, retention: InMemoryRetentionStore) -> None:
+        self._held: dict[str, list[Any]] = {
+            "claims": requests.outbox,
+            "retention": retention.outbox,
+        }
+
+    async def pending(self, limit: int = 100) -> list[PendingEvents]:
+        return [
+            PendingEvents(name, str(event.event_id), (event.model_dump_json(),))
+            for name, events in self._held.items()
+            for event in events[:limit]
+        ]
+
+    async def clear(self, entry: PendingEvents) -> None:
+        events = self._held[entry.collection]
+        events[:] = [e for e in events if e.model_dump_json() not in entry.raw]
+
+
+@dataclass
+class InMemoryAccountDirectory:
+    """The accounts: subject id -> (the keyed hash of its address, the address field as stored). A tagged account
+    (awaiting its hard delete) is found by neither lookup, as ``shared.liveread`` has every reader do."""
+
+    accounts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    tagged: set[str] = field(default_factory=set)
+
+    def add(self, subject_id: str, *, email_hash: str, address: str | None = None, tagged: bool = False) -> None:
+        self.accounts[subject_id] = (email_hash, address)
+        if tagged:
+            self.tagged.add(subject_id)
+
+    async def subject_for(self, email_hash: str) -> str | None:
+        found = [s for s, (h, _) in self.accounts.items() if h == email_hash and s not in self.tagged]
+        return found[0] if found else None
+
+    async def stored_address(self, subject_id: str) -> str | None:
+        if subject_id in self.tagged or subject_id not in self.accounts:
+            return None
+        return self.accounts[subject_id][1] or None

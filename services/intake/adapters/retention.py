@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from shared.events import Event
-from shared.retention import Hold, Rule, RuleSet, StaleRuleSetError
+from shared.retention import Hold, InForce, Rule, RuleSet, StaleRuleSetError
 
 # Documents that carry events still to be published keep them (as JSON) in this field until a relay sends them.
 OUTBOX_FIELD = "outbox"
@@ -108,6 +109,11 @@ class MongoRetentionStore:
         """The active holds that cover this subject: their own, and those on everyone."""
         cursor = self._holds.find({"subject_id": {"$in": [subject_id, None]}, "released_at": None})
         return [_hold(doc) async for doc in cursor]
+
+    async def in_force(self, subject_id: str) -> InForce:
+        """The rule set and this subject's unreleased holds, read side by side (one call for a destructive step)."""
+        rules, holds = await asyncio.gather(self.rule_set(), self.holds_for(subject_id))
+        return InForce(rules, tuple(holds))
 
     async def active_holds(self) -> list[Hold]:
         """Every hold not released (those past their ``ends_at`` too: ask :meth:`Hold.active`)."""
