@@ -19,7 +19,7 @@ run: ## Install, start the stack and the five services, stream their logs; Ctrl-
 test: ## Install, start the stack, run every test layer against it, stop it; exits with the tests' status
 	@$(LOCAL)/test.sh
 
-up: setup ## Start the local stack (Kafka, SecantusDB, SeaweedFS, Milvus Lite, SMTP catcher) in the background
+up: setup ## Start the local stack (Kafka, SecantusDB, PostgreSQL, SeaweedFS, Milvus Lite, SMTP) in the background
 	@$(LOCAL)/stack.sh up
 
 down: ## Stop the five services and the local stack

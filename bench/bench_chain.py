@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pymilvus import MilvusClient
@@ -41,6 +42,7 @@ from pymilvus import MilvusClient
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from ops.seeding import Seeder
+from services.purger.adapters.postgres import child_deletes, quoted
 from services.purger.adapters.s3 import list_versions
 from services.purger.settings import PurgerSettings
 from shared.auth import KEYS_USE
@@ -48,11 +50,11 @@ from shared.datamap import DataMap, load_datamap
 from shared.keyvault_client import KeyvaultClient
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
-from shared.settings import MilvusSettings, MongoSettings, S3Settings
+from shared.settings import MilvusSettings, MongoSettings, PostgresSettings, S3Settings
 from tests.pipeline import ROOT, SERVICES, Api, Pipeline, Servers, WebhookReceiver, token
 
 SHIPPED_DATAMAP = ROOT / "deploy" / "datamap.yaml"
-STACK = ("kafka", "mongo", "seaweedfs", "milvus")  # the servers whose CPU counts (var/run/<name>.pid)
+STACK = ("kafka", "mongo", "postgres", "seaweedfs", "milvus")  # the servers whose CPU counts (var/run/<name>.pid)
 SEED_BATCH = 250
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -78,16 +80,39 @@ def settings_of(p: Pipeline) -> PurgerSettings:
 
 
 def own_datamap(workdir: Path, tag: str) -> tuple[DataMap, Path]:
-    """The shipped data map with Milvus collections of this run's own (``<name>_<tag>``): Milvus Lite scans a whole
-    collection per delete, so vectors left by earlier runs would make each run slower than the last."""
+    """The shipped data map with Milvus collections of this run's own (``<name>_<tag>``) and PostgreSQL tables in a
+    schema of its own (``bench_<tag>``): Milvus Lite scans a whole collection per delete, so vectors left by earlier
+    runs would make each run slower than the last, and rows left behind would grow the tables."""
     raw = yaml.safe_load(SHIPPED_DATAMAP.read_text())
+
+    def own_table(table: str) -> str:
+        return f"bench_{tag}.{table.rsplit('.', 1)[-1]}"
+
     for dataset in raw["datasets"]:
         if "milvus" in dataset:
             dataset["milvus"]["collection"] = f"{dataset['milvus']['collection']}_{tag}"
+        if "postgres" in dataset:
+            dataset["postgres"]["table"] = own_table(dataset["postgres"]["table"])
+            for child in dataset["postgres"].get("cascade", []):
+                child["table"] = own_table(child["table"])
     path = workdir / "datamap.yaml"
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_datamap(path), path
+
+
+async def drop_schemas(datamap: DataMap) -> None:
+    """The run's PostgreSQL schemas (its tables), as the run's MongoDB database and Milvus collections are dropped."""
+    schemas = {
+        d.postgres.table.split(".")[0] for d in datamap.datasets if d.postgres is not None and "." in d.postgres.table
+    }
+    if schemas:
+        conn = await asyncpg.connect(PostgresSettings().url.get_secret_value())
+        try:
+            for schema in schemas:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(schema)} CASCADE")
+        finally:
+            await conn.close()
 
 
 async def seed(p: Pipeline, datamap: DataMap, subjects: list[str]) -> float:
@@ -109,19 +134,22 @@ async def seed(p: Pipeline, datamap: DataMap, subjects: list[str]) -> float:
 # --- what each process spends -------------------------------------------------------------------------------------
 
 
+def _stats() -> list[list[str]]:
+    """The fields after the command name of every live process's /proc/<pid>/stat: [0] state, [1] parent pid,
+    [2] process group, [11] utime, [12] stime, [13] cutime, [14] cstime (in clock ticks)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.append((entry / "stat").read_text().rsplit(")", 1)[1].split())
+            except OSError:
+                continue
+    return found
+
+
 def _group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of every live process in a process group (a server and its children)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields[0] is the state; pgrp is the 5th field of stat, the 3rd after ")"
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK
+    return sum(int(f[11]) + int(f[12]) for f in _stats() if int(f[2]) == pgid) / TICK
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -129,12 +157,21 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a server whose workers leave its process group (PostgreSQL's call setsid): its own, what its
+    exited children spent (reaped: cutime and cstime), and its live children's."""
+    own = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    children = sum(int(f[11]) + int(f[12]) for f in _stats() if int(f[1]) == pid)
+    return (sum(int(own[i]) for i in (11, 12, 13, 14)) + children) / TICK
+
+
 def cpu_seconds(p: Pipeline) -> dict[str, float]:
     cpu = {name: _process_cpu_s(p.procs[(name, 0)].pid) for name in SERVICES}
     for name in STACK:
         pid_file = ROOT / "var" / "run" / f"{name}.pid"
         if pid_file.exists():
-            cpu[name] = _group_cpu_s(int(pid_file.read_text()))
+            pid = int(pid_file.read_text())
+            cpu[name] = _tree_cpu_s(pid) if name == "postgres" else _group_cpu_s(pid)
     cpu["driver"] = _process_cpu_s(os.getpid())
     return cpu
 
@@ -219,11 +256,14 @@ async def run(api: Api, receiver: WebhookReceiver, subjects: list[str], rate: fl
 
 async def raw_limit(p: Pipeline, datamap: DataMap, subjects: list[str], milvus: MilvusClient) -> dict[str, Any]:
     """The same erasure issued straight at the stores, 16 subjects at a time: per collection one indexed
-    ``delete_many`` by subject, every S3 version with DeleteObjects, the Milvus vectors by filter."""
+    ``delete_many`` by subject, per PostgreSQL dataset one transaction deleting the child rows then the subject's,
+    every S3 version with DeleteObjects, the Milvus vectors by filter."""
     settings = settings_of(p)
     client = create_mongo_client(settings.mongo)
     db = client[p.database]
     mongo_sets = [d for d in datamap.datasets if d.mongo is not None and not d.exempt]
+    pg_sets = [d for d in datamap.datasets if d.postgres is not None and not d.exempt]
+    pg = await asyncpg.create_pool(PostgresSettings().url.get_secret_value(), min_size=1, max_size=16)
     s3_sets = [d for d in datamap.datasets if d.s3 is not None]
     milvus_sets = [d for d in datamap.datasets if d.milvus is not None]
     records = 0
@@ -239,6 +279,16 @@ async def raw_limit(p: Pipeline, datamap: DataMap, subjects: list[str], milvus: 
                     records += (
                         await db[d.mongo.collection].delete_many({d.mongo.subject_field: subject})
                     ).deleted_count
+                for d in pg_sets:
+                    assert d.postgres is not None
+                    loc = d.postgres
+                    where = f"{quoted(loc.table)} WHERE {quoted(loc.subject_column)} = $1"
+                    keys = f"SELECT {quoted(loc.primary_key)} FROM {where}"
+                    async with pg.acquire() as conn, conn.transaction():
+                        for statement in child_deletes(loc.cascade, keys):
+                            await conn.execute(statement, subject)
+                        status = await conn.execute(f"DELETE FROM {where}", subject)
+                        records += int(status.rsplit(" ", 1)[-1])
                 for d in s3_sets:
                     assert d.s3 is not None
                     versions = await list_versions(s3, d.s3.bucket, d.s3.prefix_for(subject))
@@ -255,6 +305,7 @@ async def raw_limit(p: Pipeline, datamap: DataMap, subjects: list[str], milvus: 
         await asyncio.gather(*(one(s) for s in subjects))
         took = time.monotonic() - started
     await client.close()
+    await pg.close()
     return {"deletions": len(subjects), "records": records, "throughput_per_s": len(subjects) / took}
 
 
@@ -284,7 +335,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"the runs delete {needed:,} people but only --people {args.people:,} are seeded")
     tag = uuid.uuid4().hex[:6]
     datamap, datamap_path = own_datamap(workdir, tag)
-    env |= {f"{name.upper()}_DATAMAP_PATH": str(datamap_path) for name in ("intake", "purger", "keyvault", "audit")}
+    env |= {
+        f"{name.upper()}_DATAMAP_PATH": str(datamap_path)
+        for name in ("intake", "purger", "keyvault", "notifier", "audit")
+    }
     p = Pipeline(servers(), workdir, extra_env=env)
     people = [f"bench-{tag}-{n:06d}" for n in range(args.people)]
     # Made first, and kept: a Milvus client made later in this process often fails to connect (pymilvus 3.0).
@@ -317,6 +371,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             if dataset.milvus is not None:
                 milvus.drop_collection(dataset.milvus.collection)
         milvus.close()
+        await drop_schemas(datamap)
     within = [r["offered_per_s"] for r in results.values() if r["offered_per_s"] and r["latency_s"]["p99"] <= 2.0]
     return {
         "machine": f"{os.cpu_count()} cores",

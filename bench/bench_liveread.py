@@ -102,10 +102,11 @@ async def tag(client: Any, db: str, args: argparse.Namespace, subjects: int, now
     ``--tag-with erase`` calls ``MongoEraser.erase`` as the purger does on ``deletion.requested``. Its search for
     the subject's records has a top-level ``$or`` (untagged, or tagged by this request), which SecantusDB answers by
     scanning the whole collection: seconds per request at a million documents. ``ids`` (the default) finds the
-    records by the indexed subject field instead, then lists and tags them with the eraser's own steps (``_list``,
-    then ``_tag``), which leave the same ledger chunks and tags behind.
+    records by the indexed subject field instead, then lists them in the ledger (``MongoPurgeLedger.add``) and tags them
+    with the eraser's own step (``_tag``), which leave the same ledger chunks and tags behind.
     """
-    eraser = MongoEraser(client, db, chunk_size=args.batch)
+    ledger = MongoPurgeLedger(client, db, chunk_size=args.batch)
+    eraser = MongoEraser(client, db, ledger=ledger)
     coll = client[db][DATASET.mongo.collection]
     todo = iter(range(subjects))
 
@@ -116,7 +117,7 @@ async def tag(client: Any, db: str, args: argparse.Namespace, subjects: int, now
             return
         ids = sorted([doc["_id"] async for doc in coll.find({"user_id": subject}, {"_id": 1})], key=str)
         assert len(ids) == args.per_subject, (subject, ids)
-        await eraser._list(DATASET, subject, request_id, ids, now)
+        await ledger.add(DATASET, DATASET.mongo.collection, subject, request_id, ids, now)
         await eraser._tag(coll, ids, request_id, now, now)
 
     async def worker() -> None:
@@ -306,7 +307,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     client = create_mongo_client(settings)
     db = settings.database
     coll = client[db]["usage_logs"]
-    eraser = MongoEraser(client, db, chunk_size=args.batch)
+    eraser = MongoEraser(client, db, ledger=MongoPurgeLedger(client, db, chunk_size=args.batch))
     print(
         f"live reads ({args.readers} readers, query {args.query}) alone and during the nightly purge of "
         f"{args.tagged:,} tagged records ({subjects:,} requests x {args.per_subject}) in {args.size:,} documents "

@@ -28,6 +28,7 @@ from shared.settings import (
     LogSettings,
     MilvusSettings,
     MongoSettings,
+    PostgresSettings,
     S3Settings,
     SmtpSettings,
 )
@@ -122,10 +123,21 @@ async def _milvus_ok() -> bool:
     return await asyncio.to_thread(probe)
 
 
+async def _postgres_ok() -> bool:
+    import asyncpg
+
+    connection = await asyncpg.connect(PostgresSettings().url.get_secret_value(), timeout=5)
+    try:
+        return bool(await connection.fetchval("SELECT 1") == 1)
+    finally:
+        await connection.close()
+
+
 _PROBES: dict[str, Callable[[], Awaitable[bool]]] = {
     "kafka": lambda: _kafka_ok(),
     "milvus": _milvus_ok,
     "mongo": _mongo_ok,
+    "postgres": _postgres_ok,
     "s3": lambda: s3_ping(S3Settings()),
     "smtp": lambda: smtp_ping(SmtpSettings()),
 }

@@ -1,6 +1,7 @@
 """Proof of erasure: look for a subject in every dataset of the data map, independently of what was reported.
 
-MongoDB records (through the subject field, tagged or not), S3 object versions and delete markers under the
+MongoDB records (through the subject field, tagged or not), PostgreSQL rows (the table's and, through the declared
+foreign keys, its child tables'; tagged or not), S3 object versions and delete markers under the
 subject's prefix, Milvus vectors, and the subject's data keys in keyvault. Anything found in a dataset that is
 neither exempt nor retained under a rule or hold means the erasure is not complete.
 """
@@ -12,12 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 from botocore.exceptions import ClientError
 
+from services.purger.adapters.postgres import child_deletes, quoted
 from shared.datamap import DataMap, Dataset
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
-from shared.settings import MilvusSettings, MongoSettings, S3Settings
+from shared.settings import MilvusSettings, MongoSettings, PostgresSettings, S3Settings
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,29 @@ async def _mongo(dataset: Dataset, subject_id: str, settings: MongoSettings) -> 
     finally:
         await client.close()
     return total, f"{total} record(s) in {dataset.mongo.collection}" + (f", {tagged} tagged" if tagged else "")
+
+
+async def _postgres(dataset: Dataset, subject_id: str, settings: PostgresSettings) -> tuple[int, str]:
+    loc = dataset.postgres
+    assert loc is not None
+    conn = await asyncpg.connect(settings.url.get_secret_value())
+    try:
+        table, subject = quoted(loc.table), quoted(loc.subject_column)
+        keys = f"SELECT {quoted(loc.primary_key)} FROM {table} WHERE {subject} = $1"
+        total = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {subject} = $1", subject_id)
+        tagged = 0
+        if loc.tag_column is not None:
+            tagged = await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE {subject} = $1 AND {quoted(loc.tag_column)} IS NOT NULL",
+                subject_id,
+            )
+        children = 0
+        for statement in child_deletes(loc.cascade, keys):  # the same rows the purger deletes, counted instead
+            children += await conn.fetchval(statement.replace("DELETE FROM", "SELECT count(*) FROM", 1), subject_id)
+    finally:
+        await conn.close()
+    detail = f"{total} row(s) in {loc.table}" + (f", {tagged} tagged" if tagged else "")
+    return total + children, detail + (f", {children} row(s) in child tables" if children else "")
 
 
 async def _s3(dataset: Dataset, subject_id: str, settings: S3Settings) -> tuple[int, str]:
@@ -122,6 +148,7 @@ async def check_erasure(
     s3: S3Settings,
     milvus: MilvusSettings,
     retained: dict[str, str],
+    postgres: PostgresSettings | None = None,
     keyvault_url: str | None = None,
     keyvault_token: str | None = None,
 ) -> ErasureReport:
@@ -134,9 +161,15 @@ async def check_erasure(
         except (aiohttp.ClientError, TimeoutError) as exc:
             findings.append(Finding("(keyvault)", "keyvault", 0, f"could not look: {exc!r}", "error"))
     for dataset in datamap.datasets:
+        if dataset.processor is not None:  # lethe cannot look into a processor's systems: its answer is the proof
+            detail = f"held by {dataset.processor.name}: its signed answer is in the request's receipt"
+            findings.append(Finding(dataset.name, "processor", 0, detail, "skipped"))
+            continue
         try:
             if dataset.store == "mongo":
                 found, detail = await _mongo(dataset, subject_id, mongo)
+            elif dataset.store == "postgres":
+                found, detail = await _postgres(dataset, subject_id, postgres or PostgresSettings())
             elif dataset.store == "s3":
                 found, detail = await _s3(dataset, subject_id, s3)
             else:

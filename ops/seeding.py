@@ -1,5 +1,8 @@
 """Demo data for ``lethe seed``: realistic records for N people in every dataset of the data map.
 
+PostgreSQL datasets get their tables (and child tables, schema and indexes) created if missing, with columns of
+the demo values' types; a real company's tables are its own, and lethe never creates them.
+
 Fields the data map marks as encrypted are sealed through keyvault under each person's key for the dataset, so a
 deletion later shows crypto-shredding at work; accounts carry the keyed hash intake's email channel looks up.
 """
@@ -8,20 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+import asyncpg
 from botocore.exceptions import ClientError
 from pymilvus import DataType, MilvusClient
 from pymongo import ReplaceOne
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.intake.settings import IntakeSettings
+from services.purger.adapters.postgres import quoted
 from services.purger.settings import PurgerSettings
 from shared.auth import KEYS_USE, operator_token
 from shared.contacts import email_lookup_hash
-from shared.datamap import DataMap, Dataset, load_datamap
+from shared.datamap import DataMap, Dataset, PostgresChild, load_datamap
 from shared.keyvault_client import KeyvaultClient, KeyvaultError
 from shared.mongo import create_mongo_client
 from shared.s3 import s3_client
@@ -49,6 +54,7 @@ class Seeder:
         self._s3_cm = s3_client(settings.s3)
         self._s3: Any = None
         self._milvus: MilvusClient | None = None
+        self._pg: asyncpg.Pool | None = None
         self.counts: dict[str, int] = {}
 
     @classmethod
@@ -71,6 +77,8 @@ class Seeder:
                 await self._ensure_bucket(dataset.s3.bucket)
             if dataset.milvus is not None:
                 self._ensure_milvus(dataset)
+            if dataset.postgres is not None and not dataset.exempt:
+                await self._ensure_tables(dataset)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -79,6 +87,48 @@ class Seeder:
         await self._mongo.close()
         if self._milvus is not None:
             self._milvus.close()
+        if self._pg is not None:
+            await self._pg.close()
+
+    async def _postgres(self) -> asyncpg.Pool:
+        if self._pg is None:
+            try:
+                self._pg = await asyncpg.create_pool(
+                    self._settings.postgres.url.get_secret_value(), min_size=1, max_size=4
+                )
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise SeedError(f"PostgreSQL refused the seed ({exc}): is it running (`make up`)?") from exc
+        return self._pg
+
+    async def _ensure_tables(self, dataset: Dataset) -> None:
+        """The demo's tables for a PostgreSQL dataset: the parent (subject column indexed, the tag column if the
+        mode needs one) and each child (its foreign key referencing the parent, indexed)."""
+        loc = dataset.postgres
+        assert loc is not None
+        pool = await self._postgres()
+        for table in loc.tables():
+            if "." in table:
+                await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(table.split('.')[0])}")
+        sample = _pg_columns(ORDER_COLUMNS.get(dataset.name, {"note": "text"}))
+        tag = f", {quoted(loc.tag_column)} timestamptz" if loc.tag_column else ""
+        await pool.execute(
+            f"CREATE TABLE IF NOT EXISTS {quoted(loc.table)} ({quoted(loc.primary_key)} text PRIMARY KEY, "
+            f"{quoted(loc.subject_column)} text NOT NULL{tag}{sample})"
+        )
+        await pool.execute(_index(loc.table, loc.subject_column))
+        await self._ensure_children(loc.table, loc.primary_key, loc.cascade)
+
+    async def _ensure_children(self, parent: str, parent_key: str, children: Sequence[PostgresChild]) -> None:
+        pool = await self._postgres()
+        for child in children:
+            table, fk = quoted(child.table), quoted(child.foreign_key)
+            columns = _pg_columns(ORDER_COLUMNS.get(child.table.rsplit(".", 1)[-1], {"note": "text"}))
+            await pool.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} ({quoted(child.primary_key)} text PRIMARY KEY, "
+                f"{fk} text NOT NULL REFERENCES {quoted(parent)} ({quoted(parent_key)}){columns})"
+            )
+            await pool.execute(_index(child.table, child.foreign_key))
+            await self._ensure_children(child.table, child.primary_key, child.cascade)
 
     async def _ensure_bucket(self, bucket: str) -> None:
         try:
@@ -189,6 +239,8 @@ class Seeder:
                     [ReplaceOne({"_id": r["_id"]}, r, upsert=True) for r in records], ordered=False
                 )
                 self._count(dataset.name, len(records))
+            elif dataset.postgres is not None:
+                await self._pg_people(dataset, subjects, rng, gated)
             elif dataset.s3 is not None:
                 await asyncio.gather(*(gated(self._s3_person(dataset, subject)) for subject in subjects))
                 self._count(dataset.name, 4 * len(subjects))
@@ -200,6 +252,32 @@ class Seeder:
                 ]
                 self._milvus.insert(dataset.milvus.collection, rows)
                 self._count(dataset.name, len(rows))
+
+    async def _pg_people(
+        self, dataset: Dataset, subjects: Sequence[str], rng: random.Random, gated: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        """A few orders per person, each with its line items (the parent's encrypted columns sealed); a re-seed
+        replaces them."""
+        loc = dataset.postgres
+        assert loc is not None
+        parents: list[dict[str, Any]] = []
+        children: dict[str, list[dict[str, Any]]] = {}
+        for subject in subjects:
+            for n in range(rng.randint(1, 3)):
+                row_id = f"{subject}:{dataset.name}:{n}"
+                parents.append({loc.primary_key: row_id, loc.subject_column: subject, **_order(rng)})
+                for child in loc.cascade:
+                    children.setdefault(child.table, []).extend(
+                        {child.primary_key: f"{row_id}:{m}", child.foreign_key: row_id, **_line_item(rng)}
+                        for m in range(rng.randint(1, 4))
+                    )
+        sealed = await asyncio.gather(*(gated(self._seal(dataset, r[loc.subject_column], r)) for r in parents))
+        pool = await self._postgres()
+        async with pool.acquire() as conn, conn.transaction():
+            for table, rows in [(loc.table, sealed), *children.items()]:
+                if rows:
+                    await _upsert(conn, table, rows)
+        self._count(dataset.name, len(sealed) + sum(len(rows) for rows in children.values()))
 
     async def _s3_person(self, dataset: Dataset, subject: str) -> None:
         assert dataset.s3 is not None
@@ -232,3 +310,42 @@ class Seeder:
 
     def _count(self, dataset: str, n: int) -> None:
         self.counts[dataset] = self.counts.get(dataset, 0) + n
+
+
+# The demo's columns of the shipped relational dataset (orders and their line items); any other table gets a note.
+ORDER_COLUMNS: dict[str, dict[str, str]] = {
+    "orders": {"placed_at": "timestamptz", "total_eur": "integer", "shipping_address": "text"},
+    "order_items": {"sku": "text", "quantity": "integer", "price_eur": "integer"},
+}
+
+
+def _index(table: str, column: str) -> str:
+    name = quoted(f"{table.rsplit('.', 1)[-1]}_{column}_idx")
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {quoted(table)} ({quoted(column)})"
+
+
+def _pg_columns(columns: dict[str, str]) -> str:
+    return "".join(f", {quoted(name)} {kind}" for name, kind in columns.items())
+
+
+def _order(rng: random.Random) -> dict[str, Any]:
+    placed = datetime.now(UTC) - timedelta(days=rng.randint(0, 400))
+    address = f"{rng.randint(1, 99)} Market St, {rng.choice(CITIES)}"
+    return {"placed_at": placed, "total_eur": rng.randint(9, 499), "shipping_address": address}
+
+
+def _line_item(rng: random.Random) -> dict[str, Any]:
+    return {"sku": f"SKU-{rng.randint(1000, 9999)}", "quantity": rng.randint(1, 5), "price_eur": rng.randint(3, 99)}
+
+
+async def _upsert(conn: asyncpg.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same columns, the first being the primary key), replacing existing ones."""
+    columns = list(rows[0])
+    names = ", ".join(quoted(c) for c in columns)
+    values = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    updates = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in columns[1:])
+    await conn.executemany(
+        f"INSERT INTO {quoted(table)} ({names}) VALUES ({values}) "
+        f"ON CONFLICT ({quoted(columns[0])}) DO UPDATE SET {updates}",
+        [tuple(r[c] for c in columns) for r in rows],
+    )

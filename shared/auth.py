@@ -18,6 +18,7 @@ from shared.settings import AuthSettings, CliSettings
 DELETION_SELF = "deletion:self"
 DELETION_ANY = "deletion:any"
 RETENTION_ADMIN = "retention:admin"
+REQUESTS_ADMIN = "requests:admin"  # acting on a request for someone else (a processor's answer, by hand)
 RETENTION_READ = "retention:read"  # the rules and holds in force (the purger and keyvault, from intake)
 CONTACTS_READ = "contacts:read"  # a request's sealed address (notifier, from intake)
 AUDIT_READ = "audit:read"
@@ -31,6 +32,7 @@ SCOPES = frozenset(
         DELETION_SELF,
         DELETION_ANY,
         RETENTION_ADMIN,
+        REQUESTS_ADMIN,
         RETENTION_READ,
         CONTACTS_READ,
         AUDIT_READ,

@@ -23,13 +23,18 @@ from pydantic import (
 
 from shared import topics
 
-Store = Literal["mongo", "s3", "milvus"]
+Store = Literal["mongo", "postgres", "s3", "milvus", "processor"]
 # erased: gone now · tagged: hidden now, hard-deleted by the nightly job · retained: kept by a rule or hold ·
-# exempt: anonymised, not personal · failed: could not be erased (the store said why, in ``error``).
-Outcome = Literal["erased", "tagged", "retained", "exempt", "failed"]
+# exempt: anonymised, not personal · failed: could not be erased (the store said why, in ``error``) ·
+# pending_confirmation: a processor was asked to erase and has not answered · refused: the processor refused
+# (its reason in ``error``).
+Outcome = Literal["erased", "tagged", "retained", "exempt", "failed", "pending_confirmation", "refused"]
+# Who confirmed a processor's outcome: the processor itself (a signed callback), or an operator (with a note).
+ConfirmedVia = Literal["processor", "operator"]
 # What became of the person's final notice.
 MailOutcome = Literal["sent", "failed", "deferred", "no_contact", "contact_key_gone", "no_keyvault"]
-RequestResult = Literal["completed", "partial"]
+# pending: a processor has yet to confirm; partial: something was kept, could not be erased or was refused.
+RequestResult = Literal["completed", "partial", "pending"]
 # How a request reached intake: its HTTP API, the email channel, or an upstream service's intent on the bus.
 Channel = Literal["api", "email", "bus"]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
@@ -51,6 +56,7 @@ RequestStatus = Literal[
     "received",
     "purging",
     "keys_destroyed",
+    "awaiting_confirmation",
     "completed",
     "partial",
     "hard_deleted",
@@ -129,6 +135,10 @@ class DatasetOutcome(Contract):
     legal_basis: str | None = None
     legal_ref: str | None = None
     error: Annotated[str, Field(max_length=1000)] | None = None
+    # A processor dataset's answer: when, through whom (the processor or an operator), and the operator's note.
+    confirmed_at: AwareDatetime | None = None
+    confirmed_via: ConfirmedVia | None = None
+    note: Annotated[str, Field(max_length=1000)] | None = None
 
     @model_validator(mode="after")
     def _says_why(self) -> Self:
@@ -140,8 +150,11 @@ class DatasetOutcome(Contract):
 
 
 def result_of(outcomes: tuple[DatasetOutcome, ...]) -> RequestResult:
-    """``partial`` if anything was retained or could not be erased, ``completed`` otherwise."""
-    return "partial" if any(o.outcome in ("retained", "failed") for o in outcomes) else "completed"
+    """``pending`` while a processor has not answered; then ``partial`` if anything was retained, could not be
+    erased or was refused, ``completed`` otherwise."""
+    if any(o.outcome == "pending_confirmation" for o in outcomes):
+        return "pending"
+    return "partial" if any(o.outcome in ("retained", "failed", "refused") for o in outcomes) else "completed"
 
 
 class DeletionPurged(DeletionEvent):
@@ -253,6 +266,18 @@ class DeletionOverdue(DeletionEvent):
     past_deadline: bool
 
 
+class DeletionProcessorConfirmed(DeletionEvent):
+    """A processor's answer to the erasure lethe asked of it (a signed callback to intake), or an operator's on its
+    behalf. The purger records it as the dataset's outcome and reports every outcome again."""
+
+    type: Literal["deletion.processor_confirmed"] = topics.DELETION_PROCESSOR_CONFIRMED
+    dataset: Id
+    outcome: Literal["erased", "refused"]
+    via: ConfirmedVia
+    confirmed_by: Id  # the processor's name, or the operator's subject
+    reason: Annotated[str, Field(max_length=1000)] | None = None  # why it refused, or the operator's note
+
+
 class RetentionRulesChanged(Event):
     type: Literal["retention.rules_changed"] = topics.RETENTION_RULES_CHANGED
     rule_ids: tuple[Id, ...]
@@ -324,6 +349,7 @@ AnyEvent = Annotated[
     | DeletionHardDeleted
     | DeletionBackupsExpired
     | DeletionOverdue
+    | DeletionProcessorConfirmed
     | RetentionRulesChanged
     | LegalHoldPlaced
     | LegalHoldReleased
@@ -347,6 +373,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeletionHardDeleted,
         DeletionBackupsExpired,
         DeletionOverdue,
+        DeletionProcessorConfirmed,
         RetentionRulesChanged,
         LegalHoldPlaced,
         LegalHoldReleased,

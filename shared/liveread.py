@@ -1,7 +1,13 @@
 """The filter every live reader of a ``tag_then_purge`` dataset adds, so that tagged records count as gone.
 
-The purger tags a subject's records (``deletion.tagged_at``, ``deletion.purge_after``) and the nightly job
-deletes them later; in between, products must not show or use them.
+The purger tags a subject's records and the nightly job deletes them later; in between, products must not show or
+use them.
+
+- MongoDB: the purger sets ``deletion.tagged_at`` and ``deletion.purge_after``; readers add :func:`live`.
+- PostgreSQL: the purger sets the dataset's ``tag_column`` (a ``timestamptz``, named in the data map) to the
+  moment it tagged the row; readers add ``AND <tag_column> IS NULL`` (:func:`live_sql`), in every query and view
+  over the table. Child tables (``cascade``) are not tagged: they are read through their parent, so a join with
+  the parent's filter hides them too. The nightly job deletes the rows and their children by primary key.
 """
 
 from __future__ import annotations
@@ -21,3 +27,8 @@ def live(query: dict[str, Any]) -> dict[str, Any]:
     if TAGGED_AT not in query:
         return {**query, **LIVE}
     return {"$and": [query, LIVE]}
+
+
+def live_sql(tag_column: str) -> str:
+    """The SQL condition that keeps a PostgreSQL reader to untagged rows (``tag_column`` from the data map)."""
+    return '"' + tag_column.replace('"', '""') + '" IS NULL'

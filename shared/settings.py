@@ -59,6 +59,16 @@ class MongoSettings(BaseSettings):
     database: str = "lethe"
 
 
+class PostgresSettings(BaseSettings):
+    """The PostgreSQL server of the data map's ``postgres`` datasets (the company's, reached by the purger and by
+    ``lethe seed`` / ``verify-erasure``); unused when the data map has none."""
+
+    model_config = SettingsConfigDict(env_prefix="LETHE_POSTGRES_", extra="ignore")
+
+    url: SecretStr = SecretStr("postgresql://lethe:lethe-local-postgres@127.0.0.1:5432/lethe")
+    pool_size: int = Field(default=8, ge=1, le=100, description="connections the purger keeps at most")
+
+
 class S3Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LETHE_S3_", extra="ignore")
 

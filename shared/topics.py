@@ -13,6 +13,8 @@ DELETION_KEYS_HELD: Final = "deletion.keys_held"
 DELETION_HARD_DELETED: Final = "deletion.hard_deleted"
 DELETION_BACKUPS_EXPIRED: Final = "deletion.backups_expired"
 DELETION_OVERDUE: Final = "deletion.overdue"
+# A processor (or an operator for it) confirmed or refused the erasure lethe asked of it.
+DELETION_PROCESSOR_CONFIRMED: Final = "deletion.processor_confirmed"
 RETENTION_RULES_CHANGED: Final = "retention.rules_changed"
 LEGAL_HOLD_PLACED: Final = "legal_hold.placed"
 LEGAL_HOLD_RELEASED: Final = "legal_hold.released"
@@ -33,6 +35,7 @@ EVENT_TOPICS: Final[tuple[str, ...]] = (
     DELETION_HARD_DELETED,
     DELETION_BACKUPS_EXPIRED,
     DELETION_OVERDUE,
+    DELETION_PROCESSOR_CONFIRMED,
     RETENTION_RULES_CHANGED,
     LEGAL_HOLD_PLACED,
     LEGAL_HOLD_RELEASED,

@@ -62,6 +62,20 @@ def mongo_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A plain postgresql:// DSN, as asyncpg takes it (the local stack's LETHE_POSTGRES_URL, or a container's)."""
+
+    def container() -> Iterator[str]:
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17.6", username="lethe", password="lethe", dbname="lethe") as postgres:
+            # Without a driver: the default is SQLAlchemy's postgresql+psycopg2://, which asyncpg refuses.
+            yield postgres.get_connection_url(driver=None)
+
+    yield from _from_env_or_container("LETHE_POSTGRES_URL", container)
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     def container() -> Iterator[str]:
         from testcontainers.core.container import DockerContainer

@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from shared.auth import CONTACTS_READ, RETENTION_READ, issue_token
 from shared.datamap import DataMap, Dataset, MilvusLocation, MongoLocation, S3Location
-from shared.events import DatasetOutcome
+from shared.events import DatasetOutcome, DeletionRequested
 from shared.mongo import create_mongo_client
 from shared.retention import Hold
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings
@@ -152,6 +153,18 @@ class OwnKafkaBroker:
         self._process = None
 
 
+def deletion_requested(subject_id: str = "u1", request_id: str = "req_1", *, at: datetime) -> DeletionRequested:
+    """The event intake publishes for a request received at ``at`` (30 days' deadline, backups gone in 90)."""
+    return DeletionRequested(
+        request_id=request_id,
+        subject_id=subject_id,
+        producer="intake",
+        requested_by="svc",
+        deadline_at=at + timedelta(days=30),
+        backups_purged_by=at + timedelta(days=90),
+    )
+
+
 def litigation_hold(hold_id: str, subject_id: str | None, *datasets: str, placed_at: datetime | None = None) -> Hold:
     """A legal hold as the legal team would place it: litigation, under Art. 17(3)(e)."""
     return Hold(
@@ -189,6 +202,20 @@ async def scratch_database(url: str, prefix: str) -> AsyncIterator[tuple[AsyncMo
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_schema(url: str, prefix: str) -> AsyncIterator[tuple[Any, str]]:
+    """A PostgreSQL schema of the test's own (``prefix`` + random), dropped with everything in it afterwards:
+    (a connection pool, the schema's name)."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    try:
+        await pool.execute(f'CREATE SCHEMA "{schema}"')
+        yield pool, schema
+    finally:
+        await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await pool.close()
 
 
 class OwnMongo:

@@ -40,6 +40,9 @@ export LETHE_TEST_KMS_ENDPOINT_URL="${LETHE_TEST_KMS_ENDPOINT_URL:-http://127.0.
 # The HS256 secret that the local stack's services accept and `lethe token` signs with (local use only).
 export LETHE_AUTH_JWT_SECRET="${LETHE_AUTH_JWT_SECRET:-lethe-local-only-secret-not-for-production}"
 export LETHE_MILVUS_URI="${LETHE_MILVUS_URI:-http://127.0.0.1:19530}"
+# PostgreSQL, for the purger's PostgreSQL datasets. A development password, for the local stack only: stack.sh creates
+# this role (the server's superuser), its password and the database from this URL when it initialises var/postgres.
+export LETHE_POSTGRES_URL="${LETHE_POSTGRES_URL:-postgresql://lethe:lethe-local-postgres@127.0.0.1:5432/lethe}"
 # The Kafka jars, for tests that start a broker of their own (to stop and restart it under a running service).
 export LETHE_TEST_KAFKA_CLASSPATH="${LETHE_TEST_KAFKA_CLASSPATH:-$CACHE/kafka/libs/*}"
 export LETHE_TEST_KAFKA_LOG4J="${LETHE_TEST_KAFKA_LOG4J:-$LOCAL/kafka/log4j2.properties}"
@@ -51,6 +54,13 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # fingerprint FILE... : a hash of the files that decide a build, to know when the cached one is stale.
 fingerprint() { cat "$@" | sha256sum | cut -c1-16; }
+
+# pg_bindir : the bin folder (initdb, postgres) of the newest PostgreSQL that Debian's packages installed; fails if none.
+pg_bindir() {
+  local initdb=(/usr/lib/postgresql/*/bin/initdb)
+  [[ -x "${initdb[0]}" ]] || return 1
+  printf '%s\n' "${initdb[@]%/initdb}" | sort -V | tail -1
+}
 
 # port_open PORT : true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -79,15 +89,21 @@ start_bg() {
   echo $! >"$VAR/run/$name.pid"
 }
 
-# stop_bg NAME... : SIGTERM each process group, wait up to 30 s for all of them, then SIGKILL what is left.
+# The signal that stops a server cleanly without waiting for its clients, where SIGTERM would wait: PostgreSQL's SIGTERM
+# is its "smart" shutdown (it waits until every client has disconnected), SIGINT its "fast" one (its image's STOPSIGNAL).
+declare -gA STOP_SIGNAL=([postgres]=INT)
+
+# stop_bg NAME... : SIGTERM (or its STOP_SIGNAL) each process group, wait up to 30 s for all of them, then SIGKILL what is
+# left.
 stop_bg() {
-  local name pid pids=() names=()
+  local name pid sig pids=() names=()
   for name in "$@"; do
     [[ -f "$VAR/run/$name.pid" ]] || continue
     pid="$(cat "$VAR/run/$name.pid")"
     if kill -0 "$pid" 2>/dev/null; then
       say "stopping $name"
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      sig="${STOP_SIGNAL[$name]:-TERM}"
+      kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
       pids+=("$pid"); names+=("$name")
     fi
     rm -f "$VAR/run/$name.pid"

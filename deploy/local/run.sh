@@ -30,7 +30,7 @@ lethe is running:
   notifier  http://127.0.0.1:8004
   audit     http://127.0.0.1:8005
   Kafka 127.0.0.1:9092 · MongoDB wire (SecantusDB) 127.0.0.1:27017 · S3 (SeaweedFS) http://127.0.0.1:8333
-  SMTP catcher 127.0.0.1:1025 -> var/mail/ · Milvus Lite $LETHE_MILVUS_URI
+  PostgreSQL 127.0.0.1:5432 · SMTP catcher 127.0.0.1:1025 -> var/mail/ · Milvus Lite $LETHE_MILVUS_URI
 
 Streaming the services' logs (all logs are in var/log/). Press Ctrl-C to stop everything.
 

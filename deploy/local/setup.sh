@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing for the local stack: the venv and its packages (SecantusDB, the MongoDB-wire server, among
-# them), the Kafka jars, and the SeaweedFS build.
+# them), the Kafka jars, Debian's PostgreSQL and Chromium, and the SeaweedFS build.
 # Everything is cached under ~/.cache/lethe (or $LETHE_CACHE_DIR) and rebuilt only when its inputs change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -56,9 +56,26 @@ setup_chromium() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 }
 
+# The stack's PostgreSQL runs Debian's server binaries on a cluster of its own in var/postgres (stack.sh).
+setup_postgres() {
+  pg_bindir >/dev/null && return
+  local sudo=""
+  if [[ "$(id -u)" != 0 ]]; then
+    sudo -n true 2>/dev/null || die "PostgreSQL is missing: run 'sudo apt-get install postgresql' once"
+    sudo="sudo -n"
+  fi
+  say "installing PostgreSQL (apt, once)"
+  # No "main" cluster of Debian's: where a service manager runs, it would start it on port 5432, the stack's.
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/lethe.conf >/dev/null
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
 setup_venv
 setup_kafka
 setup_chromium
+setup_postgres
 build_go seaweedfs weed github.com/seaweedfs/seaweedfs/weed
-mkdir -p "$VAR"/{log,run,mail,milvus,mongo,seaweedfs,kafka}
+mkdir -p "$VAR"/{log,run,mail,milvus,mongo,postgres,seaweedfs,kafka}
 say "setup done"

@@ -279,6 +279,21 @@ async def redeliver(request: web.Request, session: Session) -> web.Response:
     return redirect(f"/console/requests/{quote(request_id, safe='')}?{urlencode({'flash': flash})}")
 
 
+async def answer_processor(request: web.Request, session: Session) -> web.Response:
+    """An operator's answer for a processor, with a note; intake records it as the processor's own would be."""
+    request_id, dataset = request.match_info["request_id"], request.match_info["dataset"]
+    posted = await request.post()
+    back = f"/console/requests/{quote(request_id, safe='')}"
+    if posted.get("confirm") != "yes":
+        return redirect(f"{back}?{urlencode({'flash': 'Not recorded: tick that you have its answer.'})}")
+    body = {"outcome": str(posted.get("outcome", "")), "note": str(posted.get("note", ""))}
+    path = f"/deletion_requests/{quote(request_id, safe='')}/processors/{quote(dataset, safe='')}/confirmation"
+    code, answer = await request.app[CONSOLE].upstream.call("intake", "POST", path, session.token, json=body)
+    done = f"Answer for {dataset} recorded: {body['outcome']}."
+    flash = done if code == 202 else f"Refused ({code}): {(answer or {}).get('detail', '')}"
+    return redirect(f"{back}?{urlencode({'flash': flash})}")
+
+
 async def receipt(request: web.Request, _: Session) -> web.Response:
     console = request.app[CONSOLE]
     request_id = request.match_info["request_id"]
@@ -416,6 +431,7 @@ def add_console(
     app.router.add_get("/console/requests/{request_id}", signed_in(request_page))
     app.router.add_get("/console/requests/{request_id}/receipt", signed_in(receipt))
     app.router.add_post("/console/requests/{request_id}/redeliver", signed_in(redeliver, form=True))
+    app.router.add_post("/console/requests/{request_id}/processors/{dataset}", signed_in(answer_processor, form=True))
     app.router.add_get("/console/retention", signed_in(retention_page))
     app.router.add_post("/console/retention/holds", signed_in(place_hold, form=True))
     app.router.add_post("/console/retention/holds/{hold_id}/release", signed_in(release_hold, form=True))

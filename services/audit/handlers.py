@@ -137,6 +137,10 @@ class _Story:
             "keys_restored_for_hold": sorted(set(self.restored.get(name, []))),
             "keys_destroyed": sorted(set(key_ids["destroyed"])),
             "keys_retained": sorted(set(key_ids["retained"]) - set(key_ids["destroyed"])),
+            # A processor's answer: when it confirmed (or refused), and whether it or an operator (with a note) did.
+            "confirmed_at": outcome.get("confirmed_at"),
+            "confirmed_via": outcome.get("confirmed_via"),
+            "note": outcome.get("note"),
         }
 
 
@@ -162,9 +166,14 @@ def receipt(
     return {
         "request_id": request_id,
         "subject_id": last.subject_id,
-        "result": "partial"
-        if story.held or any(d["outcome"] in ("retained", "failed") for d in datasets)
-        else (story.result or "in_progress"),
+        "result": _result(story, datasets),
+        "processors": [
+            {k: d[k] for k in ("dataset", "outcome", "confirmed_at", "confirmed_via", "note", "error")}
+            for d in datasets
+            if (datamap is not None and d["dataset"] in {p.name for p in datamap.processors})
+            or d["outcome"] in ("pending_confirmation", "refused")
+            or d["confirmed_at"]
+        ],
         "stages": stages,
         "datasets": datasets,
         "anchor": {
@@ -174,6 +183,14 @@ def receipt(
         },
         "generated_at": generated_at.isoformat(),
     }
+
+
+def _result(story: _Story, datasets: list[dict[str, Any]]) -> str:
+    if any(d["outcome"] == "pending_confirmation" for d in datasets):
+        return "pending"  # a processor has yet to answer
+    if story.held or any(d["outcome"] in ("retained", "failed", "refused") for d in datasets):
+        return "partial"
+    return story.result or "in_progress"
 
 
 def routes(audit_log: AuditLog, clock: Callable[[], datetime]) -> Mapping[str, Handler]:

@@ -11,7 +11,7 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -33,6 +33,14 @@ from services.intake.handlers import (
 )
 from services.intake.limits import RateLimits
 from services.intake.ports import ContactStore, RequestStore, RetentionStore
+from services.intake.processors import (
+    BadSignatureError,
+    NotAwaitedError,
+    ProcessorAnswers,
+    UnknownProcessorError,
+    UnknownRequestError,
+    dataset_of,
+)
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
     ContactPath,
@@ -42,6 +50,9 @@ from services.intake.schemas import (
     HoldsQuery,
     InForceHoldsQuery,
     InForceQuery,
+    OperatorAnswer,
+    ProcessorCallback,
+    ProcessorPath,
     RequestPath,
     RequestsQuery,
     RulesPatch,
@@ -58,12 +69,14 @@ from shared.auth import (
     CONTACTS_READ,
     DELETION_ANY,
     DELETION_SELF,
+    REQUESTS_ADMIN,
     RETENTION_ADMIN,
     RETENTION_READ,
     Forbidden,
     Principal,
     TokenVerifier,
 )
+from shared.events import ConfirmedVia
 from shared.problems import ProblemError, field_problem, fields_problem, parse_json, parse_params
 from shared.service import BackgroundTasks
 
@@ -82,6 +95,7 @@ class IntakeApi:
     deletions: Deletions
     email: EmailChannel
     admin: RetentionAdmin
+    processors: ProcessorAnswers
     verifier: TokenVerifier
     limits: RateLimits
     clock: Callable[[], datetime]
@@ -331,6 +345,57 @@ async def release_hold(request: web.Request) -> web.Response:
     return web.json_response(hold_view(released, api.clock()))
 
 
+# --- processors' answers ----------------------------------------------------------------------------------------
+
+
+async def processor_callback(request: web.Request) -> web.Response:
+    """A processor's signed answer: verified with its own secret before anything is read from it."""
+    api = request.app[INTAKE]
+    body = await request.read()
+    dataset = dataset_of(body)
+    try:
+        api.processors.verify(dataset, body, request.headers)
+    except (UnknownProcessorError, BadSignatureError) as exc:
+        # One answer for both: a caller learns nothing about which processors exist.
+        raise ProblemError(401, "Unauthorized", "the signature does not verify with the processor's secret") from exc
+    answer: ProcessorCallback = await parse_json(request, ProcessorCallback)
+    processor = api.processors.datamap.get(answer.dataset).processor
+    assert processor is not None  # verify() found its secret
+    return await _answer(
+        api, answer.request_id, answer.dataset, answer.outcome, "processor", processor.name, answer.reason
+    )
+
+
+async def operator_answer(request: web.Request) -> web.Response:
+    """An operator answers for a processor (with a note): the same event as the processor's own answer."""
+    api = request.app[INTAKE]
+    principal = api.verifier.require(request, REQUESTS_ADMIN)
+    path = parse_params(ProcessorPath, request.match_info, where="path")
+    answer: OperatorAnswer = await parse_json(request, OperatorAnswer)
+    return await _answer(api, path.request_id, path.dataset, answer.outcome, "operator", principal.subject, answer.note)
+
+
+async def _answer(
+    api: IntakeApi,
+    request_id: str,
+    dataset: str,
+    outcome: Literal["erased", "refused"],
+    via: ConfirmedVia,
+    by: str,
+    reason: str | None,
+) -> web.Response:
+    try:
+        event = await api.processors.answer(request_id, dataset, outcome, via=via, by=by, reason=reason)
+    except UnknownProcessorError as exc:
+        raise ProblemError(404, "Not Found", f"{dataset} is not a processor dataset of the data map") from exc
+    except UnknownRequestError as exc:
+        raise ProblemError(404, "Not Found", "no such deletion request") from exc
+    except NotAwaitedError as exc:
+        raise ProblemError(409, "Conflict", str(exc)) from exc
+    body = {"request_id": request_id, "dataset": dataset, "outcome": outcome, "via": via}
+    return web.json_response(body | {"event_id": str(event.event_id)}, status=202)
+
+
 # --- reads for the other services (their state lives here) -----------------------------------------------------
 
 
@@ -391,6 +456,8 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:
     app.router.add_get("/legal_holds", list_holds)
     app.router.add_get("/legal_holds/{hold_id}", get_hold)
     app.router.add_delete("/legal_holds/{hold_id}", release_hold)
+    app.router.add_post("/processor_confirmations", processor_callback)
+    app.router.add_post("/deletion_requests/{request_id}/processors/{dataset}/confirmation", operator_answer)
     app.router.add_get("/internal/rules", get_rules)
     app.router.add_get("/internal/holds", holds_in_force)
     app.router.add_get("/internal/retention", retention_in_force)

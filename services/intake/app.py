@@ -21,9 +21,10 @@ from services.intake.email_channel import EmailChannel
 from services.intake.jobs import OutboxRelay, warn_overdue
 from services.intake.limits import RateLimits
 from services.intake.openapi import SPEC
+from services.intake.processors import ProcessorAnswers
 from services.intake.settings import IntakeSettings
 from shared.auth import TokenVerifier
-from shared.datamap import DataMap, load_datamap
+from shared.datamap import DataMap, load_datamap, processor_secrets
 from shared.events import utcnow
 from shared.keyvault_client import KeyCacheInvalidator, keyvault_client
 from shared.mongo import create_mongo_client, mongo_ping
@@ -73,6 +74,7 @@ def web_api(
     deletions: Deletions,
     email: EmailChannel,
     admin: RetentionAdmin,
+    processors: ProcessorAnswers,
     clock: Callable[[], datetime],
     emails: BackgroundTasks,
 ) -> web.Application:
@@ -95,6 +97,7 @@ def web_api(
         deletions,
         email,
         admin,
+        processors,
         verifier,
         limits,
         clock,
@@ -123,6 +126,7 @@ def create_app(
         deletions,
         EmailChannel(settings, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick),
         RetentionAdmin(stores.retention, datamap, clock, relay.kick),
+        ProcessorAnswers(datamap, processor_secrets(datamap), stores.requests, clock, relay.kick),
         clock,
         emails,
     )

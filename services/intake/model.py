@@ -13,7 +13,7 @@ from shared.events import Channel, DatasetOutcome, RequestStatus
 
 Status = RequestStatus
 # While a request is open, a second one for the same subject returns it instead of starting another.
-OPEN_STATUSES: frozenset[str] = frozenset({"received", "purging", "keys_destroyed"})
+OPEN_STATUSES: frozenset[str] = frozenset({"received", "purging", "keys_destroyed", "awaiting_confirmation"})
 # Stages in the order a request normally passes them (each carries the time it was first seen).
 STAGES = (
     "verification_pending",
@@ -78,11 +78,18 @@ class DeletionRequest(BaseModel):
     version: int = 0
 
     @property
-    def result(self) -> Literal["completed", "partial"] | None:
+    def result(self) -> Literal["completed", "partial", "pending"] | None:
         if not self.outcomes:
             return None
-        kept = self.held or any(o.outcome in ("retained", "failed") for o in self.outcomes.values())
+        if any(o.outcome == "pending_confirmation" for o in self.outcomes.values()):
+            return "pending"  # a processor has yet to answer
+        kept = self.held or any(o.outcome in ("retained", "failed", "refused") for o in self.outcomes.values())
         return "partial" if kept else "completed"
+
+    @property
+    def awaiting(self) -> list[str]:
+        """The processor datasets whose confirmation the request waits for."""
+        return sorted(name for name, o in self.outcomes.items() if o.outcome == "pending_confirmation")
 
     @property
     def status(self) -> Status:
@@ -95,6 +102,8 @@ class DeletionRequest(BaseModel):
 
 def status_of(r: DeletionRequest) -> Status:
     stages = r.stages
+    if r.result == "pending":
+        return "awaiting_confirmation"  # open until every processor answered (the deadline watch covers it)
     if "notified" in stages and r.result is not None:
         tagged = any(o.outcome == "tagged" for o in r.outcomes.values())
         hard = "hard_deleted" in stages or not tagged

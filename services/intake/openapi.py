@@ -11,6 +11,9 @@ from services.intake.schemas import (
     HoldsQuery,
     InForceHoldsQuery,
     InForceQuery,
+    OperatorAnswer,
+    ProcessorCallback,
+    ProcessorPath,
     RequestPath,
     RequestsQuery,
     RulesPatch,
@@ -18,7 +21,7 @@ from services.intake.schemas import (
     VerifyBody,
     VerifyQuery,
 )
-from shared.auth import CONTACTS_READ, DELETION_ANY, DELETION_SELF, RETENTION_ADMIN, RETENTION_READ
+from shared.auth import CONTACTS_READ, DELETION_ANY, DELETION_SELF, REQUESTS_ADMIN, RETENTION_ADMIN, RETENTION_READ
 from shared.openapi import Spec
 
 SPEC = Spec(always={"429": "too many requests; Retry-After says when to try again"})
@@ -132,6 +135,34 @@ SPEC.add(
     {"200": "the released hold", "404": "no such hold"},
     auth=RETENTION_ADMIN,
     path_params=HoldPath,
+)
+SPEC.add(
+    "post",
+    "/processor_confirmations",
+    "A processor's answer to the erasure request lethe sent it: erased, or refused with its reason. Signed with "
+    "Standard Webhooks headers under the processor's own secret (the one its erasure requests are signed with); "
+    "recorded as deletion.processor_confirmed",
+    {
+        "202": "recorded; the purger makes it the dataset's outcome",
+        "401": "the signature does not verify with the processor's secret",
+        "404": "no such request",
+        "409": "the request does not wait for this dataset's confirmation",
+    },
+    headers={name: {"type": "string"} for name in ("webhook-id", "webhook-timestamp", "webhook-signature")},
+    body=ProcessorCallback,
+)
+SPEC.add(
+    "post",
+    "/deletion_requests/{request_id}/processors/{dataset}/confirmation",
+    "An operator's answer for a processor (it confirmed by other means), with a note: the same as its own answer",
+    {
+        "202": "recorded",
+        "404": "no such request, or not a processor dataset",
+        "409": "the request does not wait for this dataset's confirmation",
+    },
+    auth=REQUESTS_ADMIN,
+    path_params=ProcessorPath,
+    body=OperatorAnswer,
 )
 SPEC.add(
     "get",

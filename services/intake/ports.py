@@ -38,6 +38,11 @@ class RequestStore(Protocol):
 
     async def release(self, subject_id: str, request_id: str) -> None: ...
 
+    async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
+        """Store ``event`` for publication with the request's claim (the outbox); False if the request holds no
+        claim (it is closed)."""
+        ...
+
     async def open_request_ids(self) -> list[str]: ...
 
     async def page(

@@ -4,9 +4,18 @@ that render its answers."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 from services.intake import model
 from services.intake.model import DeletionRequest
@@ -51,6 +60,35 @@ class HoldBody(_Body):
     ends_at: AwareDatetime | None = Field(
         default=None, description="when the hold ends by itself (the purger then erases what it kept); never if null"
     )
+
+
+class ProcessorCallback(_Body):
+    """A processor's signed answer to the erasure request lethe sent it (Standard Webhooks headers, its secret)."""
+
+    request_id: RequestId
+    dataset: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    outcome: Literal["erased", "refused"]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = Field(
+        default=None, description="why it refused (required with refused)"
+    )
+
+    @model_validator(mode="after")
+    def _refusal_says_why(self) -> ProcessorCallback:
+        if self.outcome == "refused" and self.reason is None:
+            raise ValueError("a refusal needs its reason")
+        return self
+
+
+class OperatorAnswer(_Body):
+    """An operator's answer for a processor (it confirmed by mail, by phone, in its portal...): with a note."""
+
+    outcome: Literal["erased", "refused"]
+    note: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
+
+
+class ProcessorPath(BaseModel):
+    request_id: RequestId
+    dataset: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
 class RequestsQuery(_Body):
@@ -100,6 +138,8 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
         # In the order a request passes them (events from different topics may be recorded in another order).
         "stages": {name: r.stages[name].isoformat() for name in sorted(r.stages, key=model.stage_rank)},
         "outcomes": [o.model_dump(mode="json") for _, o in sorted(r.outcomes.items())],
+        # Processor datasets whose confirmation the request waits for (status awaiting_confirmation).
+        "awaiting_confirmation": r.awaiting,
         "keys": {
             "destroyed": list(r.keys_destroyed),
             "retained": list(r.keys_retained),

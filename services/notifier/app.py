@@ -13,10 +13,12 @@ from aiohttp import web
 from services.notifier import api, handlers
 from services.notifier.adapters.http import WebhookSender
 from services.notifier.adapters.store import MongoWebhookStore
+from services.notifier.model import Endpoint, Secret
 from services.notifier.openapi import SPEC
 from services.notifier.settings import NotifierSettings
 from shared.auth import TokenVerifier
 from shared.consumer import Handler
+from shared.datamap import load_datamap, processor_secrets
 from shared.events import Event, utcnow
 from shared.intake_client import IntakeClient, intake_client
 from shared.keyvault_client import KeyCacheInvalidator, KeyvaultClient, keyvault_client
@@ -54,7 +56,24 @@ def build_notifier(
     async def mail(message: EmailMessage) -> None:
         await send_mail(settings.smtp, message)
 
+    datamap = load_datamap(settings.datamap_path)
+    secrets, created = processor_secrets(datamap), utcnow()
+    processors = {
+        d.name: Endpoint(
+            endpoint_id=f"processor-{d.name}",
+            url=d.processor.endpoint,
+            event_types=(handlers.ERASURE_REQUESTED,),
+            secrets=(Secret(secrets[d.name], created),),
+            created_at=created,
+            description=f"the processor {d.processor.name}",
+        )
+        for d in datamap.processors
+        if d.processor is not None
+    }
+    confirm_base = (settings.intake_public_url or settings.intake_url).rstrip("/")
     return handlers.Notifier(
+        processors=processors,
+        confirm_url=f"{confirm_base}/processor_confirmations",
         store=store,
         contacts=intake,  # intake captured the address; notifier reads it from intake's API
         keyvault=keyvault,

@@ -38,6 +38,8 @@ COMPLETED = "data_deletion.completed"
 PARTIAL = "data_deletion.partial"
 OVERDUE = "data_deletion.overdue"
 WEBHOOK_TYPES = (COMPLETED, PARTIAL, OVERDUE)
+# What a processor receives (not an integrators' subscription): erase this subject's data, then answer.
+ERASURE_REQUESTED = "data_deletion.erasure_requested"
 _IDS = uuid.UUID("8d1f0c52-52a4-4f3e-9b7e-2a0c6e5d4b3a")
 
 
@@ -121,6 +123,7 @@ def compose_mail(event: DeletionKeysDestroyed, *, to: str, sender: str) -> Email
     erased = [o for o in event.outcomes if o.outcome in ("erased", "tagged")]
     kept = [o for o in event.outcomes if o.outcome == "retained"]
     exempt = [o for o in event.outcomes if o.outcome == "exempt"]
+    refused = [o for o in event.outcomes if o.outcome == "refused"]
     lines = [
         "Hello,",
         "",
@@ -150,6 +153,12 @@ def compose_mail(event: DeletionKeysDestroyed, *, to: str, sender: str) -> Email
             + [f"  - {o.dataset}: {o.legal_basis} ({o.legal_ref})" for o in kept]
             + ["We will erase it as soon as that obligation ends.", ""]
         )
+    if refused:
+        lines += (
+            ["Not erased by the company we passed your data to, which refused:"]
+            + [f"  - {o.dataset}: {o.error or 'no reason given'}" for o in refused]
+            + ["You may contact it, or your data protection authority, about this.", ""]
+        )
     if exempt:
         lines += ["Not affected: " + ", ".join(o.dataset for o in exempt) + " (anonymised statistics).", ""]
     lines += ["This is the last message we send to this address; we have now deleted it too."]
@@ -159,8 +168,10 @@ def compose_mail(event: DeletionKeysDestroyed, *, to: str, sender: str) -> Email
     message["To"] = to
     message["Subject"] = (
         "Your data has been erased"
-        if not kept
+        if not kept and not refused
         else "Your data has been erased, except what the law requires us to keep"
+        if not refused
+        else "Your data has been erased, except where noted"
     )
     # A stable id per request: a mail client can spot a repeat if a crash made us send it twice.
     message["Message-ID"] = make_msgid(idstring=event.request_id.replace("@", "-"), domain="lethe.local")
@@ -217,6 +228,9 @@ class Notifier:
     mail_daily_cap: int
     lease: timedelta = field(default=timedelta(seconds=60))
     mail_give_up_after: timedelta = MAIL_GIVE_UP_AFTER
+    # The data map's processors, by dataset: each an endpoint of its own (its URL and secret from the data map).
+    processors: Mapping[str, Endpoint] = field(default_factory=dict)
+    confirm_url: str = ""  # where processors send their signed answers (intake's /processor_confirmations)
 
     @property
     def mail(self) -> Mail:
@@ -376,7 +390,45 @@ def notified(
     )
 
 
+async def ask_processors(event: DeletionKeysDestroyed, n: Notifier) -> int:
+    """Send each processor whose dataset awaits its confirmation a signed erasure request (once per request: the
+    delivery's id is the request's and the processor's, so a follow-up round does not ask again)."""
+    asked = 0
+    now = n.clock()
+    for outcome in event.outcomes:
+        endpoint = n.processors.get(outcome.dataset)
+        if outcome.outcome != "pending_confirmation" or endpoint is None:
+            continue
+        body = {
+            "type": ERASURE_REQUESTED,
+            "timestamp": event.occurred_at.isoformat(),
+            "data": {
+                "request_id": event.request_id,
+                "subject_id": event.subject_id,
+                "dataset": outcome.dataset,
+                "confirm_url": n.confirm_url,
+                "answer": {"request_id": event.request_id, "dataset": outcome.dataset, "outcome": "erased|refused"},
+            },
+        }
+        delivery = Delivery(
+            message_id(uuid.uuid5(_IDS, f"{event.request_id}|erasure"), endpoint.endpoint_id),
+            endpoint.endpoint_id,
+            ERASURE_REQUESTED,
+            json.dumps(body, sort_keys=True, separators=(",", ":")),
+            event.request_id,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        if await n.store.schedule(delivery):
+            log.info("processor.asked", request_id=event.request_id, dataset=outcome.dataset)
+        asked += 1
+    return asked
+
+
 async def on_keys_destroyed(event: DeletionKeysDestroyed, n: Notifier) -> Sequence[Event]:
+    await ask_processors(event, n)
+    if event.result == "pending":
+        return []  # the integrators and the person hear of it once every processor answered
     endpoints = await schedule_webhooks(event, n)
     mail = await mail_person(event, n.mail, webhook_endpoints=endpoints)
     return [notified(event, webhook_endpoints=endpoints, mail=mail)]
@@ -448,7 +500,8 @@ async def _retry_deferred(
 async def deliver_due(n: Notifier, send: SendWebhook, *, concurrency: int = 16) -> int:
     """Make one attempt for every delivery that is due, ``concurrency`` at a time; returns how many were made."""
     due = await n.store.claim_due(n.clock(), lease=n.lease)
-    endpoints = {e: await n.store.endpoint(e) for e in {d.endpoint_id for d in due}}
+    processors = {e.endpoint_id: e for e in n.processors.values()}
+    endpoints = {e: processors.get(e) or await n.store.endpoint(e) for e in {d.endpoint_id for d in due}}
     gate = asyncio.Semaphore(concurrency)
 
     async def attempt(delivery: Delivery) -> bool:

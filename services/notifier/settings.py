@@ -1,5 +1,7 @@
 """Settings of the notifier service (env prefix ``NOTIFIER_``)."""
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -33,6 +35,10 @@ class NotifierSettings(ServiceSettings):
     keyvault_url: str = Field(default="http://127.0.0.1:8003", description="keyvault, to open contact addresses")
     keyvault_token: SecretStr | None = Field(default=None, description="service token with scope keys:use")
     intake_url: str = Field(default="http://127.0.0.1:8001", description="intake, for a request's sealed address")
+    intake_public_url: str | None = Field(
+        default=None, description="intake as processors reach it, for their confirmations (intake_url if unset)"
+    )
+    datamap_path: Path = Field(default=Path("deploy/datamap.yaml"), description="the data map (its processors)")
     intake_token: SecretStr | None = Field(default=None, description="service token with scope contacts:read")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)

@@ -15,6 +15,7 @@ from services.purger import handlers
 from services.purger.adapters.backups import BackupStore
 from services.purger.adapters.milvus import MilvusEraser
 from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger, MongoPurgeProgress
+from services.purger.adapters.postgres import PostgresEraser
 from services.purger.adapters.s3 import S3Eraser
 from services.purger.settings import PurgerSettings
 from shared.datamap import load_datamap
@@ -39,6 +40,7 @@ class PurgerParts:
     backups: BackupStore
     s3: S3Connection
     intake: IntakeClient
+    postgres: PostgresEraser | None
     on_start: list[Hook]
     on_stop: list[Hook]
 
@@ -48,16 +50,27 @@ def build_purger(
 ) -> PurgerParts:
     datamap = load_datamap(settings.datamap_path)
     db = settings.mongo.database
-    mongo_eraser = MongoEraser(mongo, db, chunk_size=settings.purge_batch_size)
+    ledger = MongoPurgeLedger(mongo, db, chunk_size=settings.purge_batch_size)
+    mongo_eraser = MongoEraser(mongo, db, ledger=ledger)
+    in_postgres = [d for d in datamap.datasets if d.postgres is not None]
+    postgres = None
+    if in_postgres:
+        postgres = PostgresEraser(
+            settings.postgres.url.get_secret_value(),
+            ledger=ledger,
+            datasets=in_postgres,
+            max_size=settings.postgres.pool_size,
+        )
+        ledger.deleters["postgres"] = postgres
     milvus = MilvusEraser(settings.milvus)
     s3 = S3Connection(settings.s3)
-    ledger = MongoPurgeLedger(mongo, db)
     progress = MongoPurgeProgress(mongo, db)
     intake = intake_client(settings.intake_url, settings.intake_token)
     purger = handlers.Purger(
         datamap=datamap,
         erasers={
             "mongo": mongo_eraser,
+            **({"postgres": postgres} if postgres else {}),
             "s3": S3Eraser(s3, attempts=settings.s3_delete_attempts),
             "milvus": milvus,
         },
@@ -72,11 +85,12 @@ def build_purger(
         await mongo_eraser.ensure_indexes(datamap.datasets)
         await ledger.ensure_indexes()
         await progress.ensure_indexes()
+        if postgres is not None:
+            await postgres.check()  # missing tables and indexes are logged, never silently scanned
 
-    backups = BackupStore(mongo, db, settings.s3, bucket=settings.backups_bucket)
-    return PurgerParts(
-        purger, backups, s3, intake, on_start=[ensure_indexes], on_stop=[milvus.close, s3.close, intake.close]
-    )
+    backups = BackupStore(mongo, db, settings.s3, bucket=settings.backups_bucket, postgres=postgres)
+    on_stop: list[Hook] = [milvus.close, s3.close, intake.close, *([postgres.close] if postgres else [])]
+    return PurgerParts(purger, backups, s3, intake, postgres, on_start=[ensure_indexes], on_stop=on_stop)
 
 
 def seconds_until(at: str, now: datetime) -> float:
@@ -143,7 +157,12 @@ def create_app(
         settings=settings,
         kafka=settings.kafka,
         routes=handlers.routes(parts.purger),
-        checks={"mongo": lambda: mongo_ping(mongo), "s3": parts.s3.ping, "intake": parts.intake.ping},
+        checks={
+            "mongo": lambda: mongo_ping(mongo),
+            "s3": parts.s3.ping,
+            "intake": parts.intake.ping,
+            **({"postgres": parts.postgres.ping} if parts.postgres else {}),
+        },
         deps=deps,
         mongo=mongo,
         on_start=parts.on_start,

@@ -24,13 +24,14 @@ import structlog
 from services.purger.model import LedgerChunk, PurgeRecord
 from services.purger.ports import Backups, Eraser, Ledger, Progress, RetentionReader
 from shared import topics
-from shared.consumer import BatchRoute, Handler
+from shared.consumer import BatchRoute, Handler, PermanentError
 from shared.datamap import DataMap, Dataset
 from shared.events import (
     DatasetOutcome,
     DeletionBackupsExpired,
     DeletionHardDeleted,
     DeletionHeld,
+    DeletionProcessorConfirmed,
     DeletionPurged,
     DeletionRequested,
     Event,
@@ -48,6 +49,7 @@ CONSUMES: tuple[str, ...] = (
     topics.RETENTION_RULES_CHANGED,
     topics.LEGAL_HOLD_PLACED,
     topics.LEGAL_HOLD_RELEASED,
+    topics.DELETION_PROCESSOR_CONFIRMED,
 )
 PRODUCER = "purger"
 _IDS = uuid.UUID("2b0f3c56-90a4-4f1e-bf0e-7d0f5f0e9a21")  # namespace of the purger's deterministic event ids
@@ -99,7 +101,10 @@ async def _run_round(p: Purger, record: PurgeRecord, round_: int, datasets: Sequ
         started = time.monotonic()
         if dataset.exempt:
             outcome = DatasetOutcome(dataset=dataset.name, store=dataset.store, outcome="exempt")
-        elif (why := kept.get(dataset.name)) is not None:
+        elif (why := kept.get(dataset.name)) is None and dataset.processor is not None:
+            # A processor erases its copy itself: notifier sends it the signed request, intake takes its answer.
+            outcome = DatasetOutcome(dataset=dataset.name, store="processor", outcome="pending_confirmation")
+        elif why is not None:
             outcome = DatasetOutcome(
                 dataset=dataset.name,
                 store=dataset.store,
@@ -202,6 +207,44 @@ async def on_hold_placed(event: LegalHoldPlaced, p: Purger) -> Sequence[Event]:
         )
         log.info("purge.held", request_id=record.request_id, hold_id=event.hold_id, datasets=held, records_kept=live)
     return reports
+
+
+async def on_processor_confirmed(event: DeletionProcessorConfirmed, p: Purger) -> Sequence[Event]:
+    """A processor's answer (or an operator's for it) becomes the dataset's outcome, in a follow-up round that
+    reports every dataset again. A second answer for the same dataset changes nothing; a replay re-emits the round
+    that recorded it."""
+    record = await p.progress.get(event.request_id)
+    if record is None or 0 not in record.completed:
+        raise ProcessorAnswerError(f"the purger has not reported request {event.request_id} yet")
+    for number in sorted(record.completed):
+        answered = record.rounds.get(number, {}).get(event.dataset)
+        if answered is not None and answered.confirmed_at is not None:
+            return [purged_event(record, number, p.datamap)]  # recorded already (a replay)
+    latest = record.saved_outcomes.get(event.dataset)
+    if latest is None or latest.outcome != "pending_confirmation":
+        raise ProcessorAnswerError(
+            f"{event.dataset} of request {event.request_id} awaits no confirmation "
+            f"(its outcome is {latest.outcome if latest else 'unknown'})"
+        )
+    round_ = max(record.rounds) if max(record.rounds) not in record.completed else record.last_round + 1
+    outcome = DatasetOutcome(
+        dataset=event.dataset,
+        store="processor",
+        outcome=event.outcome,
+        error=event.reason if event.outcome == "refused" else None,
+        note=event.reason if event.via == "operator" else None,
+        confirmed_at=event.occurred_at,
+        confirmed_via=event.via,
+    )
+    await p.progress.save_outcome(record.request_id, record.subject_id, round_, outcome)
+    record.rounds.setdefault(round_, {})[event.dataset] = outcome
+    record = await p.progress.complete_round(record, round_, p.clock())
+    log.info("purge.processor_answered", request_id=record.request_id, dataset=event.dataset, outcome=event.outcome)
+    return [purged_event(record, round_, p.datamap)]
+
+
+class ProcessorAnswerError(PermanentError):
+    """An answer the purger cannot record: the request is unknown, or the dataset awaits no confirmation."""
 
 
 async def on_hold_released(event: LegalHoldReleased, p: Purger) -> Sequence[Event]:
@@ -329,11 +372,16 @@ def routes(p: Purger) -> Mapping[str, Handler]:
         assert isinstance(event, LegalHoldReleased)
         return await on_hold_released(event, p)
 
+    async def processor_confirmed(event: Event) -> Sequence[Event]:
+        assert isinstance(event, DeletionProcessorConfirmed)
+        return await on_processor_confirmed(event, p)
+
     return {
         topics.DELETION_REQUESTED: BatchRoute(requested),  # a poll's requests side by side
         topics.RETENTION_RULES_CHANGED: rules_changed,
         topics.LEGAL_HOLD_PLACED: hold_placed,
         topics.LEGAL_HOLD_RELEASED: hold_released,
+        topics.DELETION_PROCESSOR_CONFIRMED: processor_confirmed,
     }
 
 

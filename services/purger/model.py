@@ -11,7 +11,8 @@ from shared.events import DatasetOutcome
 
 @dataclass(frozen=True)
 class LedgerChunk:
-    """Up to one batch of tagged records of one request in one dataset, deleted together by primary key."""
+    """Up to one batch of tagged records of one request in one dataset, deleted together by primary key.
+    ``collection`` is where they are: the MongoDB collection, or the PostgreSQL table (``store``)."""
 
     chunk_id: str
     request_id: str
@@ -21,6 +22,7 @@ class LedgerChunk:
     ids: tuple[Any, ...]
     purge_after: datetime
     done: bool = False
+    store: str = "mongo"
 
 
 @dataclass

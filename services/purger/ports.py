@@ -25,6 +25,13 @@ class Eraser(Protocol):
     ) -> DatasetOutcome: ...
 
 
+class ChunkDeleter(Protocol):
+    """A store other than MongoDB deleting a ledger chunk's records by primary key (the nightly job, through the
+    ledger): PostgreSQL's eraser."""
+
+    async def delete_ids(self, chunk: LedgerChunk) -> int: ...
+
+
 class Progress(Protocol):
     """Each request's outcomes, round by round, and what has happened to it since (hard delete, backups)."""
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, S3Settings, ServiceSettings
+from shared.settings import KafkaSettings, MilvusSettings, MongoSettings, PostgresSettings, S3Settings, ServiceSettings
 
 
 class PurgerSettings(ServiceSettings):
@@ -30,6 +30,7 @@ class PurgerSettings(ServiceSettings):
     s3_delete_attempts: int = Field(default=5, ge=1, le=20, description="tries per key that DeleteObjects refuses")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
 

@@ -167,7 +167,7 @@ async def test_tagged_records_are_invisible_to_live_reads_then_gone_after_the_ni
     messages = mongo_dataset("chat_messages", "tag_then_purge")
     coll = client[db]["chat_messages"]
     await coll.insert_many([{"_id": f"m{i}", "user_id": "u1" if i < 7 else "u2", "body": "x"} for i in range(10)])
-    eraser = MongoEraser(client, db, chunk_size=2)
+    eraser = MongoEraser(client, db, ledger=MongoPurgeLedger(client, db, chunk_size=2))
     await eraser.ensure_indexes([messages])
     outcome = await eraser.erase(messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
     assert (outcome.outcome, outcome.counts.records_tagged) == ("tagged", 7)
@@ -212,7 +212,7 @@ async def test_tagged_records_are_invisible_to_live_reads_then_gone_after_the_ni
 async def test_a_missing_collection_is_reported_failed_in_both_modes_and_the_purger_never_creates_it(mongo_db):
     client, db = mongo_db
     profiles, messages = mongo_dataset("profiles", "erase"), mongo_dataset("chat_messages", "tag_then_purge")
-    eraser = MongoEraser(client, db, chunk_size=2)
+    eraser = MongoEraser(client, db, ledger=MongoPurgeLedger(client, db, chunk_size=2))
     await eraser.ensure_indexes([profiles, messages])
     assert await client[db].list_collection_names() == []  # an index would have created the collection
     for dataset in (profiles, messages):
@@ -244,7 +244,7 @@ async def test_records_arriving_between_a_crash_after_chunking_and_the_rerun_are
     coll, ledger = client[db]["chat_messages"], client[db]["purge_ledger"]
     await coll.insert_many([{"_id": f"m{i}", "user_id": "u1"} for i in range(5)] + [{"_id": "x", "user_id": "u2"}])
     with pytest.raises(CrashBeforeTagging.Killed):
-        await CrashBeforeTagging(client, db, chunk_size=2).erase(
+        await CrashBeforeTagging(client, db, ledger=MongoPurgeLedger(client, db, chunk_size=2)).erase(
             messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY
         )
     assert await ledger.count_documents({}) == 3  # m0 m1 | m2 m3 | m4, nothing tagged yet
@@ -252,7 +252,7 @@ async def test_records_arriving_between_a_crash_after_chunking_and_the_rerun_are
     # m1a would be listed in none, tagged yet never hard-deleted.
     await coll.insert_one({"_id": "m1a", "user_id": "u1"})
 
-    outcome = await MongoEraser(client, db, chunk_size=2).erase(
+    outcome = await MongoEraser(client, db, ledger=MongoPurgeLedger(client, db, chunk_size=2)).erase(
         messages, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY
     )
 
@@ -542,7 +542,11 @@ async def test_lethe_purge_now_runs_the_nightly_job_with_a_progress_bar(purger_s
     subject, rid = f"u-{uuid.uuid4().hex[:6]}", f"req_{uuid.uuid4().hex}"
     await db["accounts"].insert_many([{"_id": f"{subject}-a{i}", "user_id": subject} for i in range(3)])
     settings = env["settings"].model_copy(update={"purge_after_hours": 0.0})
-    eraser = MongoEraser(env["client"], settings.mongo.database, chunk_size=500)
+    eraser = MongoEraser(
+        env["client"],
+        settings.mongo.database,
+        ledger=MongoPurgeLedger(env["client"], settings.mongo.database, chunk_size=500),
+    )
     await eraser.erase(
         mongo_dataset("accounts", "tag_then_purge"), subject, request_id=rid, now=T0, purge_after=datetime.now(UTC)
     )

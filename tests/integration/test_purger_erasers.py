@@ -1,5 +1,6 @@
 """The purger's Eraser port erasing at once, one contract for the in-memory fake (InMemoryStores) and each real
-eraser: MongoEraser (mode ``erase``) on the server, S3Eraser on a versioned bucket, MilvusEraser on Milvus Lite.
+eraser: MongoEraser (mode ``erase``) on the server, PostgresEraser on a table, S3Eraser on a versioned bucket,
+MilvusEraser on Milvus Lite.
 Only the subject's records go, counted in the unit of the store; a second erasure finds nothing; a location that
 does not exist is ``failed``, named. (Tagging is test_purger_ledger.py's contract.)"""
 
@@ -16,21 +17,27 @@ from pymilvus import DataType, MilvusClient
 
 from services.purger.adapters.memory import InMemoryStores
 from services.purger.adapters.milvus import MilvusEraser
-from services.purger.adapters.mongo import MongoEraser
+from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger
+from services.purger.adapters.postgres import PostgresEraser
 from services.purger.adapters.s3 import S3Eraser, list_versions
 from services.purger.ports import Eraser
-from shared.datamap import Dataset, MilvusLocation, MongoLocation, S3Location
+from shared.datamap import Dataset, MilvusLocation, MongoLocation, PostgresLocation, S3Location
 from shared.events import DatasetCounts, DatasetOutcome
 from shared.s3 import S3Connection, s3_client
 from shared.settings import MilvusSettings, S3Settings
-from tests.support import drop_bucket, scratch_database
+from tests.support import drop_bucket, scratch_database, scratch_schema
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-STORES = ("mongo", "s3", "milvus")
+STORES = ("mongo", "postgres", "s3", "milvus")
 # The DatasetCounts field each store's eraser counts an erasure in (S3: versions; these tests make no markers).
-UNIT = {"mongo": "records_erased", "s3": "object_versions_deleted", "milvus": "vectors_deleted"}
+UNIT = {
+    "mongo": "records_erased",
+    "postgres": "records_erased",
+    "s3": "object_versions_deleted",
+    "milvus": "vectors_deleted",
+}
 # u10 after u1: an S3 prefix users/u1 without its slash, or a filter by prefix, would take u10's records too.
 RECORDS = {"r1": "u1", "r2": "u1", "r3": "u1", "k1": "u10", "k2": "u10"}
 KEPT = {"k1": "u10", "k2": "u10"}
@@ -40,6 +47,8 @@ def located(store: str, name: str, where: str) -> Dataset:
     """A dataset of ``store`` whose collection or bucket is ``where``."""
     if store == "mongo":
         return Dataset(name=name, store="mongo", mongo=MongoLocation(collection=where, subject_field="user_id"))
+    if store == "postgres":
+        return Dataset(name=name, store="postgres", postgres=PostgresLocation(table=where, subject_column="user_id"))
     if store == "s3":
         return Dataset(name=name, store="s3", s3=S3Location(bucket=where, prefix="users/{subject_id}/"))
     return Dataset(name=name, store="milvus", milvus=MilvusLocation(collection=where, filter_field="subject_id"))
@@ -61,7 +70,8 @@ class Side:
 
 def in_memory(store: str) -> Side:
     stores = InMemoryStores()
-    dataset, absent = located(store, "records", "records"), located(store, "absent", "never-made")
+    where = "never_made" if store == "postgres" else "never-made"  # a table name has no hyphen
+    dataset, absent = located(store, "records", "records"), located(store, "absent", where)
     stores.missing.add(absent.name)  # the fake's way of saying a dataset's collection or bucket does not exist
 
     async def add(records: dict[str, str]) -> None:
@@ -70,7 +80,7 @@ def in_memory(store: str) -> Side:
     async def left() -> dict[str, str]:
         return dict(stores.records.get(dataset.name, {}))
 
-    return Side(store=store, eraser=stores, dataset=dataset, absent=absent, where="never-made", add=add, left=left)
+    return Side(store=store, eraser=stores, dataset=dataset, absent=absent, where=where, add=add, left=left)
 
 
 @contextlib.asynccontextmanager
@@ -86,13 +96,45 @@ async def on_mongo(mongo_url: str) -> AsyncIterator[Side]:
 
         yield Side(
             store="mongo",
-            eraser=MongoEraser(client, name, chunk_size=2),
+            eraser=MongoEraser(client, name, ledger=MongoPurgeLedger(client, name, chunk_size=2)),
             dataset=located("mongo", "records", "records"),
             absent=located("mongo", "absent", "never_made"),
             where="never_made",
             add=add,
             left=left,
         )
+
+
+@contextlib.asynccontextmanager
+async def on_postgres(postgres_url: str, mongo_url: str) -> AsyncIterator[Side]:
+    async with (
+        scratch_schema(postgres_url, "lethe_pe") as (pool, schema),
+        scratch_database(mongo_url, "lethe_pe") as (client, name),
+    ):
+        table = f"{schema}.records"
+        await pool.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, user_id text NOT NULL)")
+        await pool.execute(f"CREATE INDEX ON {table} (user_id)")
+
+        async def add(records: dict[str, str]) -> None:
+            await pool.executemany(f"INSERT INTO {table} VALUES ($1, $2)", list(records.items()))
+
+        async def left() -> dict[str, str]:
+            return {r["id"]: r["user_id"] for r in await pool.fetch(f"SELECT id, user_id FROM {table}")}
+
+        dataset = located("postgres", "records", table)
+        eraser = PostgresEraser(postgres_url, ledger=MongoPurgeLedger(client, name), datasets=[dataset])
+        try:
+            yield Side(
+                store="postgres",
+                eraser=eraser,
+                dataset=dataset,
+                absent=located("postgres", "absent", f"{schema}.never_made"),
+                where=f"{schema}.never_made",
+                add=add,
+                left=left,
+            )
+        finally:
+            await eraser.close()
 
 
 @contextlib.asynccontextmanager
@@ -174,6 +216,8 @@ async def side(request):
         return
     if store == "mongo":
         real = on_mongo(request.getfixturevalue("mongo_url"))
+    elif store == "postgres":
+        real = on_postgres(request.getfixturevalue("postgres_url"), request.getfixturevalue("mongo_url"))
     elif store == "s3":
         real = on_s3(request.getfixturevalue("s3_endpoint"))
     else:

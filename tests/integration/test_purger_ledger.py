@@ -1,7 +1,10 @@
-"""The purger's Ledger port and the Eraser that fills it, one contract for the in-memory fake (InMemoryStores) and
-MongoEraser with MongoPurgeLedger on the real server: tagging lists records in chunks, the nightly job deletes them."""
+"""The purger's Ledger port and the Eraser that fills it, one contract for the in-memory fake (InMemoryStores),
+MongoEraser with MongoPurgeLedger on the real server, and PostgresEraser (rows of a PostgreSQL table, listed in the
+same MongoDB ledger, deleted through it by primary key): tagging lists records in chunks, the nightly job deletes
+them."""
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -10,10 +13,11 @@ import pytest_asyncio
 
 from services.purger.adapters.memory import InMemoryStores
 from services.purger.adapters.mongo import MongoEraser, MongoPurgeLedger
+from services.purger.adapters.postgres import PostgresEraser
 from services.purger.model import LedgerChunk
 from services.purger.ports import Eraser, Ledger
-from shared.datamap import Dataset, MongoLocation
-from tests.support import scratch_database
+from shared.datamap import Dataset, MongoLocation, PostgresLocation
+from tests.support import scratch_database, scratch_schema
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)  # whole seconds: MongoDB keeps milliseconds
@@ -27,6 +31,16 @@ MESSAGES = Dataset(
 PROFILES = Dataset(name="profiles", store="mongo", mongo=MongoLocation(collection="profiles", subject_field="user_id"))
 
 
+def in_postgres(schema: str) -> tuple[Dataset, Dataset]:
+    """MESSAGES and PROFILES as tables of ``schema``."""
+    messages = PostgresLocation(table=f"{schema}.chat_messages", subject_column="user_id", tag_column="tagged_at")
+    profiles = PostgresLocation(table=f"{schema}.profiles", subject_column="user_id")
+    return (
+        Dataset(name="chat_messages", store="postgres", mode="tag_then_purge", postgres=messages),
+        Dataset(name="profiles", store="postgres", postgres=profiles),
+    )
+
+
 @dataclass
 class Stores:
     """One implementation's eraser and ledger, and how a test puts records in and sees what is left."""
@@ -35,6 +49,22 @@ class Stores:
     ledger: Ledger
     add: Callable[[str, dict[str, str]], Awaitable[None]]  # dataset, {record id: subject id}
     left: Callable[[str], Awaitable[dict[str, str]]]  # dataset -> {record id: subject id}
+    messages: Dataset = MESSAGES
+    profiles: Dataset = PROFILES
+
+    def chunk(self, number: int, *ids: str, request_id: str = "req_a", subject_id: str = "u1") -> LedgerChunk:
+        """The ledger chunk ``number`` of ``request_id`` in chat_messages, as this side lists it."""
+        where = self.messages.postgres.table if self.messages.postgres else "chat_messages"
+        return LedgerChunk(
+            f"{request_id}:chat_messages:{number}",
+            request_id,
+            subject_id,
+            "chat_messages",
+            where,
+            ids,
+            T0 + DAY,
+            store=self.messages.store,
+        )
 
 
 def in_memory() -> Stores:
@@ -49,14 +79,18 @@ def in_memory() -> Stores:
     return Stores(stores, stores, add, left)
 
 
-@pytest_asyncio.fixture(params=["memory", "mongo"])
+@pytest_asyncio.fixture(params=["memory", "mongo", "postgres"])
 async def stores(request):
     if request.param == "memory":
         yield in_memory()
         return
+    if request.param == "postgres":
+        async with on_postgres(request.getfixturevalue("postgres_url"), request.getfixturevalue("mongo_url")) as found:
+            yield found
+        return
     async with scratch_database(request.getfixturevalue("mongo_url"), "lethe_pl") as (client, name):
         db = client[name]
-        ledger = MongoPurgeLedger(client, name)
+        ledger = MongoPurgeLedger(client, name, chunk_size=2)
         await ledger.ensure_indexes()
 
         async def add(dataset: str, records: dict[str, str]) -> None:
@@ -65,17 +99,41 @@ async def stores(request):
         async def left(dataset: str) -> dict[str, str]:
             return {doc["_id"]: doc["user_id"] async for doc in db[dataset].find({})}
 
-        yield Stores(MongoEraser(client, name, chunk_size=2), ledger, add, left)
+        yield Stores(MongoEraser(client, name, ledger=ledger), ledger, add, left)
+
+
+@contextlib.asynccontextmanager
+async def on_postgres(postgres_url: str, mongo_url: str) -> AsyncIterator[Stores]:
+    async with (
+        scratch_schema(postgres_url, "lethe_pl") as (pool, schema),
+        scratch_database(mongo_url, "lethe_pl") as (client, name),
+    ):
+        messages, profiles = in_postgres(schema)
+        await pool.execute(
+            f"CREATE TABLE {schema}.chat_messages (id text PRIMARY KEY, user_id text NOT NULL, tagged_at timestamptz)"
+        )
+        await pool.execute(f"CREATE TABLE {schema}.profiles (id text PRIMARY KEY, user_id text NOT NULL)")
+        ledger = MongoPurgeLedger(client, name, chunk_size=2)
+        await ledger.ensure_indexes()
+        eraser = PostgresEraser(postgres_url, ledger=ledger, datasets=[messages, profiles])
+        ledger.deleters["postgres"] = eraser
+
+        async def add(dataset: str, records: dict[str, str]) -> None:
+            await pool.executemany(
+                f"INSERT INTO {schema}.{dataset} (id, user_id) VALUES ($1, $2)", list(records.items())
+            )
+
+        async def left(dataset: str) -> dict[str, str]:
+            return {r["id"]: r["user_id"] for r in await pool.fetch(f"SELECT id, user_id FROM {schema}.{dataset}")}
+
+        try:
+            yield Stores(eraser, ledger, add, left, messages, profiles)
+        finally:
+            await eraser.close()
 
 
 async def tag(stores: Stores, subject_id: str = "u1", request_id: str = "req_a"):
-    return await stores.eraser.erase(MESSAGES, subject_id, request_id=request_id, now=T0, purge_after=T0 + DAY)
-
-
-def chunk(number: int, *ids: str, request_id: str = "req_a", subject_id: str = "u1") -> LedgerChunk:
-    return LedgerChunk(
-        f"{request_id}:chat_messages:{number}", request_id, subject_id, "chat_messages", "chat_messages", ids, T0 + DAY
-    )
+    return await stores.eraser.erase(stores.messages, subject_id, request_id=request_id, now=T0, purge_after=T0 + DAY)
 
 
 async def test_tagging_lists_the_subjects_records_in_chunks_due_once_the_grace_window_ends(stores):
@@ -86,9 +144,9 @@ async def test_tagging_lists_the_subjects_records_in_chunks_due_once_the_grace_w
     assert [c async for c in stores.ledger.due(T0)] == []
     assert await stores.ledger.count_due(T0 + DAY) == (3, 5)
     assert [c async for c in stores.ledger.due(T0 + DAY)] == [
-        chunk(0, "m0", "m1"),
-        chunk(1, "m2", "m3"),
-        chunk(2, "m4"),
+        stores.chunk(0, "m0", "m1"),
+        stores.chunk(1, "m2", "m3"),
+        stores.chunk(2, "m4"),
     ]
     assert len(await stores.left("chat_messages")) == 6  # tagged, not deleted: that is the nightly job's
 
@@ -102,7 +160,11 @@ async def test_a_rerun_reports_the_same_and_lists_only_records_no_chunk_lists_ye
     await stores.add("chat_messages", {"m1a": "u1"})  # arrived between the runs
     later = await tag(stores)
     assert later.counts.records_tagged == 4
-    assert [c async for c in stores.ledger.due(T0 + DAY)] == [chunk(0, "m0", "m1"), chunk(1, "m2"), chunk(2, "m1a")]
+    assert [c async for c in stores.ledger.due(T0 + DAY)] == [
+        stores.chunk(0, "m0", "m1"),
+        stores.chunk(1, "m2"),
+        stores.chunk(2, "m1a"),
+    ]
 
 
 async def test_records_another_request_tagged_are_left_to_it(stores):
@@ -136,9 +198,9 @@ async def test_a_request_with_no_chunks_is_done_with_nothing_purged(stores):
 
 async def test_erasing_deletes_the_subjects_records_at_once_and_lists_nothing(stores):
     await stores.add("profiles", {"p1": "u1", "p2": "u1", "p3": "u2"})
-    outcome = await stores.eraser.erase(PROFILES, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+    outcome = await stores.eraser.erase(stores.profiles, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
     assert (outcome.outcome, outcome.counts.records_erased) == ("erased", 2)
     assert await stores.left("profiles") == {"p3": "u2"}
     assert await stores.ledger.count_due(T0 + 9 * DAY) == (0, 0)
-    again = await stores.eraser.erase(PROFILES, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
+    again = await stores.eraser.erase(stores.profiles, "u1", request_id="req_a", now=T0, purge_after=T0 + DAY)
     assert (again.outcome, again.counts.records_erased) == ("erased", 0)

@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from pymilvus import DataType, MilvusClient
@@ -63,8 +64,46 @@ async def in_own_process(function, uri: str, subject: str) -> None:
     assert proc.returncode == 0, err.decode()[-2000:]
 
 
+ORDERS = DATAMAP.get("orders").postgres
+SHOP_TABLES = f"""
+CREATE SCHEMA IF NOT EXISTS shop;
+CREATE TABLE IF NOT EXISTS {ORDERS.table} (
+    {ORDERS.primary_key} text PRIMARY KEY, {ORDERS.subject_column} text NOT NULL);
+CREATE TABLE IF NOT EXISTS {ORDERS.cascade[0].table} (
+    {ORDERS.cascade[0].primary_key} text PRIMARY KEY,
+    {ORDERS.cascade[0].foreign_key} text NOT NULL REFERENCES {ORDERS.table} ({ORDERS.primary_key}));
+"""
+
+
+async def shop(postgres_url: str, subject: str, *, erase: bool = False) -> None:
+    """An order of ``subject`` with two line items in the shipped data map's tables (or, ``erase``, none)."""
+    conn = await asyncpg.connect(postgres_url)
+    items, orders = ORDERS.cascade[0], ORDERS
+    try:
+        async with conn.transaction():
+            await conn.execute(SHOP_TABLES)
+            if erase:
+                keys = f"SELECT {orders.primary_key} FROM {orders.table} WHERE {orders.subject_column} = $1"
+                await conn.execute(f"DELETE FROM {items.table} WHERE {items.foreign_key} IN ({keys})", subject)
+                await conn.execute(f"DELETE FROM {orders.table} WHERE {orders.subject_column} = $1", subject)
+                return
+            await conn.execute(
+                f"INSERT INTO {orders.table} ({orders.primary_key}, {orders.subject_column}) VALUES ($1, $2)",
+                f"{subject}:o",
+                subject,
+            )
+            for n in range(2):
+                await conn.execute(
+                    f"INSERT INTO {items.table} ({items.primary_key}, {items.foreign_key}) VALUES ($1, $2)",
+                    f"{subject}:o:{n}",
+                    f"{subject}:o",
+                )
+    finally:
+        await conn.close()
+
+
 @pytest_asyncio.fixture
-async def world(mongo_url, s3_endpoint, kafka_bootstrap, tmp_path):
+async def world(mongo_url, s3_endpoint, kafka_bootstrap, postgres_url, tmp_path):
     """A subject with data in every dataset of the shipped data map, and a keyvault holding their keys."""
     subject = f"user-{uuid.uuid4().hex[:8]}"
     mongo = MongoSettings(url=mongo_url, database=f"lethe_ve_{uuid.uuid4().hex[:8]}")
@@ -87,6 +126,7 @@ async def world(mongo_url, s3_endpoint, kafka_bootstrap, tmp_path):
             await s3c.put_object(Bucket=bucket, Key=f"users/{subject}/avatar.png", Body=f"v{n}".encode())
         await s3c.delete_object(Bucket=bucket, Key=f"users/{subject}/avatar.png")
     await in_own_process(seed_vectors, milvus_uri, subject)
+    await shop(postgres_url, subject)
     # keyvault asks intake for the rules and holds in force before it shreds a key: a real one answers.
     stack = contextlib.AsyncExitStack()
     intake = await stack.enter_async_context(running_intake(kafka_bootstrap, mongo_url, AUTH))
@@ -117,8 +157,10 @@ async def world(mongo_url, s3_endpoint, kafka_bootstrap, tmp_path):
         "LETHE_KEYVAULT_URL": kv_url,
         "LETHE_ADMIN_TOKEN": token,
         "LETHE_DATAMAP_PATH": str(ROOT / "deploy" / "datamap.yaml"),
+        "LETHE_POSTGRES_URL": postgres_url,
     }
     yield subject, env, client, mongo, s3, milvus_uri, kv_url, token
+    await shop(postgres_url, subject, erase=True)
     await keyvault.stop()
     await stack.aclose()
     await client.drop_database(mongo.database)
@@ -156,6 +198,7 @@ async def test_verify_erasure_finds_what_remains_then_passes_once_it_is_gone(wor
     assert "tagged" in before["accounts"]["detail"]
     assert before["uploads"]["found"] == 3  # two versions and a delete marker
     assert before["embeddings"]["found"] == 3
+    assert before["orders"]["found"] == 3 and "2 row(s) in child tables" in before["orders"]["detail"]
     assert "data key" in before["profiles"]["detail"]
     assert before["api_usage_daily"]["status"] == "exempt"
 
@@ -171,6 +214,7 @@ async def test_verify_erasure_finds_what_remains_then_passes_once_it_is_gone(wor
         ]
         await s3c.delete_objects(Bucket=bucket, Delete={"Objects": objects})
     await in_own_process(delete_vectors, milvus_uri, subject)
+    await shop(env["LETHE_POSTGRES_URL"], subject, erase=True)
     async with KeyvaultClient(kv_url, token=token) as kv:
         await kv.destroy_key(subject, "profiles", request_id="req-test")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -46,6 +47,7 @@ ADDRESS_OF = {
     "s3": "LETHE_S3_ENDPOINT_URL",
     "smtp": "LETHE_SMTP_HOST",
     "milvus": "LETHE_MILVUS_URI",
+    "postgres": "LETHE_POSTGRES_URL",
     "auth": "LETHE_AUTH_JWT_SECRET",
 }
 # intake's public API keeps the fixed host port its public URL names; every other service can be scaled.
@@ -55,6 +57,8 @@ LITERAL_SECRETS = {
     # The URL holds no credential here: this file's MongoDB has no users and is reached on the compose network only.
     "LETHE_MONGO_URL",
 }
+# Secret URLs whose one secret, the password, is a required variable: the one the server it reaches is given too.
+PASSWORD_IN_URL = {"LETHE_POSTGRES_URL": "POSTGRES_PASSWORD"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ IMAGE_USERS = {
     # docker-library/mongo's Dockerfile: `useradd --uid 999 mongodb`, /data/db and /data/configdb chowned to it; the
     # entrypoint starts as root and steps down to mongodb with gosu.
     "mongo": ImageUser(999, frozenset({"/data/db", "/data/configdb"})),
+    # docker-library/postgres's Dockerfile: `useradd --uid=999 postgres`, $PGDATA (/var/lib/postgresql/data) and
+    # /var/run/postgresql installed owned by it; the entrypoint starts as root and steps down to postgres with gosu.
+    "postgres": ImageUser(999, frozenset({"/var/lib/postgresql/data", "/var/run/postgresql"})),
     # seaweedfs's docker/Dockerfile.go_build: `adduser -u 1000 seaweed`, /data and /etc/seaweedfs chowned to it; its
     # docker/entrypoint.sh starts as root, gives /data to seaweed if it is not yet and drops to it with su-exec.
     "chrislusf/seaweedfs": ImageUser(1000, frozenset({"/data", "/etc/seaweedfs"})),
@@ -207,15 +214,16 @@ def test_kafka_is_the_release_the_local_stack_runs():
 
 
 def test_the_servers_are_the_real_images():
-    images = {name: COMPOSE["services"][name]["image"] for name in ("kafka", "mongo", "s3", "smtp")}
+    images = {name: COMPOSE["services"][name]["image"] for name in ("kafka", "mongo", "postgres", "s3", "smtp")}
     assert images["kafka"].startswith("apache/kafka:4.")
     assert images["mongo"].startswith("mongo:8.")
+    assert images["postgres"].startswith("postgres:17.")
     assert images["s3"].startswith("chrislusf/seaweedfs:")
     assert images["smtp"].startswith("axllent/mailpit:")
 
 
 def test_every_server_and_service_has_a_healthcheck_and_the_services_restart():
-    for name in ("kafka", "mongo", "s3", "smtp", "milvus", *SERVICES):
+    for name in ("kafka", "mongo", "postgres", "s3", "smtp", "milvus", *SERVICES):
         assert "healthcheck" in COMPOSE["services"][name], name
     for name in SERVICES:
         assert COMPOSE["services"][name]["restart"] == "unless-stopped"
@@ -310,7 +318,10 @@ def test_every_secret_comes_from_a_required_variable(name, settings_cls):
             continue
         if info.default is not None:
             assert variable in raw, f"{name} would run with {variable}'s development default"
-        if variable in raw:
+        if variable in PASSWORD_IN_URL and variable in raw:
+            password = urlsplit(interpolate(str(raw[variable]))).password
+            assert password == f"required:{PASSWORD_IN_URL[variable]}", f"{name}'s {variable} has a literal password"
+        elif variable in raw:
             assert REQUIRED.match(str(raw[variable])), f"{name}'s {variable} must be ${{VAR:?…}}, not a literal"
 
 
@@ -319,6 +330,15 @@ def test_the_s3_server_and_the_purger_share_the_same_required_credentials():
     for variable in ("LETHE_S3_ACCESS_KEY_ID", "LETHE_S3_SECRET_ACCESS_KEY"):
         assert REQUIRED.match(server[variable])
         assert server[variable] == purger[variable]
+
+
+def test_the_purger_reaches_postgres_as_the_user_and_database_the_server_creates_with_its_password():
+    server, url = environment("postgres"), urlsplit(environment("purger")["LETHE_POSTGRES_URL"])
+    assert REQUIRED.match(COMPOSE["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"])
+    assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
+    assert (url.username, url.password) == (server["POSTGRES_USER"], server["POSTGRES_PASSWORD"])
+    assert url.path == f"/{server['POSTGRES_DB']}"
+    assert COMPOSE["services"]["purger"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
 
 
 def test_the_setup_job_registers_the_password_each_principal_connects_with():
@@ -398,6 +418,8 @@ def test_each_server_writes_where_its_volume_is_mounted():
         # mongod's default dbPath; the seaweedfs entrypoint's -dir.
         "mongo": ("mongo-data", "/data/db"),
         "s3": ("s3-data", "/data"),
+        # The postgres image's PGDATA.
+        "postgres": ("postgres-data", "/var/lib/postgresql/data"),
     }
     assert {volume for volume, _ in writes_to.values()} == set(COMPOSE["volumes"])
     for name, (volume, path) in writes_to.items():

@@ -161,3 +161,44 @@ async def test_signing_out_needs_the_sessions_csrf_token_and_forgets_the_session
     response = await page.client.post("/console/logout", data={"csrf": "form-csrf"}, allow_redirects=False)
     assert (response.status, response.headers["Location"]) == (303, "/console/login")
     assert page.sessions.sessions == {}
+
+
+def awaiting_request() -> dict[str, object]:
+    now = utcnow()
+    return {
+        "request_id": "req-7",
+        "subject_id": "subj-7",
+        "status": "awaiting_confirmation",
+        "result": "pending",
+        "channel": "api",
+        "created_at": now.isoformat(),
+        "deadline_at": (now + timedelta(days=30)).isoformat(),
+        "backups_purged_by": (now + timedelta(days=90)).isoformat(),
+        "stages": {"received": now.isoformat()},
+        "outcomes": [{"dataset": "newsletter", "store": "processor", "outcome": "pending_confirmation", "counts": {}}],
+        "keys": {"destroyed": [], "retained": []},
+        "hard_deleted": {},
+        "awaiting_confirmation": ["newsletter"],
+    }
+
+
+async def test_a_request_awaiting_a_processor_offers_to_answer_for_it_and_needs_the_tick(page):
+    await page.sign_in()
+    page.services.answer("intake", "GET", "/deletion_requests/req-7", 200, awaiting_request())
+    html = await (await page.client.get("/console/requests/req-7")).text()
+    assert 'action="/console/requests/req-7/processors/newsletter"' in html and 'name="note" required' in html
+
+    path = "/deletion_requests/req-7/processors/newsletter/confirmation"
+    page.services.answer("intake", "POST", path, 202, {"outcome": "erased"})
+    form = {"csrf": "form-csrf", "outcome": "erased", "note": "ticket 4711"}
+    unticked = await page.client.post("/console/requests/req-7/processors/newsletter", data=form, allow_redirects=False)
+    assert "tick" in unticked.headers["Location"]
+    assert not [c for c in page.services.calls if c[1] == "POST"]  # nothing sent without the tick
+
+    ticked = await page.client.post(
+        "/console/requests/req-7/processors/newsletter", data=form | {"confirm": "yes"}, allow_redirects=False
+    )
+    assert "recorded" in ticked.headers["Location"]
+    [(service, _, sent_path, token, kwargs)] = [c for c in page.services.calls if c[1] == "POST"]
+    assert (service, sent_path, token) == ("intake", path, "operator-token")
+    assert kwargs["json"] == {"outcome": "erased", "note": "ticket 4711"}

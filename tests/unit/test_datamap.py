@@ -11,10 +11,32 @@ SHIPPED = Path(__file__).parents[2] / "deploy" / "datamap.yaml"
 
 def test_the_shipped_data_map_describes_every_kind_of_store():
     datamap = load_datamap(SHIPPED)
-    assert {d.store for d in datamap.datasets} == {"mongo", "s3", "milvus"}
+    assert {d.store for d in datamap.datasets} == {"mongo", "postgres", "s3", "milvus"}
     assert datamap.get("api_usage_daily").exempt
     assert not datamap.get("invoices").exempt
     assert datamap.get("uploads").s3.prefix_for("u1") == "users/u1/"
+    assert datamap.get("orders").postgres.tables() == ["shop.orders", "shop.order_items"]
+
+
+def test_a_postgres_dataset_names_its_children_and_its_tables_parent_first():
+    from shared.datamap import PostgresLocation
+
+    loc = PostgresLocation.model_validate(
+        {
+            "table": "shop.orders",
+            "subject_column": "customer_id",
+            "cascade": [
+                {
+                    "table": "shop.order_items",
+                    "foreign_key": "order_id",
+                    "cascade": [{"table": "shop.item_notes", "foreign_key": "item_id"}],
+                },
+                {"table": "shop.payments", "foreign_key": "order_id"},
+            ],
+        }
+    )
+    assert loc.tables() == ["shop.orders", "shop.order_items", "shop.item_notes", "shop.payments"]
+    assert loc.primary_key == "id" and loc.tag_column is None
 
 
 @pytest.mark.parametrize(
@@ -31,7 +53,19 @@ def test_the_shipped_data_map_describes_every_kind_of_store():
         ("datasets: [{name: a, store: mongo, mongo: {collection: c}}]", "subject_field"),
         (
             "datasets: [{name: a, store: milvus, milvus: {collection: c, filter_field: f}, mode: tag_then_purge}]",
-            "tag_then_purge is for mongo",
+            "tag_then_purge is for mongo and postgres",
+        ),
+        (
+            "datasets: [{name: a, store: postgres, postgres: {table: t, subject_column: u}, mode: tag_then_purge}]",
+            "needs postgres.tag_column",
+        ),
+        # Identifiers come only from the map and must be plain names: no quotes, spaces, or statements.
+        ('datasets: [{name: a, store: postgres, postgres: {table: "t; DROP TABLE x", subject_column: u}}]', "table"),
+        ('datasets: [{name: a, store: postgres, postgres: {table: "a.b.c", subject_column: u}}]', "table"),
+        ("datasets: [{name: a, store: postgres, postgres: {table: t, subject_column: 'u\"'}}]", "subject_column"),
+        (
+            "datasets: [{name: a, store: postgres, postgres: {table: t, subject_column: u, cascade: [{table: c}]}}]",
+            "foreign_key",
         ),
         ("datasets: [{name: A B, store: mongo, mongo: {collection: c, subject_field: f}}]", "name"),
         ("datasets: {", "not valid YAML"),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
-from shared.events import DeletionRequested
+from shared.events import DeletionRequested, Event
 from shared.fakes import InMemoryRetentionStore
 
 
@@ -17,7 +17,7 @@ class InMemoryRequestStore:
     def __init__(self) -> None:
         self.requests: dict[str, DeletionRequest] = {}
         self.claims: dict[str, str] = {}
-        self.outbox: list[DeletionRequested] = []
+        self.outbox: list[Event] = []
         self.keys: dict[str, tuple[str, str, datetime, StoredReply | None]] = {}
 
     async def get(self, request_id: str) -> DeletionRequest | None:
@@ -46,6 +46,12 @@ class InMemoryRequestStore:
         if event not in self.outbox:
             self.outbox.append(event)
         return None
+
+    async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
+        if self.claims.get(subject_id) != request_id:
+            return False
+        self.outbox.append(event)
+        return True
 
     async def release(self, subject_id: str, request_id: str) -> None:
         if self.claims.get(subject_id) == request_id:

@@ -21,7 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.adapters.retention import HOLDS_COLLECTION, OUTBOX_FIELD, RULES_COLLECTION
 from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
-from shared.events import DeletionRequested
+from shared.events import DeletionRequested, Event
 from shared.liveread import live
 
 REQUESTS, CLAIMS, IDEMPOTENCY = "deletion_requests", "open_requests", "idempotency_keys"
@@ -110,6 +110,12 @@ class MongoRequestStore:
                 return await self.claim(event)
             return None if doc["request_id"] == event.request_id else str(doc["request_id"])
         return None
+
+    async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
+        result = await self._claims.update_one(
+            {"_id": subject_id, "request_id": request_id}, {"$push": {OUTBOX_FIELD: event.model_dump_json()}}
+        )
+        return result.matched_count == 1
 
     async def release(self, subject_id: str, request_id: str) -> None:
         await self._claims.delete_one({"_id": subject_id, "request_id": request_id})

@@ -1,8 +1,9 @@
-"""Backups of the MongoDB datasets in a bucket, and their ledger (``backups``): written by ``lethe backup``,
-deleted by the expiry job once older than the retention window.
+"""Backups of the MongoDB and PostgreSQL datasets in a bucket, and their ledger (``backups``): written by
+``lethe backup``, deleted by the expiry job once older than the retention window.
 
-A backup copies the documents as stored, so encrypted fields stay ciphertext: once a subject's keys are
-destroyed, their fields in every backup are unreadable too (crypto-shredding), even before the backup expires.
+A backup copies the documents (and rows: each line names its table) as stored, so encrypted fields stay
+ciphertext: once a subject's keys are destroyed, their fields in every backup are unreadable too
+(crypto-shredding), even before the backup expires.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 from bson import json_util
@@ -27,9 +28,24 @@ from shared.settings import S3Settings
 BACKUPS = "backups"
 
 
+class TableRows(Protocol):
+    async def rows(self, dataset: Dataset) -> list[dict[str, Any]]:
+        """Every row of the dataset's tables, each with its ``table`` (PostgresEraser)."""
+        ...
+
+
 class BackupStore:
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, s3: S3Settings, *, bucket: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        s3: S3Settings,
+        *,
+        bucket: str,
+        postgres: TableRows | None = None,
+    ) -> None:
         self._db = client[database]
+        self._postgres = postgres
         self._ledger = self._db[BACKUPS]
         self._s3 = s3
         self.bucket = bucket
@@ -37,7 +53,8 @@ class BackupStore:
     async def create(
         self, datasets: Sequence[Dataset], *, now: datetime, on_dataset: Callable[[str, int], Any] | None = None
     ) -> Backup:
-        """Snapshot every MongoDB dataset into ``<bucket>/<backup id>/<dataset>.jsonl.gz``, then record it."""
+        """Snapshot every MongoDB and PostgreSQL dataset into ``<bucket>/<backup id>/<dataset>.jsonl.gz``, then
+        record it."""
         backup_id = f"bk_{now:%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}"
         objects, total = [], 0
         async with s3_client(self._s3) as s3:
@@ -47,9 +64,12 @@ class BackupStore:
                 if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
             for dataset in datasets:
-                if dataset.mongo is None:
+                if dataset.mongo is not None:
+                    lines = [json_util.dumps(doc) async for doc in self._db[dataset.mongo.collection].find({})]
+                elif dataset.postgres is not None and self._postgres is not None:
+                    lines = [json_util.dumps(row) for row in await self._postgres.rows(dataset)]
+                else:
                     continue
-                lines = [json_util.dumps(doc) async for doc in self._db[dataset.mongo.collection].find({})]
                 body = gzip.compress(("\n".join(lines) + "\n").encode() if lines else b"")
                 key = f"{backup_id}/{dataset.name}.jsonl.gz"
                 await s3.put_object(Bucket=self.bucket, Key=key, Body=body)

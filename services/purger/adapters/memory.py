@@ -36,6 +36,8 @@ class InMemoryStores:
                 error = f"the bucket '{dataset.s3.bucket}' does not exist"
             elif dataset.milvus:
                 error = f"the collection '{dataset.milvus.collection}' does not exist in Milvus"
+            elif dataset.postgres:
+                error = f"the table '{dataset.postgres.table}' does not exist"
             else:
                 error = f"the collection '{dataset.mongo.collection if dataset.mongo else dataset.name}' does not exist"
             return DatasetOutcome(dataset=dataset.name, store=dataset.store, outcome="failed", error=error)

@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from services.purger.model import LedgerChunk, PurgeRecord
+from services.purger.ports import ChunkDeleter
 from shared.datamap import Dataset
 from shared.events import DatasetCounts, DatasetOutcome
 from shared.liveread import PURGE_AFTER, TAGGED_AT
@@ -31,10 +32,9 @@ log = structlog.get_logger(__name__)
 class MongoEraser:
     """Erases (``erase``) or tags (``tag_then_purge``) one subject's records in one collection."""
 
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *, chunk_size: int) -> None:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *, ledger: MongoPurgeLedger) -> None:
         self._db = client[database]
-        self._ledger = self._db[LEDGER]
-        self._chunk_size = chunk_size
+        self._ledger = ledger
 
     async def ensure_indexes(self, datasets: Sequence[Dataset]) -> None:
         """Index each dataset's subject field, in the collections that exist.
@@ -86,7 +86,7 @@ class MongoEraser:
         # happens to this run (a crash, the event dead-lettered), nothing stays hidden yet never hard-deleted.
         # A crash in between leaves records listed but untagged, which the re-run tags (and the nightly job deletes
         # anyway: they are the subject's, to be erased).
-        await self._list(dataset, subject_id, request_id, ids, purge_after)
+        await self._ledger.add(dataset, dataset.mongo.collection, subject_id, request_id, ids, purge_after)
         await self._tag(coll, untagged, request_id, now, purge_after)
         if not ids:  # nothing to wait for: the dataset holds nothing of the subject now
             missing = await self._missing(dataset)
@@ -98,40 +98,6 @@ class MongoEraser:
             counts=DatasetCounts(records_tagged=len(ids)),
             purge_after=purge_after,
         )
-
-    async def _list(
-        self, dataset: Dataset, subject_id: str, request_id: str, ids: Sequence[Any], purge_after: datetime
-    ) -> None:
-        """Add to the ledger, in new chunks, the ids that no chunk of this request and dataset lists yet.
-
-        Re-chunking everything on a re-run would shift records that arrived meanwhile into chunk numbers that
-        already exist, and leave them listed nowhere. Chunks are written one after another from 0, so an earlier
-        run's are 0..n-1, each read by ``_id`` (one lookup when there are none: the first run).
-        """
-        assert dataset.mongo is not None
-        prefix = f"{request_id}:{dataset.name}:"
-        listed: set[str] = set()
-        number = 0
-        while (chunk := await self._ledger.find_one({"_id": f"{prefix}{number}"}, {"ids": 1})) is not None:
-            listed.update(repr(i) for i in chunk["ids"])  # repr: ids of any BSON type, ObjectId("1") != "1"
-            number += 1
-        new = [i for i in ids if repr(i) not in listed]
-        for start in range(0, len(new), self._chunk_size):
-            # An insert, not an upsert: should another run have written this number meanwhile, the clash fails this
-            # run, and its retry reads that chunk, instead of silently listing nothing.
-            await self._ledger.insert_one(
-                {
-                    "_id": f"{prefix}{number}",
-                    "request_id": request_id,
-                    "subject_id": subject_id,
-                    "dataset": dataset.name,
-                    "collection": dataset.mongo.collection,
-                    "ids": new[start : start + self._chunk_size],
-                    "purge_after": purge_after,
-                    "done": False,
-                }
-            )
-            number += 1
 
     async def _tag(
         self,
@@ -160,11 +126,69 @@ class MongoEraser:
 
 
 class MongoPurgeLedger:
-    """The nightly job's work list: chunks of primary keys, each deleted in one call by ``_id``."""
+    """The nightly job's work list: chunks of primary keys, each deleted in one call by primary key: in MongoDB
+    here, in another store (PostgreSQL) by that store's ``deleters`` entry."""
 
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        *,
+        chunk_size: int = 500,
+        deleters: Mapping[str, ChunkDeleter] | None = None,
+    ) -> None:
         self._db = client[database]
         self._ledger = self._db[LEDGER]
+        self._chunk_size = chunk_size
+        self.deleters = dict(deleters or {})
+
+    async def listed(self, request_id: str, dataset: str) -> list[Any]:
+        """The ids the chunks of this request and dataset list. Chunks are written one after another from 0, so an
+        earlier run's are 0..n-1, each read by ``_id`` (one lookup when there are none: the first run)."""
+        return [i for chunk in await self._chunks_of(request_id, dataset) for i in chunk["ids"]]
+
+    async def _chunks_of(self, request_id: str, dataset: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while chunk := await self._ledger.find_one({"_id": f"{request_id}:{dataset}:{len(found)}"}, {"ids": 1}):
+            found.append(chunk)
+        return found
+
+    async def add(
+        self,
+        dataset: Dataset,
+        location: str,
+        subject_id: str,
+        request_id: str,
+        ids: Sequence[Any],
+        purge_after: datetime,
+    ) -> None:
+        """Add to the ledger, in new chunks, the ids that no chunk of this request and dataset lists yet.
+
+        Re-chunking everything on a re-run would shift records that arrived meanwhile into chunk numbers that
+        already exist, and leave them listed nowhere.
+        """
+        prefix = f"{request_id}:{dataset.name}:"
+        chunks = await self._chunks_of(request_id, dataset.name)
+        listed = {repr(i) for chunk in chunks for i in chunk["ids"]}  # repr: ids of any BSON type, ObjectId("1") != "1"
+        number = len(chunks)
+        new = [i for i in ids if repr(i) not in listed]
+        for start in range(0, len(new), self._chunk_size):
+            # An insert, not an upsert: should another run have written this number meanwhile, the clash fails this
+            # run, and its retry reads that chunk, instead of silently listing nothing.
+            await self._ledger.insert_one(
+                {
+                    "_id": f"{prefix}{number}",
+                    "request_id": request_id,
+                    "subject_id": subject_id,
+                    "dataset": dataset.name,
+                    "store": dataset.store,
+                    "collection": location,
+                    "ids": new[start : start + self._chunk_size],
+                    "purge_after": purge_after,
+                    "done": False,
+                }
+            )
+            number += 1
 
     async def ensure_indexes(self) -> None:
         await self._ledger.create_index([("done", 1), ("purge_after", 1)])
@@ -184,7 +208,10 @@ class MongoPurgeLedger:
 
     async def delete_chunk(self, chunk: LedgerChunk) -> int:
         """Delete the chunk's records by primary key and mark it done; the records of the chunk gone now."""
-        await self._db[chunk.collection].delete_many({"_id": {"$in": list(chunk.ids)}})
+        if chunk.store == "mongo":
+            await self._db[chunk.collection].delete_many({"_id": {"$in": list(chunk.ids)}})
+        else:
+            await self.deleters[chunk.store].delete_ids(chunk)
         # Done means every listed record is gone, whoever deleted it (this call, an earlier interrupted one, the app).
         await self._ledger.update_one({"_id": chunk.chunk_id}, {"$set": {"done": True, "purged": len(chunk.ids)}})
         return len(chunk.ids)
@@ -208,6 +235,7 @@ def _chunk(doc: dict[str, Any]) -> LedgerChunk:
         ids=tuple(doc["ids"]),
         purge_after=doc["purge_after"],
         done=doc["done"],
+        store=doc.get("store", "mongo"),
     )
 
 
