@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY ops ./ops
-COPY deploy/datamap.yaml deploy/retention-rules.yaml ./deploy/
+COPY deploy/datamap.yaml deploy/retention-rules.yaml deploy/jurisdictions.yaml ./deploy/
 # Every directory a volume is mounted on exists here, owned by the runtime user, so that a new named volume
 # starts with that owner (docker copies it) and uid 10001 can write it: tests/unit/test_compose.py checks the list.
 RUN pip install . && useradd --system --uid 10001 lethe \

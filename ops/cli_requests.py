@@ -1,4 +1,4 @@
-"""Operator commands on intake (typer + rich): ``lethe delete``, ``status``, ``rules`` and ``holds``.
+"""Operator commands on intake (typer + rich): ``lethe delete``, ``status``, ``extend``, ``rules`` and ``holds``.
 
 They talk to intake over HTTP, so they work the same against ``make run`` and a compose deployment. The token is
 LETHE_ADMIN_TOKEN, or, for the local stack, one signed for five minutes with LETHE_AUTH_JWT_SECRET.
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.auth import DELETION_ANY, RETENTION_ADMIN, operator_token
+from shared.auth import DELETION_ANY, REQUESTS_ADMIN, RETENTION_ADMIN, operator_token
 from shared.settings import CliSettings
 
 console = Console()
@@ -34,7 +34,7 @@ FINAL = {"completed", "partial", "hard_deleted", "erased", "failed"}
 
 def _client() -> httpx.Client:
     settings = CliSettings()
-    token = operator_token(settings, DELETION_ANY, RETENTION_ADMIN)
+    token = operator_token(settings, DELETION_ANY, RETENTION_ADMIN, REQUESTS_ADMIN)
     if token is None:
         raise typer.BadParameter("set LETHE_ADMIN_TOKEN (or LETHE_AUTH_JWT_SECRET for the local stack)")
     return httpx.Client(base_url=settings.intake_url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
@@ -106,6 +106,19 @@ def status(
     _show_request(body)
     if watch and body["status"] not in FINAL:
         raise typer.Exit(1)
+
+
+@app.command()
+def extend(
+    request_id: Annotated[str, typer.Argument(help="The request id (req_...).")],
+    reason: Annotated[str, typer.Option(help="Why more time is needed (the person is told).")],
+) -> None:
+    """Extend a request's deadline as its law allows (once under GDPR and CCPA, told in time); the person is mailed."""
+    body = _call("POST", f"/deletion_requests/{request_id}/extend", json={"reason": reason})
+    console.print(
+        f"{request_id}: extension {body['extension']} under {body['jurisdiction']} ({body['legal_ref']}): "
+        f"deadline {body['previous_deadline_at'][:10]} -> [bold]{body['deadline_at'][:10]}[/bold]"
+    )
 
 
 @rules_app.callback(invoke_without_command=True)

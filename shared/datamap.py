@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.configfile import load_yaml
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 EXEMPT_CATEGORIES = frozenset({"anonymized_analytics"})
@@ -112,6 +113,9 @@ class Dataset(_Strict):
     category: str = "personal"
     encrypted_fields: tuple[str, ...] = ()
     description: str = ""
+    # On the accounts dataset: the field whose value names the law a person's requests are answered under
+    # (a code of deploy/jurisdictions.yaml), when the caller names none.
+    jurisdiction_field: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = None
 
     @model_validator(mode="after")
     def _location_matches_store(self) -> Dataset:
@@ -177,14 +181,4 @@ def processor_secrets(datamap: DataMap, environ: Mapping[str, str] | None = None
 
 
 def load_datamap(path: Path) -> DataMap:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise DataMapError(f"cannot read the data map {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise DataMapError(f"the data map {path} is not valid YAML: {exc}") from exc
-    try:
-        return DataMap.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise DataMapError(f"the data map {path} is invalid: {problems}") from exc
+    return load_yaml(path, DataMap, what="data map", error=DataMapError)

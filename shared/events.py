@@ -38,6 +38,7 @@ RequestResult = Literal["completed", "partial", "pending"]
 # How a request reached intake: its HTTP API, the email channel, or an upstream service's intent on the bus.
 Channel = Literal["api", "email", "bus"]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
+Jurisdiction = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 # A subject id as it enters lethe (the HTTP path and the bus's intents alike): no spaces, slashes or controls.
 SubjectId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
@@ -113,6 +114,10 @@ class DeletionRequested(DeletionEvent):
     requested_by: Id
     deadline_at: AwareDatetime
     backups_purged_by: AwareDatetime
+    # The law the request is answered under (deploy/jurisdictions.yaml), which set its deadline; and by when its
+    # receipt must be acknowledged, where that law says so.
+    jurisdiction: Jurisdiction | None = None
+    acknowledge_by: AwareDatetime | None = None
 
 
 class DatasetCounts(Contract):
@@ -264,6 +269,9 @@ class DeletionOverdue(DeletionEvent):
     deadline_at: AwareDatetime
     status: str
     past_deadline: bool
+    # deadline: the answer is near or past its deadline; acknowledgement: receipt was not confirmed in the time the
+    # request's law sets (``deadline_at`` is then that time).
+    about: Literal["deadline", "acknowledgement"] = "deadline"
 
 
 class DeletionProcessorConfirmed(DeletionEvent):
@@ -276,6 +284,20 @@ class DeletionProcessorConfirmed(DeletionEvent):
     via: ConfirmedVia
     confirmed_by: Id  # the processor's name, or the operator's subject
     reason: Annotated[str, Field(max_length=1000)] | None = None  # why it refused, or the operator's note
+
+
+class DeletionExtended(DeletionEvent):
+    """An operator extended the request's deadline as its law allows; notifier tells the person why, and the
+    integrators (``data_deletion.extended``)."""
+
+    type: Literal["deletion.extended"] = topics.DELETION_EXTENDED
+    extension: int = Field(ge=1)  # the how-manieth extension of this request
+    deadline_at: AwareDatetime  # the new deadline
+    previous_deadline_at: AwareDatetime
+    jurisdiction: Jurisdiction
+    legal_ref: str  # the law's reference for extensions
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+    extended_by: Id
 
 
 class RetentionRulesChanged(Event):
@@ -320,6 +342,8 @@ class RequestDeletion(Event):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
     # The same key from the same producer never starts a second request (a re-sent intent, a retried publish).
     idempotency_key: IdempotencyKey | None = None
+    # The law to answer under (deploy/jurisdictions.yaml); intake's default when unset. An unknown one is rejected.
+    jurisdiction: Jurisdiction | None = None
 
 
 class DeletionRejected(Event):
@@ -350,6 +374,7 @@ AnyEvent = Annotated[
     | DeletionBackupsExpired
     | DeletionOverdue
     | DeletionProcessorConfirmed
+    | DeletionExtended
     | RetentionRulesChanged
     | LegalHoldPlaced
     | LegalHoldReleased
@@ -374,6 +399,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeletionBackupsExpired,
         DeletionOverdue,
         DeletionProcessorConfirmed,
+        DeletionExtended,
         RetentionRulesChanged,
         LegalHoldPlaced,
         LegalHoldReleased,

@@ -15,6 +15,8 @@ DELETION_BACKUPS_EXPIRED: Final = "deletion.backups_expired"
 DELETION_OVERDUE: Final = "deletion.overdue"
 # A processor (or an operator for it) confirmed or refused the erasure lethe asked of it.
 DELETION_PROCESSOR_CONFIRMED: Final = "deletion.processor_confirmed"
+# An operator extended a request's deadline, as its law allows (the person is told why).
+DELETION_EXTENDED: Final = "deletion.extended"
 RETENTION_RULES_CHANGED: Final = "retention.rules_changed"
 LEGAL_HOLD_PLACED: Final = "legal_hold.placed"
 LEGAL_HOLD_RELEASED: Final = "legal_hold.released"
@@ -36,6 +38,7 @@ EVENT_TOPICS: Final[tuple[str, ...]] = (
     DELETION_BACKUPS_EXPIRED,
     DELETION_OVERDUE,
     DELETION_PROCESSOR_CONFIRMED,
+    DELETION_EXTENDED,
     RETENTION_RULES_CHANGED,
     LEGAL_HOLD_PLACED,
     LEGAL_HOLD_RELEASED,

@@ -104,6 +104,7 @@ class Pipeline:
             "INTAKE_KEYVAULT_URL": self.url("keyvault"),
             "INTAKE_KEYVAULT_TOKEN": token(KEYS_USE, subject="intake"),
             "INTAKE_OUTBOX_INTERVAL_S": "0.2",
+            "INTAKE_ACKNOWLEDGEMENT_INTERVAL_S": "1",
             "INTAKE_RATE_LIMIT": "100000/minute",
             "KEYVAULT_LOCAL_KEYRING_FILE": str(self.workdir / "keyring.json"),
             "NOTIFIER_ALLOW_LOOPBACK_WEBHOOKS": "true",

@@ -294,6 +294,23 @@ async def answer_processor(request: web.Request, session: Session) -> web.Respon
     return redirect(f"{back}?{urlencode({'flash': flash})}")
 
 
+async def extend_request(request: web.Request, session: Session) -> web.Response:
+    """Extend a request's deadline (intake checks the law allows it now and tells the person)."""
+    request_id = request.match_info["request_id"]
+    posted = await request.post()
+    back = f"/console/requests/{quote(request_id, safe='')}"
+    if posted.get("confirm") != "yes":
+        return redirect(f"{back}?{urlencode({'flash': 'Not extended: tick that the person is to be told.'})}")
+    path = f"/deletion_requests/{quote(request_id, safe='')}/extend"
+    body = {"reason": str(posted.get("reason", ""))}
+    code, answer = await request.app[CONSOLE].upstream.call("intake", "POST", path, session.token, json=body)
+    if code == 202:
+        flash = f"Extended: due {answer['deadline_at'][:10]} ({answer['legal_ref']}); the person is told."
+    else:
+        flash = f"Refused ({code}): {(answer or {}).get('detail', '')}"
+    return redirect(f"{back}?{urlencode({'flash': flash})}")
+
+
 async def receipt(request: web.Request, _: Session) -> web.Response:
     console = request.app[CONSOLE]
     request_id = request.match_info["request_id"]
@@ -432,6 +449,7 @@ def add_console(
     app.router.add_get("/console/requests/{request_id}/receipt", signed_in(receipt))
     app.router.add_post("/console/requests/{request_id}/redeliver", signed_in(redeliver, form=True))
     app.router.add_post("/console/requests/{request_id}/processors/{dataset}", signed_in(answer_processor, form=True))
+    app.router.add_post("/console/requests/{request_id}/extend", signed_in(extend_request, form=True))
     app.router.add_get("/console/retention", signed_in(retention_page))
     app.router.add_post("/console/retention/holds", signed_in(place_hold, form=True))
     app.router.add_post("/console/retention/holds/{hold_id}/release", signed_in(release_hold, form=True))

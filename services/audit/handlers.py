@@ -163,9 +163,13 @@ def receipt(
     names += [n for n in sorted(story.outcomes) if n not in names]
     datasets = [story.dataset(name) for name in names]
     last = entries[-1]
+    asked: dict[str, Any] = next((e for e in events if e["type"] == topics.DELETION_REQUESTED), {})
     return {
         "request_id": request_id,
         "subject_id": last.subject_id,
+        # The law it was answered under, and the deadline that law set (the extension, if any, in its stages).
+        "jurisdiction": asked.get("jurisdiction"),
+        "deadline_at": asked.get("deadline_at"),
         "result": _result(story, datasets),
         "processors": [
             {k: d[k] for k in ("dataset", "outcome", "confirmed_at", "confirmed_via", "note", "error")}

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from services.intake.actions import ExtensionRefusedError, NotOpenError, RequestActions
 from services.intake.admin import (
     HoldNotFoundError,
     HoldRefusedError,
@@ -30,6 +31,7 @@ from services.intake.handlers import (
     IdempotencyKeyReusedError,
     RequestNotReadyError,
     RulePatchError,
+    UnknownJurisdictionError,
 )
 from services.intake.limits import RateLimits
 from services.intake.ports import ContactStore, RequestStore, RetentionStore
@@ -44,7 +46,9 @@ from services.intake.processors import (
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
     ContactPath,
+    DeleteQuery,
     EmailRequestBody,
+    ExtendBody,
     HoldBody,
     HoldPath,
     HoldsQuery,
@@ -96,6 +100,7 @@ class IntakeApi:
     email: EmailChannel
     admin: RetentionAdmin
     processors: ProcessorAnswers
+    actions: RequestActions
     verifier: TokenVerifier
     limits: RateLimits
     clock: Callable[[], datetime]
@@ -142,13 +147,18 @@ async def delete_user_data(request: web.Request) -> web.Response:
     api = request.app[INTAKE]
     principal = api.verifier.principal(request)
     subject_id = parse_params(SubjectPath, request.match_info, where="path").id
+    jurisdiction = parse_params(DeleteQuery, request.query, where="query").jurisdiction
     _may_delete(principal, subject_id)
 
     async def start() -> tuple[int, dict[str, Any]]:
         try:
-            started, record = await api.deletions.start(subject_id, requested_by=principal.subject, channel="api")
+            started, record = await api.deletions.start(
+                subject_id, requested_by=principal.subject, channel="api", jurisdiction=jurisdiction
+            )
         except RequestNotReadyError as exc:
             raise retry_soon("another request for this subject is being stored") from exc
+        except UnknownJurisdictionError as exc:
+            raise field_problem("query.jurisdiction", str(exc)) from exc
         return (202 if started else 200), api.view(record)
 
     key = _idempotency_key(request)
@@ -158,7 +168,9 @@ async def delete_user_data(request: web.Request) -> web.Response:
     scoped = hashlib.sha256(f"{principal.subject}\0{key}".encode()).hexdigest()
     try:
         reply, replayed = await api.deletions.once_waiting(
-            scoped, fingerprint=f"DELETE /users/{subject_id}/data", run=start
+            scoped,
+            fingerprint=f"DELETE /users/{subject_id}/data" + (f"?{jurisdiction}" if jurisdiction else ""),
+            run=start,
         )
     except IdempotencyKeyReusedError as exc:
         raise field_problem("header.Idempotency-Key", "already used for a different request") from exc
@@ -345,6 +357,32 @@ async def release_hold(request: web.Request) -> web.Response:
     return web.json_response(hold_view(released, api.clock()))
 
 
+# --- operator actions ---------------------------------------------------------------------------------------------
+
+
+async def extend_request(request: web.Request) -> web.Response:
+    """Extend a request's deadline as its law allows; the person is told why (deletion.extended)."""
+    api = request.app[INTAKE]
+    principal = api.verifier.require(request, REQUESTS_ADMIN)
+    request_id = parse_params(RequestPath, request.match_info, where="path").request_id
+    body: ExtendBody = await parse_json(request, ExtendBody)
+    try:
+        event = await api.actions.extend(request_id, reason=body.reason, by=principal.subject)
+    except UnknownRequestError as exc:
+        raise ProblemError(404, "Not Found", "no such deletion request") from exc
+    except (NotOpenError, ExtensionRefusedError) as exc:
+        raise ProblemError(409, "Conflict", str(exc)) from exc
+    answer = {
+        "request_id": request_id,
+        "jurisdiction": event.jurisdiction,
+        "extension": event.extension,
+        "deadline_at": event.deadline_at.isoformat(),
+        "previous_deadline_at": event.previous_deadline_at.isoformat(),
+        "legal_ref": event.legal_ref,
+    }
+    return web.json_response(answer, status=202)
+
+
 # --- processors' answers ----------------------------------------------------------------------------------------
 
 
@@ -456,6 +494,7 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:
     app.router.add_get("/legal_holds", list_holds)
     app.router.add_get("/legal_holds/{hold_id}", get_hold)
     app.router.add_delete("/legal_holds/{hold_id}", release_hold)
+    app.router.add_post("/deletion_requests/{request_id}/extend", extend_request)
     app.router.add_post("/processor_confirmations", processor_callback)
     app.router.add_post("/deletion_requests/{request_id}/processors/{dataset}/confirmation", operator_answer)
     app.router.add_get("/internal/rules", get_rules)

@@ -12,6 +12,8 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from services.intake import api, handlers
+from services.intake.acknowledgements import Acknowledgements
+from services.intake.actions import RequestActions
 from services.intake.adapters.contacts import MongoContactStore
 from services.intake.adapters.retention import MongoRetentionStore
 from services.intake.adapters.store import MongoAccountDirectory, MongoOutbox, MongoRequestStore
@@ -26,10 +28,12 @@ from services.intake.settings import IntakeSettings
 from shared.auth import TokenVerifier
 from shared.datamap import DataMap, load_datamap, processor_secrets
 from shared.events import utcnow
+from shared.jurisdictions import load_jurisdictions
 from shared.keyvault_client import KeyCacheInvalidator, keyvault_client
 from shared.mongo import create_mongo_client, mongo_ping
 from shared.problems import body_cap_middleware, problem_middleware
 from shared.service import BackgroundTasks, Service
+from shared.smtp import send_mail
 from shared.wiring import ServiceDeps, build_service
 
 DESCRIPTION = (
@@ -62,6 +66,7 @@ def build_stores(settings: IntakeSettings, mongo: AsyncMongoClient[dict[str, Any
             subject_field=accounts.mongo.subject_field,
             hash_field=settings.email_lookup_field,
             address_field=settings.email_address_field,
+            jurisdiction_field=accounts.jurisdiction_field,
         ),
         contacts=MongoContactStore(mongo, db),
         outbox=MongoOutbox(mongo, db),
@@ -75,6 +80,7 @@ def web_api(
     email: EmailChannel,
     admin: RetentionAdmin,
     processors: ProcessorAnswers,
+    actions: RequestActions,
     clock: Callable[[], datetime],
     emails: BackgroundTasks,
 ) -> web.Application:
@@ -98,6 +104,7 @@ def web_api(
         email,
         admin,
         processors,
+        actions,
         verifier,
         limits,
         clock,
@@ -116,17 +123,33 @@ def create_app(
     stores = build_stores(settings, mongo, datamap)
     keyvault = keyvault_client(settings.keyvault_url, settings.keyvault_token)
     relay = OutboxRelay(stores.outbox, stores.requests)
+    laws = load_jurisdictions(settings.jurisdictions_path)
+    acknowledgements = Acknowledgements(
+        stores.requests,
+        stores.contacts,
+        keyvault,
+        laws,
+        lambda message: send_mail(settings.smtp, message),
+        settings.smtp.sender,
+        clock,
+    )
+
+    def accepted() -> None:
+        relay.kick()
+        acknowledgements.kick()
+
     deletions = Deletions(
-        settings, datamap, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick
+        settings, datamap, stores.requests, stores.directory, stores.contacts, keyvault, clock, accepted, laws
     )
     emails = BackgroundTasks()
     web_app = web_api(
         settings,
         stores,
         deletions,
-        EmailChannel(settings, stores.requests, stores.directory, stores.contacts, keyvault, clock, relay.kick),
+        EmailChannel(settings, stores.requests, stores.directory, stores.contacts, keyvault, clock, accepted, laws),
         RetentionAdmin(stores.retention, datamap, clock, relay.kick),
         ProcessorAnswers(datamap, processor_secrets(datamap), stores.requests, clock, relay.kick),
+        RequestActions(stores.requests, laws, clock, relay.kick),
         clock,
         emails,
     )
@@ -153,6 +176,9 @@ def create_app(
         KeyCacheInvalidator(keyvault, kafka=settings.kafka).wire(service)
     service.add_periodic(
         "outbox_relay", settings.outbox_interval_s, lambda: relay.drain(service.publisher), wake=relay.wake
+    )
+    service.add_periodic(
+        "acknowledgements", settings.acknowledgement_interval_s, acknowledgements.run, wake=acknowledgements.wake
     )
     service.add_periodic(
         "deadline_watch",

@@ -22,6 +22,7 @@ from services.intake.settings import IntakeSettings
 from shared.contacts import CONTACT_DATASET, Contact
 from shared.datamap import DataMap
 from shared.events import Channel
+from shared.jurisdictions import Jurisdictions
 from shared.keyvault_client import KEYVAULT_FAILURES
 
 log = structlog.get_logger(__name__)
@@ -44,14 +45,25 @@ class Deletions:
     keyvault: Sealer | None
     clock: Callable[[], datetime]
     kick_relay: Callable[[], None]
+    jurisdictions: Jurisdictions
 
-    async def start(self, subject_id: str, *, requested_by: str, channel: Channel) -> tuple[bool, DeletionRequest]:
+    async def start(
+        self, subject_id: str, *, requested_by: str, channel: Channel, jurisdiction: str | None = None
+    ) -> tuple[bool, DeletionRequest]:
         """Start a deletion, or return the subject's open one: (started, request).
 
         The account's address is kept first (for the final notice), then the request is claimed and stored with its
         deadline, and the relay is woken to publish ``deletion.requested``. Raises :class:`RequestNotReadyError` when
         another request for the subject is being stored (retry shortly).
         """
+        now = self.clock()
+        # The caller's jurisdiction (an unknown one is refused before anything is stored), else the account's.
+        terms = handlers.terms_of(
+            self.jurisdictions,
+            jurisdiction or await handlers.account_jurisdiction(self.accounts, self.jurisdictions, subject_id),
+            now=now,
+            override_days=self.settings.deadline_days,
+        )
         request_id = handlers.new_request_id()
         captured = await self.capture_contact(subject_id, request_id)
         try:
@@ -60,8 +72,8 @@ class Deletions:
                 subject_id=subject_id,
                 requested_by=requested_by,
                 channel=channel,
-                now=self.clock(),
-                deadline=timedelta(days=self.settings.deadline_days),
+                now=now,
+                terms=terms,
                 backups=timedelta(days=self.settings.backups_days),
                 request_id=request_id,
             )

@@ -15,6 +15,7 @@ from services.intake.ports import AccountDirectory, ContactStore, RequestStore, 
 from services.intake.settings import IntakeSettings
 from services.intake.verification import LinkClaims, issue_link_token, read_link_token, verification_mail
 from shared.contacts import CONTACT_DATASET, Contact, email_lookup_hash
+from shared.jurisdictions import Jurisdictions
 from shared.smtp import send_mail
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,7 @@ class EmailChannel:
     keyvault: Sealer | None
     clock: Callable[[], datetime]
     kick_relay: Callable[[], None]
+    jurisdictions: Jurisdictions
 
     @property
     def link_secret(self) -> str:
@@ -89,13 +91,19 @@ class EmailChannel:
             raise LinkGoneError(claims.request_id)
         if pending.superseded_by or "received" in pending.stages:
             raise LinkUsedError(claims.request_id)
+        now = self.clock()
         started, record = await handlers.request_deletion(
             self.requests,
             subject_id=claims.subject_id,
             requested_by="email",
             channel="email",
-            now=self.clock(),
-            deadline=timedelta(days=self.settings.deadline_days),
+            now=now,
+            terms=handlers.terms_of(
+                self.jurisdictions,
+                await handlers.account_jurisdiction(self.accounts, self.jurisdictions, claims.subject_id),
+                now=now,
+                override_days=self.settings.deadline_days,
+            ),
             backups=timedelta(days=self.settings.backups_days),
             request_id=claims.request_id,
         )

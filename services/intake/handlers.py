@@ -13,19 +13,20 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
-from services.intake.model import DeletionRequest, HeldDataset, RecordedOutcome
-from services.intake.ports import DeletionStarter, RequestStore
+from services.intake.model import DeletionRequest, HeldDataset, RecordedOutcome, Terms
+from services.intake.ports import AccountDirectory, DeletionStarter, RequestStore
 from shared import topics
 from shared.consumer import BatchRoute, DeadLetter, Handler, PermanentError, Route
 from shared.datamap import DataMap
 from shared.events import (
     Channel,
     DeletionBackupsExpired,
+    DeletionExtended,
     DeletionHardDeleted,
     DeletionHeld,
     DeletionKeysDestroyed,
@@ -44,6 +45,7 @@ from shared.events import (
     RequestDeletion,
     SubjectId,
 )
+from shared.jurisdictions import Jurisdictions
 from shared.retention import Rule
 from shared.scrub import scrub
 
@@ -64,7 +66,7 @@ def new_request(
     requested_by: str,
     channel: Channel,
     now: datetime,
-    deadline: timedelta,
+    terms: Terms,
     backups: timedelta,
     request_id: str | None = None,
 ) -> tuple[DeletionRequest, DeletionRequested]:
@@ -78,10 +80,37 @@ def new_request(
         producer=PRODUCER,
         channel=channel,
         requested_by=requested_by,
-        deadline_at=now + deadline,
+        deadline_at=terms.deadline_at,
         backups_purged_by=now + backups,
+        jurisdiction=terms.jurisdiction,
+        acknowledge_by=terms.acknowledge_by,
     )
     return from_requested(event), event
+
+
+class UnknownJurisdictionError(ValueError):
+    """The caller named a jurisdiction deploy/jurisdictions.yaml does not configure."""
+
+
+def terms_of(jurisdictions: Jurisdictions, code: str | None, *, now: datetime, override_days: int | None) -> Terms:
+    """The request's law (the caller's, or the default) and its deadline and acknowledgement time from ``now``;
+    ``override_days`` (INTAKE_DEADLINE_DAYS) replaces the law's response period where set (drills and tests)."""
+    try:
+        chosen, law = jurisdictions.get(code)
+    except KeyError as exc:
+        known = ", ".join(sorted(jurisdictions.jurisdictions))
+        raise UnknownJurisdictionError(f"unknown jurisdiction {code!r} (configured: {known})") from exc
+    deadline = now + timedelta(days=override_days) if override_days else law.deadline(now)
+    return Terms(chosen, deadline, law.acknowledgement_due(now))
+
+
+async def account_jurisdiction(accounts: AccountDirectory, jurisdictions: Jurisdictions, subject_id: str) -> str | None:
+    """The jurisdiction the subject's account names, if it names a configured one (else the default applies)."""
+    code = await accounts.jurisdiction_of(subject_id)
+    if code is not None and code not in jurisdictions.jurisdictions:
+        log.warning("request.account_jurisdiction_unknown", subject_id=subject_id, jurisdiction=code[:40])
+        return None
+    return code
 
 
 def pending_verification(*, subject_id: str, now: datetime) -> DeletionRequest:
@@ -103,7 +132,9 @@ def from_requested(event: DeletionRequested) -> DeletionRequest:
         channel=event.channel,
         requested_by=event.requested_by,
         created_at=event.occurred_at,
+        jurisdiction=event.jurisdiction,
         deadline_at=event.deadline_at,
+        acknowledge_by=event.acknowledge_by,
         backups_purged_by=event.backups_purged_by,
         stages={"received": event.occurred_at},
     )
@@ -121,7 +152,10 @@ def _requested(r: DeletionRequest, event: DeletionRequested, at: datetime, seen_
     base = from_requested(event)
     # The request came back from Kafka: the purger has it now.
     return {
-        **{k: getattr(r, k) or getattr(base, k) for k in ("created_at", "deadline_at", "backups_purged_by")},
+        **{
+            k: getattr(r, k) or getattr(base, k)
+            for k in ("created_at", "deadline_at", "backups_purged_by", "jurisdiction", "acknowledge_by")
+        },
         "requested_by": r.requested_by or base.requested_by,
         "channel": event.channel,
         "stages": _first(r.stages, received=at, purging=max(at, seen_at)),
@@ -183,8 +217,22 @@ def _hard_deleted(r: DeletionRequest, event: DeletionHardDeleted, at: datetime, 
 
 
 def _overdue(r: DeletionRequest, event: DeletionOverdue, at: datetime, _: datetime) -> dict[str, Any]:
-    field = "past_deadline_at" if event.past_deadline else "overdue_warned_at"
+    if event.about == "acknowledgement":
+        field = "acknowledgement_late_at"
+    else:
+        field = "past_deadline_at" if event.past_deadline else "overdue_warned_at"
     return {field: min(getattr(r, field) or at, at)}
+
+
+def _extended(r: DeletionRequest, event: DeletionExtended, at: datetime, _: datetime) -> dict[str, Any]:
+    if event.extension <= r.extensions:
+        return {}  # seen already (a replay)
+    return {
+        "deadline_at": event.deadline_at,
+        "extensions": event.extension,
+        "extension_reason": event.reason,
+        "stages": _first(r.stages, extended=at),
+    }
 
 
 def _stage(name: str) -> Callable[[DeletionRequest, Event, datetime, datetime], dict[str, Any]]:
@@ -207,6 +255,7 @@ FOLDS: dict[type[Event], Callable[[DeletionRequest, Any, datetime, datetime], di
     DeletionHardDeleted: _hard_deleted,
     DeletionBackupsExpired: _stage("backups_expired"),
     DeletionOverdue: _overdue,
+    DeletionExtended: _extended,
     DeletionKeysShredded: _stage("keys_shredded"),
     DeletionKeysRestored: _keys_restored,
 }
@@ -235,15 +284,38 @@ def due_overdue(r: DeletionRequest, *, now: datetime, warn_fraction: float) -> D
         past = False
     else:
         return None
+    return _notice(r, now, "past" if past else "warn", r.deadline_at, past=past)
+
+
+def due_acknowledgement_late(r: DeletionRequest, *, now: datetime) -> DeletionOverdue | None:
+    """The warning an open request is due when its receipt was not confirmed in the time its law sets (once)."""
+    if not r.is_open or r.acknowledge_by is None or r.acknowledged_at is not None or r.deadline_at is None:
+        return None
+    if now < r.acknowledge_by or r.acknowledgement_late_at is not None:
+        return None
+    return _notice(r, now, "acknowledgement", r.acknowledge_by, past=True, about="acknowledgement")
+
+
+def _notice(
+    r: DeletionRequest,
+    now: datetime,
+    kind: str,
+    due: datetime,
+    *,
+    past: bool,
+    about: Literal["deadline", "acknowledgement"] = "deadline",
+) -> DeletionOverdue:
+    """A deadline watch notice, its id fixed by the request and ``kind`` (so each is published once)."""
     return DeletionOverdue(
-        event_id=uuid.uuid5(_IDS, f"{r.request_id}:overdue:{'past' if past else 'warn'}"),
+        event_id=uuid.uuid5(_IDS, f"{r.request_id}:overdue:{kind}"),
         occurred_at=now,
         request_id=r.request_id,
         subject_id=r.subject_id,
         producer=PRODUCER,
-        deadline_at=r.deadline_at,
+        deadline_at=due,
         status=r.status,
         past_deadline=past,
+        about=about,
     )
 
 
@@ -362,7 +434,12 @@ async def request_from_intent(
     key = hashlib.sha256(f"intent\0{intent.producer}\0{own}".encode()).hexdigest()
 
     async def start() -> tuple[int, dict[str, Any]]:
-        started, record = await deletions.start(intent.subject_id, requested_by=requested_by, channel="bus")
+        try:
+            started, record = await deletions.start(
+                intent.subject_id, requested_by=requested_by, channel="bus", jurisdiction=intent.jurisdiction
+            )
+        except UnknownJurisdictionError as exc:
+            raise IntentRejectedError("invalid", str(exc)) from exc
         return (202 if started else 200), {"request_id": record.request_id, "status": record.status}
 
     try:
@@ -451,7 +528,7 @@ async def request_deletion(
     requested_by: str,
     channel: Channel,
     now: datetime,
-    deadline: timedelta,
+    terms: Terms,
     backups: timedelta,
     request_id: str | None = None,
 ) -> tuple[bool, DeletionRequest]:
@@ -466,7 +543,7 @@ async def request_deletion(
             requested_by=requested_by,
             channel=channel,
             now=now,
-            deadline=deadline,
+            terms=terms,
             backups=backups,
             request_id=request_id,
         )
@@ -502,7 +579,17 @@ async def _store_accepted(requests: RequestStore, record: DeletionRequest, event
             return stored
         accepted = stored.model_copy(
             update={
-                **{k: getattr(record, k) for k in ("created_at", "deadline_at", "backups_purged_by", "requested_by")},
+                **{
+                    k: getattr(record, k)
+                    for k in (
+                        "created_at",
+                        "deadline_at",
+                        "backups_purged_by",
+                        "requested_by",
+                        "jurisdiction",
+                        "acknowledge_by",
+                    )
+                },
                 "stages": _first(stored.stages, received=event.occurred_at),
             }
         )
@@ -573,6 +660,10 @@ async def open_requests_due(requests: RequestStore, *, now: datetime, warn_fract
     due = []
     for request_id in await requests.open_request_ids():
         record = await requests.get(request_id)
-        if record is not None and (notice := due_overdue(record, now=now, warn_fraction=warn_fraction)):
+        if record is None:
+            continue
+        if notice := due_overdue(record, now=now, warn_fraction=warn_fraction):
             due.append(notice)
+        if late := due_acknowledgement_late(record, now=now):
+            due.append(late)
     return due

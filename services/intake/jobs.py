@@ -54,4 +54,6 @@ async def warn_overdue(
     for notice in await handlers.open_requests_due(requests, now=clock(), warn_fraction=fraction):
         await publisher.publish(notice)
         await handlers.track(notice, requests, now=clock())
-        log.warning("request.overdue", request_id=notice.request_id, past_deadline=notice.past_deadline)
+        log.warning(
+            "request.overdue", request_id=notice.request_id, past_deadline=notice.past_deadline, about=notice.about
+        )

@@ -57,7 +57,13 @@ class DeletionRequest(BaseModel):
     channel: Channel = "api"
     requested_by: str | None = None
     created_at: datetime | None = None
+    jurisdiction: str | None = None  # the law it is answered under (deploy/jurisdictions.yaml)
     deadline_at: datetime | None = None
+    acknowledge_by: datetime | None = None  # where that law sets a time to confirm receipt
+    acknowledged_at: datetime | None = None  # when the person was told the request was received
+    acknowledgement_late_at: datetime | None = None  # when the deadline watch warned that it was not
+    extensions: int = 0  # how often its deadline was extended
+    extension_reason: str | None = None  # why, the last time
     backups_purged_by: datetime | None = None
     stages: dict[str, datetime] = {}
     outcomes: dict[str, RecordedOutcome] = {}
@@ -116,6 +122,15 @@ def status_of(r: DeletionRequest) -> Status:
         if stage in stages:
             return status  # type: ignore[return-value]  # each literal above is a Status
     return "received" if "received" in stages else "verification_pending"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The law a request is answered under, and what follows from it at receipt."""
+
+    jurisdiction: str
+    deadline_at: datetime
+    acknowledge_by: datetime | None
 
 
 @dataclass(frozen=True)

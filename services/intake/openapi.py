@@ -5,7 +5,9 @@ from __future__ import annotations
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
     ContactPath,
+    DeleteQuery,
     EmailRequestBody,
+    ExtendBody,
     HoldBody,
     HoldPath,
     HoldsQuery,
@@ -38,6 +40,7 @@ SPEC.add(
     },
     auth=f"{DELETION_ANY}, or {DELETION_SELF} for the token's own subject",
     path_params=SubjectPath,
+    query=DeleteQuery,
     headers={"Idempotency-Key": SPEC.schema(IDEMPOTENCY_KEY)},
 )
 SPEC.add(
@@ -135,6 +138,20 @@ SPEC.add(
     {"200": "the released hold", "404": "no such hold"},
     auth=RETENTION_ADMIN,
     path_params=HoldPath,
+)
+SPEC.add(
+    "post",
+    "/deletion_requests/{request_id}/extend",
+    "Extend the request's deadline by its law's extension, with the reason the person is told (published as "
+    "deletion.extended); refused when the law allows none, no more, or no longer",
+    {
+        "202": "extended: the new deadline, the previous one, the law's reference",
+        "404": "no such request",
+        "409": "the law allows no (further) extension now, or the request is finished",
+    },
+    auth=REQUESTS_ADMIN,
+    path_params=RequestPath,
+    body=ExtendBody,
 )
 SPEC.add(
     "post",

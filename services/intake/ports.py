@@ -74,6 +74,10 @@ class AccountDirectory(Protocol):
         """The account's address field as stored (sealed by keyvault when the data map says so), or None."""
         ...
 
+    async def jurisdiction_of(self, subject_id: str) -> str | None:
+        """The account's jurisdiction field (the data map's ``jurisdiction_field``), or None."""
+        ...
+
 
 class Sealer(Protocol):
     """The part of keyvault that reads the account's address and seals it for the final notice."""
@@ -91,7 +95,9 @@ class ContactStore(Protocol):
 class DeletionStarter(Protocol):
     """Starting a deletion (deletions.py), as the intent handler needs it."""
 
-    async def start(self, subject_id: str, *, requested_by: str, channel: Channel) -> tuple[bool, DeletionRequest]: ...
+    async def start(
+        self, subject_id: str, *, requested_by: str, channel: Channel, jurisdiction: str | None = None
+    ) -> tuple[bool, DeletionRequest]: ...
 
     async def once(
         self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]

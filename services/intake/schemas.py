@@ -19,7 +19,7 @@ from pydantic import (
 
 from services.intake import model
 from services.intake.model import DeletionRequest
-from shared.events import Id, IdempotencyKey, SubjectId
+from shared.events import Id, IdempotencyKey, Jurisdiction, SubjectId
 from shared.retention import Hold, Rule
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^req_[0-9a-f]{32}$")]
@@ -62,6 +62,12 @@ class HoldBody(_Body):
     )
 
 
+class DeleteQuery(_Body):
+    jurisdiction: Jurisdiction | None = Field(
+        default=None, description="the law to answer under (deploy/jurisdictions.yaml); intake's default if unset"
+    )
+
+
 class ProcessorCallback(_Body):
     """A processor's signed answer to the erasure request lethe sent it (Standard Webhooks headers, its secret)."""
 
@@ -84,6 +90,12 @@ class OperatorAnswer(_Body):
 
     outcome: Literal["erased", "refused"]
     note: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
+
+
+class ExtendBody(_Body):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)] = Field(
+        description="why more time is needed: the person is told"
+    )
 
 
 class ProcessorPath(BaseModel):
@@ -133,7 +145,12 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
         "channel": r.channel,
         "status_url": f"{public_url.rstrip('/')}/deletion_requests/{r.request_id}",
         "created_at": iso(r.created_at),
+        "jurisdiction": r.jurisdiction,
         "deadline_at": iso(r.deadline_at),
+        "acknowledge_by": iso(r.acknowledge_by),
+        "acknowledged_at": iso(r.acknowledged_at),
+        "extensions": r.extensions,
+        "extension_reason": r.extension_reason,
         "backups_purged_by": iso(r.backups_purged_by),
         # In the order a request passes them (events from different topics may be recorded in another order).
         "stages": {name: r.stages[name].isoformat() for name in sorted(r.stages, key=model.stage_rank)},
@@ -158,7 +175,11 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
             "mail": r.mail,
             "smtp_code": r.smtp_code,
         },
-        "overdue": {"warned_at": iso(r.overdue_warned_at), "past_deadline_at": iso(r.past_deadline_at)},
+        "overdue": {
+            "warned_at": iso(r.overdue_warned_at),
+            "past_deadline_at": iso(r.past_deadline_at),
+            "acknowledgement_late_at": iso(r.acknowledgement_late_at),
+        },
         "superseded_by": r.superseded_by,
     }
 

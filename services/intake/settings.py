@@ -21,12 +21,20 @@ class IntakeSettings(ServiceSettings):
         default=Path("deploy/retention-rules.yaml"),
         description="retention rules loaded as version 1 when none exist yet (unset: start with none)",
     )
-    deadline_days: int = Field(default=30, ge=1, le=90, description="days a request must be done in")
+    jurisdictions_path: Path = Field(
+        default=Path("deploy/jurisdictions.yaml"), description="the laws requests are answered under, and the default"
+    )
+    deadline_days: int | None = Field(
+        default=None, ge=1, le=90, description="days every request must be done in, instead of its law's (drills)"
+    )
     backups_days: int = Field(default=90, ge=1, le=3650, description="days until backups holding the data expire")
     deadline_warn_fraction: float = Field(
         default=0.8, gt=0, lt=1, description="share of the deadline after which deletion.overdue warns"
     )
     deadline_watch_interval_s: float = Field(default=300.0, gt=0, description="how often the deadline watch runs")
+    acknowledgement_interval_s: float = Field(
+        default=60.0, gt=0, description="how often unacknowledged requests are looked for (also woken by each new one)"
+    )
     outbox_interval_s: float = Field(default=1.0, gt=0, description="how often the outbox relay looks for events")
     rate_limit: str = Field(default="120/minute", description="per-client request limit (limits notation)")
     email_rate_limit_per_address: str = Field(default="3/hour", description="email-channel limit per address")

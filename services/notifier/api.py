@@ -19,13 +19,15 @@ from shared.auth import WEBHOOKS_ADMIN, TokenVerifier
 from shared.problems import ProblemError, parse_json, parse_params
 
 PAGE_CAP = 100
-WebhookType = Literal["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue"]
+WebhookType = Literal[
+    "data_deletion.completed", "data_deletion.partial", "data_deletion.overdue", "data_deletion.extended"
+]
 EndpointId = Annotated[str, StringConstraints(pattern=r"^ep_[0-9a-f]{32}$")]
 MessageId = Annotated[str, StringConstraints(pattern=r"^msg_[0-9a-f]{32}$")]
 
 
 def _every_type() -> list[WebhookType]:
-    return ["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue"]
+    return ["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue", "data_deletion.extended"]
 
 
 class NewEndpoint(BaseModel):

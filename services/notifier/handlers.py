@@ -26,7 +26,14 @@ from services.notifier.signing import sign
 from shared import topics
 from shared.consumer import Handler
 from shared.contacts import CONTACT_DATASET
-from shared.events import DeletionKeysDestroyed, DeletionNotified, DeletionOverdue, Event, MailOutcome
+from shared.events import (
+    DeletionExtended,
+    DeletionKeysDestroyed,
+    DeletionNotified,
+    DeletionOverdue,
+    Event,
+    MailOutcome,
+)
 from shared.keyvault_client import KeyUnavailableError
 from shared.scrub import scrub
 from shared.smtp import MailDeferredError, MailError, MailRefusedError
@@ -37,7 +44,8 @@ PRODUCER = "notifier"
 COMPLETED = "data_deletion.completed"
 PARTIAL = "data_deletion.partial"
 OVERDUE = "data_deletion.overdue"
-WEBHOOK_TYPES = (COMPLETED, PARTIAL, OVERDUE)
+EXTENDED = "data_deletion.extended"
+WEBHOOK_TYPES = (COMPLETED, PARTIAL, OVERDUE, EXTENDED)
 # What a processor receives (not an integrators' subscription): erase this subject's data, then answer.
 ERASURE_REQUESTED = "data_deletion.erasure_requested"
 _IDS = uuid.UUID("8d1f0c52-52a4-4f3e-9b7e-2a0c6e5d4b3a")
@@ -48,20 +56,35 @@ def message_id(source_event_id: uuid.UUID, endpoint_id: str) -> str:
     return "msg_" + uuid.uuid5(_IDS, f"{source_event_id}|{endpoint_id}").hex
 
 
-def webhook_type(event: DeletionKeysDestroyed | DeletionOverdue) -> str:
+Announced = DeletionKeysDestroyed | DeletionOverdue | DeletionExtended
+
+
+def webhook_type(event: Announced) -> str:
     if isinstance(event, DeletionOverdue):
         return OVERDUE
+    if isinstance(event, DeletionExtended):
+        return EXTENDED
     return PARTIAL if event.result == "partial" else COMPLETED
 
 
-def webhook_payload(event: DeletionKeysDestroyed | DeletionOverdue) -> str:
+def webhook_payload(event: Announced) -> str:
     """The body integrators receive: ids, outcomes, legal references and timestamps; no personal data."""
     data: dict[str, object] = {"request_id": event.request_id, "subject_id": event.subject_id}
-    if isinstance(event, DeletionOverdue):
+    if isinstance(event, DeletionExtended):
+        data |= {
+            "deadline_at": event.deadline_at.isoformat(),
+            "previous_deadline_at": event.previous_deadline_at.isoformat(),
+            "jurisdiction": event.jurisdiction,
+            "legal_ref": event.legal_ref,
+            "reason": event.reason,
+            "extension": event.extension,
+        }
+    elif isinstance(event, DeletionOverdue):
         data |= {
             "deadline_at": event.deadline_at.isoformat(),
             "status": event.status,
             "past_deadline": event.past_deadline,
+            "about": event.about,
         }
     else:
         data |= {
@@ -246,7 +269,7 @@ class Notifier:
         )
 
 
-async def schedule_webhooks(event: DeletionKeysDestroyed | DeletionOverdue, n: Notifier) -> int:
+async def schedule_webhooks(event: Announced, n: Notifier) -> int:
     """Record one delivery per subscribed endpoint (idempotent); the delivery worker sends them."""
     kind = webhook_type(event)
     payload = webhook_payload(event)
@@ -434,6 +457,47 @@ async def on_keys_destroyed(event: DeletionKeysDestroyed, n: Notifier) -> Sequen
     return [notified(event, webhook_endpoints=endpoints, mail=mail)]
 
 
+async def on_extended(event: DeletionExtended, n: Notifier) -> Sequence[Event]:
+    """Tell the integrators (``data_deletion.extended``) and the person, once, why the request takes longer."""
+    await schedule_webhooks(event, n)
+    m = n.mail
+    mark = f"{event.request_id}#extension-{event.extension}"  # the person's mail for this extension, sent once
+    if await m.notices.mailed(mark):
+        return ()
+    contact = await m.contacts.contact(event.request_id)
+    if contact is None or m.keyvault is None:
+        log.warning("mail.extension_no_contact", request_id=event.request_id)
+        return ()
+    address = (await m.keyvault.decrypt(event.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
+    await m.send(extension_mail(event, to=address, sender=m.sender))
+    await m.notices.mark_mailed(mark, m.clock())
+    log.info("mail.extension_sent", request_id=event.request_id, extension=event.extension)
+    return ()
+
+
+def extension_mail(event: DeletionExtended, *, to: str, sender: str) -> EmailMessage:
+    """What the person is told: we need more time, until when, why, and under which provision."""
+    lines = [
+        "Hello,",
+        "",
+        f"We need more time to complete your request to erase your personal data (reference {event.request_id}).",
+        f"We will answer it by {event.deadline_at:%Y-%m-%d} instead of {event.previous_deadline_at:%Y-%m-%d}.",
+        "",
+        f"Why: {event.reason}",
+        "",
+        f"The law allows this extension ({event.legal_ref}).",
+    ]
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = f"We need more time for your request ({event.request_id})"
+    message["Message-ID"] = make_msgid(
+        idstring=f"{event.request_id.replace('@', '-')}-ext{event.extension}", domain="lethe.local"
+    )
+    message.set_content("\n".join(lines))
+    return message
+
+
 async def send_deferred(m: Mail, publish: Callable[[Event], Awaitable[None]], *, limit: int = 20) -> int:
     """The deferred-mail job's round: oldest first, send what the day's count allows, shred the contact key after
     each, and publish the request's second DeletionNotified. Returns how many deferred notices ended."""
@@ -581,4 +645,12 @@ def routes(n: Notifier) -> Mapping[str, Handler]:
         await schedule_webhooks(event, n)
         return ()
 
-    return {topics.DELETION_KEYS_DESTROYED: on_destroyed, topics.DELETION_OVERDUE: on_overdue}
+    async def extended(event: Event) -> Sequence[Event]:
+        assert isinstance(event, DeletionExtended)
+        return await on_extended(event, n)
+
+    return {
+        topics.DELETION_KEYS_DESTROYED: on_destroyed,
+        topics.DELETION_OVERDUE: on_overdue,
+        topics.DELETION_EXTENDED: extended,
+    }

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from shared.auth import KEYS_USE
+from shared.auth import DELETION_ANY, KEYS_USE
 from shared.datamap import load_datamap
 from shared.keyvault_client import KeyUnavailableError, KeyvaultClient
 from shared.mongo import create_mongo_client
@@ -130,6 +130,26 @@ async def test_a_deletion_completes_with_one_webhook_a_mail_a_full_receipt_and_n
             await kv.decrypt(subject, "profiles", profile["display_name"])
     assert await stored(pipeline, "api_usage_daily", {}) == aggregates
     await whole_story(a, request_id, [*STORY, "deletion.keys_shredded"])
+
+
+async def test_a_ccpa_request_has_its_45_days_an_acknowledgement_mail_and_a_receipt_naming_the_law(pipeline, api):
+    a, _ = api
+    [subject] = seed(pipeline, f"ccpa-{uuid.uuid4().hex[:6]}")
+    status, body = await a.call("DELETE", "intake", f"/users/{subject}/data?jurisdiction=ccpa", DELETION_ANY)
+    assert status == 202, body
+    request_id = body["request_id"]
+    created = datetime.fromisoformat(body["created_at"])
+    assert body["jurisdiction"] == "ccpa"
+    assert datetime.fromisoformat(body["deadline_at"]) - created == timedelta(days=45)
+    done = await a.wait_status(request_id, {"completed"})
+    assert done["acknowledged_at"] is not None
+    assert datetime.fromisoformat(done["acknowledged_at"]) <= datetime.fromisoformat(done["acknowledge_by"])
+    await the_mail(pipeline, request_id, count=2)  # the acknowledgement, then the final notice
+    [ack] = [m for m in pipeline.mails_for(request_id) if m["Subject"].startswith("We received your request")]
+    text = str(ack.get_body(preferencelist=("plain",)).get_content())
+    assert "California Consumer Privacy Act" in text and request_id in text
+    signed = await a.receipt(request_id)
+    assert signed["document"]["jurisdiction"] == "ccpa"
 
 
 async def test_a_legal_hold_keeps_invoices_until_it_is_released_and_the_receipt_follows(pipeline, api):

@@ -177,3 +177,45 @@ async def test_an_operator_answers_for_a_processor_with_a_note(api, pipeline):
 async def _with_status(api: Api, request_id: str, status: str) -> dict[str, Any] | None:
     body = await request(api, request_id)
     return body if body["status"] == status else None
+
+
+async def test_an_operator_extends_a_waiting_request_and_the_person_and_integrators_are_told(api, pipeline):
+    api, integrator = api
+    request_id = await delete(api, pipeline, f"ext-{uuid.uuid4().hex[:6]}")
+    waiting = await until(lambda: _with_status(api, request_id, "awaiting_confirmation"))
+    before = datetime.fromisoformat(waiting["deadline_at"])
+    path = f"/deletion_requests/{request_id}/extend"
+    reason = "Mailer Ltd restores its archive before erasing"
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {token(REQUESTS_ADMIN)}"}
+        async with http.post(pipeline.url("intake") + path, json={"reason": reason}, headers=admin) as r:
+            assert r.status == 202, await r.text()
+            extended = await r.json()
+        assert (extended["jurisdiction"], extended["legal_ref"]) == ("gdpr", "Art. 12(3) GDPR")
+        assert datetime.fromisoformat(extended["deadline_at"]) > before
+        async with http.post(pipeline.url("intake") + path, json={"reason": "again"}, headers=admin) as r:
+            assert r.status in (202, 409)  # the same extension (not folded yet), or refused: GDPR allows one
+
+    async def moved() -> Any:
+        body = await request(api, request_id)
+        return body if body["extensions"] == 1 else None
+
+    now = await moved() or await until(moved)
+    assert now["deadline_at"] == extended["deadline_at"] and now["extension_reason"] == reason
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {token(REQUESTS_ADMIN)}"}
+        async with http.post(pipeline.url("intake") + path, json={"reason": "again"}, headers=admin) as r:
+            assert r.status == 409 and "1 extension" in (await r.json())["detail"]
+
+    async def announced() -> Any:
+        return [p for _, p in integrator.for_request(request_id) if p["type"] == "data_deletion.extended"]
+
+    [webhook] = await until(announced)
+    assert webhook["data"]["reason"] == reason
+
+    async def mailed() -> Any:
+        return [m for m in pipeline.mails_for(request_id) if "more time" in str(m["Subject"])]
+
+    [mail] = await until(mailed)
+    text = str(mail.get_body(preferencelist=("plain",)).get_content())
+    assert reason in text and "Art. 12(3) GDPR" in text and extended["deadline_at"][:10] in text

@@ -86,7 +86,7 @@ async def test_a_claim_repeated_after_a_crash_adds_nothing_to_publish(writers):
 @dataclass
 class Directory:
     port: AccountDirectory
-    add: Any  # (subject_id, email_hash, address, tagged) -> awaitable
+    add: Any  # (subject_id, email_hash, address, tagged, jurisdiction=None) -> awaitable
 
 
 @pytest_asyncio.fixture(params=["fake", "mongo"])
@@ -94,19 +94,30 @@ async def directory(request, mongo_url):
     if request.param == "fake":
         fake = InMemoryAccountDirectory()
 
-        async def add_fake(subject: str, email_hash: str, address: str | None, tagged: bool) -> None:
-            fake.add(subject, email_hash=email_hash, address=address, tagged=tagged)
+        async def add_fake(
+            subject: str, email_hash: str, address: str | None, tagged: bool, jurisdiction: str | None = None
+        ) -> None:
+            fake.add(subject, email_hash=email_hash, address=address, tagged=tagged, jurisdiction=jurisdiction)
 
         yield Directory(fake, add_fake)
         return
     async with scratch_database(mongo_url, "lethe_ad") as (client, database):
         real = MongoAccountDirectory(
-            client, database, collection="accounts", subject_field="user_id", hash_field="email_hash"
+            client,
+            database,
+            collection="accounts",
+            subject_field="user_id",
+            hash_field="email_hash",
+            jurisdiction_field="region",
         )
         await real.ensure_indexes()
 
-        async def add_real(subject: str, email_hash: str, address: str | None, tagged: bool) -> None:
+        async def add_real(
+            subject: str, email_hash: str, address: str | None, tagged: bool, jurisdiction: str | None = None
+        ) -> None:
             doc: dict[str, Any] = {"user_id": subject, "email_hash": email_hash, "name": "someone"}
+            if jurisdiction is not None:
+                doc["region"] = jurisdiction
             if address is not None:
                 doc["email"] = address
             if tagged:
@@ -124,6 +135,16 @@ async def test_an_account_is_found_by_the_hash_of_its_address_and_its_stored_add
     assert await directory.port.stored_address("u1") == "lethe:v1:sealed-address"
     assert await directory.port.stored_address("u2") is None  # an account without an address
     assert await directory.port.stored_address("u9") is None
+
+
+async def test_an_accounts_jurisdiction_field_is_read_and_absent_is_none(directory):
+    await directory.add("u1", "hash-1", None, False, "ccpa")
+    await directory.add("u2", "hash-2", None, False)
+    await directory.add("u3", "hash-3", None, True, "ccpa")
+    assert await directory.port.jurisdiction_of("u1") == "ccpa"
+    assert await directory.port.jurisdiction_of("u2") is None
+    assert await directory.port.jurisdiction_of("u3") is None  # tagged for deletion: not found
+    assert await directory.port.jurisdiction_of("u9") is None
 
 
 async def test_an_account_tagged_for_deletion_is_found_by_neither_lookup(directory):

@@ -40,6 +40,7 @@ from shared.events import (
     KeyRef,
     decode_event,
 )
+from shared.jurisdictions import add_months
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.keyvault_client import KeyvaultClient
 from shared.settings import AuthSettings, KafkaSettings, MongoSettings, SmtpSettings
@@ -170,13 +171,31 @@ async def test_a_deletion_is_accepted_stored_and_published_once(stack):
     assert body["status"] == "received"
     assert body["status_url"].endswith(f"/deletion_requests/{body['request_id']}")
     created = datetime.fromisoformat(body["created_at"])
-    assert datetime.fromisoformat(body["deadline_at"]) - created == timedelta(days=30)
+    assert datetime.fromisoformat(body["deadline_at"]) == add_months(created, 1)  # GDPR, the default
+    assert (body["jurisdiction"], body["acknowledge_by"]) == ("gdpr", None)
     assert datetime.fromisoformat(body["backups_purged_by"]) - created == timedelta(days=90)
     published = await events_on(stack["kafka"], topics.DELETION_REQUESTED, subject_id=subject, count=1)
     assert [e.request_id for e in published] == [body["request_id"]]
     async with asyncio.timeout(20):  # intake reads its own event back: the purger has it now
         while (await _status(http, body["request_id"]))["status"] != "purging":
             await asyncio.sleep(0.1)
+
+
+async def test_a_deletion_under_ccpa_has_its_deadline_and_time_to_acknowledge_and_the_event_says_so(stack):
+    http, subject = stack["http"], f"user-{uuid.uuid4().hex[:8]}"
+    async with http.delete(
+        f"/users/{subject}/data", params={"jurisdiction": "ccpa"}, headers=bearer(token(DELETION_ANY))
+    ) as r:
+        assert r.status == 202, await r.text()
+        body = await r.json()
+    created = datetime.fromisoformat(body["created_at"])
+    assert body["jurisdiction"] == "ccpa"
+    assert datetime.fromisoformat(body["deadline_at"]) - created == timedelta(days=45)
+    acknowledge_by = datetime.fromisoformat(body["acknowledge_by"])
+    assert timedelta(days=12) <= acknowledge_by - created <= timedelta(days=14)  # 10 business days
+    [published] = await events_on(stack["kafka"], topics.DELETION_REQUESTED, subject_id=subject, count=1)
+    assert published.jurisdiction == "ccpa"
+    assert abs(published.deadline_at - (created + timedelta(days=45))) < timedelta(milliseconds=1)  # stored: ms
 
 
 async def _status(http, request_id, scopes=(DELETION_ANY,)):
@@ -327,6 +346,8 @@ async def test_bad_input_gets_a_4xx_naming_the_field(stack):
         ("GET", "/deletion_requests/not-an-id", {}, None, 422, "path.request_id"),
         ("GET", "/deletion_requests?subject_id=has%20space", {}, None, 422, "query.subject_id"),
         ("DELETE", "/users/u1/data", {"Idempotency-Key": "x" * 300}, None, 422, "header.Idempotency-Key"),
+        ("DELETE", "/users/u1/data?jurisdiction=lgpd", {}, None, 422, "query.jurisdiction"),
+        ("DELETE", "/users/u1/data?jurisdiction=Not%20One", {}, None, 422, "query.jurisdiction"),
         ("PATCH", "/data_retention/rules", {}, {"rules": [{"rule_id": "r1"}]}, 422, "body.rules.0.datasets"),
         (
             "POST",

@@ -183,7 +183,8 @@ def story():
         result="partial",
         destroyed=(KeyRef(dataset="profiles", key_id="dek_" + "a" * 32),),
     )
-    return chain([(requested(1), T0), (purged, T0), (destroyed, T0)])
+    asked = requested(1).model_copy(update={"jurisdiction": "ccpa", "deadline_at": T0 + timedelta(days=45)})
+    return chain([(asked, T0), (purged, T0), (destroyed, T0)])
 
 
 def test_a_receipt_covers_every_dataset_of_the_map_and_says_why_anything_was_kept():
@@ -200,6 +201,8 @@ def test_a_receipt_covers_every_dataset_of_the_map_and_says_why_anything_was_kep
     assert by_name["profiles"]["keys_destroyed"] == ["dek_" + "a" * 32]
     assert by_name["usage_logs"]["outcome"] == "not_reported"
     assert document["result"] == "partial"
+    assert document["jurisdiction"] == "ccpa"
+    assert datetime.fromisoformat(document["deadline_at"]) == T0 + timedelta(days=45)
     assert document["anchor"]["last_entry"]["seq"] == 3
 
 

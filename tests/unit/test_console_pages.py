@@ -202,3 +202,30 @@ async def test_a_request_awaiting_a_processor_offers_to_answer_for_it_and_needs_
     [(service, _, sent_path, token, kwargs)] = [c for c in page.services.calls if c[1] == "POST"]
     assert (service, sent_path, token) == ("intake", path, "operator-token")
     assert kwargs["json"] == {"outcome": "erased", "note": "ticket 4711"}
+
+
+async def test_an_open_request_can_be_extended_with_a_reason_once_the_tick_says_the_person_is_told(page):
+    await page.sign_in()
+    page.services.answer("intake", "GET", "/deletion_requests/req-7", 200, awaiting_request())
+    html = await (await page.client.get("/console/requests/req-7")).text()
+    assert 'action="/console/requests/req-7/extend"' in html and 'name="reason" required' in html
+    page.services.answer(
+        "intake",
+        "POST",
+        "/deletion_requests/req-7/extend",
+        202,
+        {"deadline_at": "2026-05-01T00:00:00+00:00", "legal_ref": "Art. 12(3) GDPR"},
+    )
+    form = {"csrf": "form-csrf", "reason": "the archive is being restored"}
+    unticked = await page.client.post("/console/requests/req-7/extend", data=form, allow_redirects=False)
+    assert "tick" in unticked.headers["Location"] and not [c for c in page.services.calls if c[1] == "POST"]
+    ticked = await page.client.post(
+        "/console/requests/req-7/extend", data=form | {"confirm": "yes"}, allow_redirects=False
+    )
+    assert "2026-05-01" in ticked.headers["Location"]
+    [(_, _, path, token, kwargs)] = [c for c in page.services.calls if c[1] == "POST"]
+    assert (path, token, kwargs["json"]) == (
+        "/deletion_requests/req-7/extend",
+        "operator-token",
+        {"reason": "the archive is being restored"},
+    )

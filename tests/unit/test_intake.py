@@ -4,14 +4,17 @@ import copy
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from services.intake import handlers
+from services.intake.acknowledgements import Acknowledgements
+from services.intake.actions import ExtensionRefusedError, NotOpenError, RequestActions
 from services.intake.adapters.memory import InMemoryAccountDirectory, InMemoryRequestStore
 from services.intake.deletions import Deletions
 from services.intake.handlers import RulePatchError, due_overdue, fold, new_request, patch_rules
-from services.intake.model import DeletionRequest
+from services.intake.model import DeletionRequest, Terms
 from services.intake.settings import IntakeSettings
 from shared import topics, topology
 from shared.consumer import DeadLetter, Message, MessageProcessor, PermanentError, Route
@@ -31,6 +34,7 @@ from shared.events import (
     decode_event,
 )
 from shared.fakes import InMemoryContactStore, InMemoryKeyvault, InMemoryPublisher, InMemoryRetentionStore
+from shared.jurisdictions import load_jurisdictions
 from shared.metrics import Metrics
 from shared.retention import Rule, StaleRuleSetError, retained_datasets
 from shared.settings import KafkaSettings
@@ -42,10 +46,16 @@ TAGGED = DatasetOutcome(dataset="accounts", store="mongo", outcome="tagged")
 ERASED = DatasetOutcome(dataset="profiles", store="mongo", outcome="erased")
 
 
+LAWS = load_jurisdictions(Path(__file__).parents[2] / "deploy" / "jurisdictions.yaml")
+
+
+def terms(at: datetime) -> Terms:
+    """The terms of a request received at ``at`` under the default law (GDPR: one month)."""
+    return handlers.terms_of(LAWS, None, now=at, override_days=None)
+
+
 def requested(subject: str = "u1", at: datetime = T0):
-    return new_request(
-        subject_id=subject, requested_by="svc", channel="api", now=at, deadline=30 * DAY, backups=90 * DAY
-    )
+    return new_request(subject_id=subject, requested_by="svc", channel="api", now=at, terms=terms(at), backups=90 * DAY)
 
 
 def chain(record: DeletionRequest, outcomes=(ERASED,)):
@@ -203,7 +213,7 @@ async def test_the_in_memory_rule_store_refuses_a_stale_version():
 @pytest.mark.asyncio
 async def test_a_subject_has_one_open_request_and_may_start_another_once_it_is_done():
     store = InMemoryRequestStore()
-    kwargs = {"subject_id": "u1", "requested_by": "svc", "channel": "api", "deadline": 30 * DAY, "backups": 90 * DAY}
+    kwargs = {"subject_id": "u1", "requested_by": "svc", "channel": "api", "terms": terms(T0), "backups": 90 * DAY}
     started, first = await handlers.request_deletion(store, now=T0, **kwargs)
     again, same = await handlers.request_deletion(store, now=T0, **kwargs)
     assert started and not again and same.request_id == first.request_id
@@ -218,7 +228,7 @@ async def test_a_subject_has_one_open_request_and_may_start_another_once_it_is_d
 
 @pytest.mark.asyncio
 async def test_one_poll_of_status_events_folds_into_the_same_requests_as_one_event_at_a_time():
-    kwargs = {"requested_by": "svc", "channel": "api", "deadline": 30 * DAY, "backups": 90 * DAY}
+    kwargs = {"requested_by": "svc", "channel": "api", "terms": terms(T0), "backups": 90 * DAY}
     one = InMemoryRequestStore()
     events = []
     for n in range(3):
@@ -238,7 +248,7 @@ async def test_one_poll_of_status_events_folds_into_the_same_requests_as_one_eve
 @pytest.mark.asyncio
 async def test_a_batch_that_meets_another_writer_is_refused_whole_so_the_loop_folds_it_event_by_event():
     store = InMemoryRequestStore()
-    kwargs = {"requested_by": "svc", "channel": "api", "deadline": 30 * DAY, "backups": 90 * DAY}
+    kwargs = {"requested_by": "svc", "channel": "api", "terms": terms(T0), "backups": 90 * DAY}
     _, record = await handlers.request_deletion(store, subject_id="u1", now=T0, **kwargs)
     events = chain(record)
 
@@ -298,7 +308,7 @@ def deletions(store: InMemoryRequestStore | None = None, now: datetime = T0, **a
 
     relay = Relay()
     return Deletions(
-        settings=IntakeSettings(deadline_days=30, backups_days=90),
+        settings=IntakeSettings(backups_days=90),
         datamap=UNIT_DATAMAP,
         requests=store or InMemoryRequestStore(),
         accounts=accounts(**addresses),
@@ -306,6 +316,7 @@ def deletions(store: InMemoryRequestStore | None = None, now: datetime = T0, **a
         keyvault=InMemoryKeyvault(),
         clock=lambda: now,
         kick_relay=relay.kick,
+        jurisdictions=LAWS,
     ), relay
 
 
@@ -327,7 +338,9 @@ async def test_an_intent_starts_a_request_as_the_api_would_with_its_deadline_con
     [record] = ports.requests.requests.values()
     assert record.status == "received"
     assert record.channel == "bus" and record.requested_by == "upstream:billing"
-    assert record.deadline_at == T0 + 30 * DAY and record.backups_purged_by == T0 + 90 * DAY
+    assert record.deadline_at == T0 + 31 * DAY  # GDPR, the default: 1 January + 1 month
+    assert record.backups_purged_by == T0 + 90 * DAY
+    assert record.jurisdiction == "gdpr" and record.acknowledge_by is None
     [event] = ports.requests.outbox
     assert (event.request_id, event.subject_id, event.channel) == (record.request_id, "u1", "bus")
     assert ports.requests.claims == {"u1": record.request_id}
@@ -505,3 +518,167 @@ async def test_the_consumer_loop_answers_a_refused_intent_on_deletion_rejected_a
     assert [d.value for d in dead] == [refused.to_bytes(), bad]
     assert "may not ask for deletions" in dead[0].header("error")
     assert [r.subject_id for r in ports.requests.requests.values()] == ["u3"]
+
+
+# --- Jurisdictions: the law a request is answered under sets its deadline ------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_request_under_ccpa_gets_45_days_and_a_time_to_acknowledge_and_its_event_says_so():
+    ports, _ = deletions()
+    started, record = await ports.start("u1", requested_by="svc", channel="api", jurisdiction="ccpa")
+    assert started and record.jurisdiction == "ccpa"
+    assert record.deadline_at == T0 + 45 * DAY
+    assert record.acknowledge_by == datetime(2026, 1, 15, tzinfo=UTC)  # 10 business days from Thursday 1 January
+    [event] = ports.requests.outbox
+    assert (event.jurisdiction, event.deadline_at, event.acknowledge_by) == (
+        "ccpa",
+        T0 + 45 * DAY,
+        record.acknowledge_by,
+    )
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_jurisdiction_is_refused_before_anything_is_stored():
+    ports, relay = deletions(u1="ada@example.test")
+    with pytest.raises(handlers.UnknownJurisdictionError, match=r"unknown jurisdiction 'lgpd'.*ccpa, gdpr, uk_gdpr"):
+        await ports.start("u1", requested_by="svc", channel="api", jurisdiction="lgpd")
+    assert ports.requests.claims == {} and ports.requests.outbox == [] and ports.contacts.contacts == {}
+    with pytest.raises(handlers.IntentRejectedError, match="unknown jurisdiction") as caught:
+        await handlers.request_from_intent(intent(jurisdiction="lgpd"), ports, producers=ALLOWED)
+    assert caught.value.cause == "invalid" and relay.kicks == 0
+
+
+@pytest.mark.asyncio
+async def test_an_intent_names_its_jurisdiction_and_the_overdue_warnings_follow_that_laws_deadline():
+    ports, _ = deletions()
+    await handlers.request_from_intent(intent("u1", jurisdiction="ccpa"), ports, producers=ALLOWED)
+    await handlers.request_from_intent(intent("u2"), ports, producers=ALLOWED)
+    ccpa, gdpr = sorted(ports.requests.requests.values(), key=lambda r: r.subject_id)
+    assert (ccpa.jurisdiction, gdpr.jurisdiction) == ("ccpa", "gdpr")
+    day_30 = T0 + 30 * DAY  # past 80% of GDPR's 31 days, not of CCPA's 45
+    assert handlers.due_overdue(gdpr, now=day_30, warn_fraction=0.8) is not None
+    assert handlers.due_overdue(ccpa, now=day_30, warn_fraction=0.8) is None
+    warned = handlers.due_overdue(ccpa, now=T0 + 37 * DAY, warn_fraction=0.8)
+    assert warned is not None and warned.deadline_at == T0 + 45 * DAY and not warned.past_deadline
+
+
+@pytest.mark.asyncio
+async def test_without_a_callers_jurisdiction_the_accounts_one_applies_and_an_unknown_one_falls_back_to_the_default():
+    ports, _ = deletions()
+    ports.accounts.jurisdictions |= {"u1": "ccpa", "u2": "atlantis"}
+    _, first = await ports.start("u1", requested_by="svc", channel="api")
+    _, second = await ports.start("u2", requested_by="svc", channel="api")
+    _, third = await ports.start("u3", requested_by="svc", channel="api", jurisdiction="uk_gdpr")
+    assert (first.jurisdiction, second.jurisdiction, third.jurisdiction) == ("ccpa", "gdpr", "uk_gdpr")
+
+
+# --- Acknowledgement: where the law sets a time to confirm receipt ----------------------------------------------
+
+
+def acknowledgements(ports, sent: list, *, down: bool = False) -> Acknowledgements:
+    async def send(message) -> None:
+        if down:
+            raise ConnectionRefusedError("the mail server is away")
+        sent.append(message)
+
+    return Acknowledgements(
+        ports.requests, ports.contacts, ports.keyvault, LAWS, send, "privacy@example.test", lambda: T0 + DAY
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_ccpa_request_is_acknowledged_once_by_mail_and_a_gdpr_one_needs_none():
+    ports, _ = deletions(u1="ada@example.test", u2="bob@example.test")
+    _, ccpa = await ports.start("u1", requested_by="svc", channel="api", jurisdiction="ccpa")
+    _, gdpr = await ports.start("u2", requested_by="svc", channel="api")
+    sent: list = []
+    assert await acknowledgements(ports, sent).run() == 1
+    [mail] = sent
+    assert mail["To"] == "ada@example.test" and ccpa.request_id in mail["Subject"]
+    body = mail.get_content()
+    assert "California Consumer Privacy Act" in body and "2026-02-15" in body and "§ 7021(a)" in body
+    assert (await ports.requests.get(ccpa.request_id)).acknowledged_at == T0 + DAY
+    assert (await ports.requests.get(gdpr.request_id)).acknowledged_at is None
+    assert await acknowledgements(ports, sent).run() == 0 and len(sent) == 1  # once
+
+
+@pytest.mark.asyncio
+async def test_an_acknowledgement_the_mail_server_refused_is_tried_again_and_one_never_sent_is_warned_about_once():
+    ports, _ = deletions(u1="ada@example.test")
+    _, record = await ports.start("u1", requested_by="svc", channel="api", jurisdiction="ccpa")
+    sent: list = []
+    assert await acknowledgements(ports, sent, down=True).run() == 0
+    stored = await ports.requests.get(record.request_id)
+    assert stored.acknowledged_at is None
+    assert handlers.due_acknowledgement_late(stored, now=record.acknowledge_by - DAY) is None
+    late = handlers.due_acknowledgement_late(stored, now=record.acknowledge_by + DAY)
+    assert late is not None and (late.about, late.deadline_at) == ("acknowledgement", record.acknowledge_by)
+    await handlers.track(late, ports.requests, now=record.acknowledge_by + DAY)
+    stored = await ports.requests.get(record.request_id)
+    assert stored.acknowledgement_late_at is not None and stored.overdue_warned_at is None
+    assert handlers.due_acknowledgement_late(stored, now=record.acknowledge_by + 2 * DAY) is None  # once
+    assert await acknowledgements(ports, sent).run() == 1  # the server is back: sent, late as it is
+
+
+@pytest.mark.asyncio
+async def test_the_email_channels_confirmation_mail_counts_as_the_acknowledgement():
+    ports, _ = deletions()
+    pending = handlers.pending_verification(subject_id="u1", now=T0)
+    await ports.requests.save(pending)
+    started, record = await handlers.request_deletion(
+        ports.requests,
+        subject_id="u1",
+        requested_by="email",
+        channel="email",
+        now=T0 + timedelta(minutes=5),
+        terms=handlers.terms_of(LAWS, "ccpa", now=T0, override_days=None),
+        backups=90 * DAY,
+        request_id=pending.request_id,
+    )
+    assert started and record.jurisdiction == "ccpa"
+    sent: list = []
+    assert await acknowledgements(ports, sent).run() == 1 and sent == []
+    assert (await ports.requests.get(record.request_id)).acknowledged_at == T0
+
+
+# --- Extension: an operator gives the request more time, as its law allows --------------------------------------
+
+
+def actions(ports, now: datetime) -> tuple[RequestActions, Relay]:
+    relay = Relay()
+    return RequestActions(ports.requests, LAWS, lambda: now, relay.kick), relay
+
+
+@pytest.mark.asyncio
+async def test_an_extension_within_the_first_month_moves_the_gdpr_deadline_by_two_months_once():
+    ports, _ = deletions()
+    _, record = await ports.start("u1", requested_by="svc", channel="api")  # 1 January: due 1 February
+    act, relay = actions(ports, T0 + 10 * DAY)
+    event = await act.extend(record.request_id, reason="the archive must be restored first", by="dpo")
+    assert (event.previous_deadline_at, event.deadline_at) == (T0 + 31 * DAY, datetime(2026, 4, 1, tzinfo=UTC))
+    assert (event.extension, event.jurisdiction, event.legal_ref) == (1, "gdpr", "Art. 12(3) GDPR")
+    assert event in ports.requests.outbox and relay.kicks == 1
+    again = await act.extend(record.request_id, reason="the archive must be restored first", by="dpo")
+    assert again.event_id == event.event_id  # not folded yet: the same extension, published once
+    await handlers.track(event, ports.requests, now=T0 + 10 * DAY)
+    extended = await ports.requests.get(record.request_id)
+    assert (extended.deadline_at, extended.extensions) == (event.deadline_at, 1)
+    assert extended.extension_reason == "the archive must be restored first" and "extended" in extended.stages
+    with pytest.raises(ExtensionRefusedError, match="1 extension"):
+        await act.extend(record.request_id, reason="still more", by="dpo")
+
+
+@pytest.mark.asyncio
+async def test_an_extension_told_too_late_is_refused_and_a_finished_request_has_none():
+    ports, _ = deletions()
+    _, record = await ports.start("u1", requested_by="svc", channel="api", jurisdiction="ccpa")
+    late, _ = actions(ports, T0 + 46 * DAY)
+    with pytest.raises(ExtensionRefusedError, match="too late"):
+        await late.extend(record.request_id, reason="r", by="dpo")
+    assert ports.requests.outbox == [ports.requests.outbox[0]]  # only deletion.requested
+    for event in chain(record):
+        await handlers.track(event, ports.requests, now=T0)
+    on_time, _ = actions(ports, T0 + DAY)
+    with pytest.raises(NotOpenError, match="completed"):
+        await on_time.extend(record.request_id, reason="r", by="dpo")

@@ -606,3 +606,46 @@ async def test_the_delivery_worker_is_woken_once_an_event_is_handled_not_only_on
     route = waking({"deletion.keys_destroyed": handler}, wake)["deletion.keys_destroyed"]
     await route(destroyed())
     assert handled == ["deletion.keys_destroyed"] and wake.is_set()
+
+
+# --- An extension: the integrators and the person are told, once ------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_extension_is_announced_to_subscribed_integrators_and_mailed_to_the_person_once():
+    from services.notifier.adapters.memory import InMemoryWebhookStore
+    from services.notifier.handlers import EXTENDED, Notifier, on_extended
+    from services.notifier.model import Endpoint, Secret
+    from shared.events import DeletionExtended
+
+    store, contacts, keyvault, outbox = InMemoryWebhookStore(), InMemoryContactStore(), InMemoryKeyvault(), Outbox()
+    for endpoint_id, types in (("ep_all", (EXTENDED,)), ("ep_done", ("data_deletion.completed",))):
+        await store.add_endpoint(
+            Endpoint(endpoint_id, "https://hooks.example/x", types, (Secret(new_secret(), NOW),), NOW)
+        )
+    sealed = await keyvault.encrypt("user-1", CONTACT_DATASET, ADDRESS.encode())
+    await contacts.put(Contact("req-1", "user-1", sealed))
+    n = Notifier(store, contacts, keyvault, outbox, "lethe <privacy@lethe.local>", Clock(NOW), (0, 5), 100)
+    event = DeletionExtended(
+        request_id="req-1",
+        subject_id="user-1",
+        producer="intake",
+        extension=1,
+        deadline_at=NOW + timedelta(days=90),
+        previous_deadline_at=NOW + timedelta(days=30),
+        jurisdiction="gdpr",
+        legal_ref="Art. 12(3) GDPR",
+        reason="the archive must be restored first",
+        extended_by="dpo",
+    )
+    assert await on_extended(event, n) == ()
+    assert await on_extended(event, n) == ()  # a replay
+    [delivery] = await store.deliveries_for_request("req-1")
+    assert (delivery.endpoint_id, delivery.event_type) == ("ep_all", EXTENDED)
+    data = json.loads(delivery.payload)["data"]
+    assert (data["reason"], data["legal_ref"], data["extension"]) == (event.reason, "Art. 12(3) GDPR", 1)
+    [mail] = outbox.sent
+    assert mail["To"] == ADDRESS and "more time" in mail["Subject"]
+    text = mail.get_content()
+    assert "2026-05-30" in text and "2026-03-31" in text and event.reason in text and "Art. 12(3) GDPR" in text
+    assert (event.subject_id, CONTACT_DATASET) not in keyvault.destroyed  # the final notice still needs the address

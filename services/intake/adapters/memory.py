@@ -135,11 +135,22 @@ class InMemoryAccountDirectory:
 
     accounts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     tagged: set[str] = field(default_factory=set)
+    jurisdictions: dict[str, str] = field(default_factory=dict)
 
-    def add(self, subject_id: str, *, email_hash: str, address: str | None = None, tagged: bool = False) -> None:
+    def add(
+        self,
+        subject_id: str,
+        *,
+        email_hash: str,
+        address: str | None = None,
+        tagged: bool = False,
+        jurisdiction: str | None = None,
+    ) -> None:
         self.accounts[subject_id] = (email_hash, address)
         if tagged:
             self.tagged.add(subject_id)
+        if jurisdiction:
+            self.jurisdictions[subject_id] = jurisdiction
 
     async def subject_for(self, email_hash: str) -> str | None:
         found = [s for s, (h, _) in self.accounts.items() if h == email_hash and s not in self.tagged]
@@ -149,3 +160,6 @@ class InMemoryAccountDirectory:
         if subject_id in self.tagged or subject_id not in self.accounts:
             return None
         return self.accounts[subject_id][1] or None
+
+    async def jurisdiction_of(self, subject_id: str) -> str | None:
+        return None if subject_id in self.tagged else self.jurisdictions.get(subject_id)

@@ -210,9 +210,11 @@ class MongoAccountDirectory:
         subject_field: str,
         hash_field: str,
         address_field: str = "email",
+        jurisdiction_field: str | None = None,
     ) -> None:
         self._accounts = client[database][collection]
         self._subject_field, self._hash_field, self._address_field = subject_field, hash_field, address_field
+        self._jurisdiction_field = jurisdiction_field
 
     async def ensure_indexes(self) -> None:
         await self._accounts.create_index(self._hash_field)
@@ -224,4 +226,11 @@ class MongoAccountDirectory:
     async def stored_address(self, subject_id: str) -> str | None:
         doc = await self._accounts.find_one(live({self._subject_field: subject_id}), {self._address_field: 1})
         value = None if doc is None else doc.get(self._address_field)
+        return value if isinstance(value, str) and value else None
+
+    async def jurisdiction_of(self, subject_id: str) -> str | None:
+        if self._jurisdiction_field is None:
+            return None
+        doc = await self._accounts.find_one(live({self._subject_field: subject_id}), {self._jurisdiction_field: 1})
+        value = None if doc is None else doc.get(self._jurisdiction_field)
         return value if isinstance(value, str) and value else None

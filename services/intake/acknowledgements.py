@@ -1,0 +1,108 @@
+"""Confirming receipt: where a request's law sets a time to acknowledge it (CCPA: 10 business days), the person is
+mailed that lethe received it, under which law, and by when it will be answered; the time is recorded on the
+request. A request from the email channel was acknowledged by its confirmation mail. The deadline watch warns
+(``deletion.overdue`` about ``acknowledgement``) about one still unacknowledged when its time has passed.
+
+Runs as a job over the open requests, so a mail server that is away delays the acknowledgement, never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import structlog
+
+from services.intake.model import DeletionRequest
+from services.intake.ports import ContactStore, RequestStore, Sealer
+from shared.contacts import CONTACT_DATASET
+from shared.jurisdictions import Jurisdictions
+
+log = structlog.get_logger(__name__)
+SendMail = Callable[[EmailMessage], Awaitable[None]]
+
+
+@dataclass
+class Acknowledgements:
+    requests: RequestStore
+    contacts: ContactStore
+    keyvault: Sealer | None
+    jurisdictions: Jurisdictions
+    send: SendMail
+    sender: str
+    clock: Callable[[], datetime]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def kick(self) -> None:
+        """A request was accepted: look now rather than at the next round."""
+        self.wake.set()
+
+    async def run(self) -> int:
+        """One round: acknowledge every open request that is due one; returns how many were acknowledged."""
+        done = 0
+        for request_id in await self.requests.open_request_ids():
+            record = await self.requests.get(request_id)
+            if record is None or record.acknowledge_by is None or record.acknowledged_at is not None:
+                continue
+            try:
+                at = await self._acknowledge(record)
+            except Exception as exc:  # the mail server or keyvault is away: the next round tries again
+                log.warning("acknowledgement.failed", request_id=request_id, error=type(exc).__name__)
+                continue
+            if at is not None:
+                await self._record(request_id, at)
+                done += 1
+        return done
+
+    async def _acknowledge(self, record: DeletionRequest) -> datetime | None:
+        """Mail the person (or count the email channel's confirmation mail); when it was done, or None if it cannot
+        be (no address to write to: the deadline watch will say it is late)."""
+        if "verification_pending" in record.stages:
+            return record.stages["verification_pending"]  # the confirmation link's mail told them
+        contact = await self.contacts.get(record.request_id)
+        if contact is None or self.keyvault is None:
+            log.warning("acknowledgement.no_contact", request_id=record.request_id)
+            return None
+        address = (await self.keyvault.decrypt(record.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
+        await self.send(self.mail(record, address))
+        log.info("acknowledgement.sent", request_id=record.request_id, jurisdiction=record.jurisdiction)
+        return self.clock()
+
+    def mail(self, record: DeletionRequest, to: str) -> EmailMessage:
+        code, law = self.jurisdictions.get(record.jurisdiction)
+        received = record.created_at or self.clock()
+        lines = [
+            "Hello,",
+            "",
+            f"We received your request to erase your personal data on {received:%Y-%m-%d at %H:%M UTC}.",
+            f"Its reference is {record.request_id}.",
+            f"We answer it under the {law.name} ({law.references.response}), by {record.deadline_at:%Y-%m-%d}."
+            if record.deadline_at
+            else f"We answer it under the {law.name}.",
+            "",
+            "You will hear from us again when it is done.",
+        ]
+        if law.references.acknowledgement:
+            lines += ["", f"This confirmation is sent under {law.references.acknowledgement}."]
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = to
+        message["Subject"] = f"We received your request to erase your data ({record.request_id})"
+        message["Message-ID"] = make_msgid(idstring=f"{record.request_id}-ack", domain="lethe.local")
+        message.set_content("\n".join(lines))
+        log.debug("acknowledgement.composed", request_id=record.request_id, jurisdiction=code)
+        return message
+
+    async def _record(self, request_id: str, at: datetime) -> None:
+        """Set ``acknowledged_at`` (once), whoever else writes the request meanwhile."""
+        for _ in range(5):
+            record = await self.requests.get(request_id)
+            if record is None or record.acknowledged_at is not None:
+                return
+            if await self.requests.save(record.model_copy(update={"acknowledged_at": at})) is not None:
+                return
+        log.warning("acknowledgement.not_recorded", request_id=request_id)
