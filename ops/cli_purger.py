@@ -132,7 +132,7 @@ def backup(
     ] = False,
     at: AtOption = None,
 ) -> None:
-    """Snapshot every MongoDB dataset into the backups bucket (encrypted fields stay ciphertext)."""
+    """Snapshot every MongoDB and PostgreSQL dataset into the backups bucket (encrypted fields stay ciphertext)."""
     settings = PurgerSettings()
 
     async def work(parts: purger_app.PurgerParts, publisher: KafkaPublisher) -> str:
@@ -141,11 +141,11 @@ def backup(
                 parts, publisher, retention=timedelta(days=settings.backup_retention_days)
             )
             return f"expired backups older than {settings.backup_retention_days} days; {count} request(s) now erased"
-        mongo_sets = [d for d in parts.purger.datamap.datasets if d.mongo is not None]
+        stored = [d for d in parts.purger.datamap.datasets if d.mongo is not None or d.postgres is not None]
         with _progress() as bar:
-            task = bar.add_task("backing up", total=len(mongo_sets))
+            task = bar.add_task("backing up", total=len(stored))
             made = await parts.backups.create(
-                mongo_sets, now=parts.purger.clock(), on_dataset=lambda _name, _n: bar.advance(task)
+                stored, now=parts.purger.clock(), on_dataset=lambda _name, _n: bar.advance(task)
             )
         return f"backup {made.backup_id}: {made.documents} document(s) in s3://{parts.backups.bucket}/{made.backup_id}/"
 
