@@ -9,6 +9,7 @@ Runs as a job over the open requests, so a mail server that is away delays the a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,16 +36,26 @@ class Acknowledgements:
     send: SendMail
     sender: str
     clock: Callable[[], datetime]
+    interval_s: float = 60.0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _accepted: set[str] = field(default_factory=set)
+    _last_scan: float = float("-inf")
 
-    def kick(self) -> None:
-        """A request was accepted: look now rather than at the next round."""
-        self.wake.set()
+    def accepted(self, record: DeletionRequest) -> None:
+        """A request was accepted: if its law wants receipt confirmed, look at it now rather than at the next round."""
+        if record.acknowledge_by is not None:
+            self._accepted.add(record.request_id)
+            self.wake.set()
 
     async def run(self) -> int:
-        """One round: acknowledge every open request that is due one; returns how many were acknowledged."""
+        """One round: the requests just accepted, and every ``interval_s`` all the open ones (what a failed mail left);
+        returns how many were acknowledged."""
+        ids, self._accepted = set(self._accepted), set()
+        if time.monotonic() - self._last_scan >= self.interval_s:
+            self._last_scan = time.monotonic()
+            ids |= set(await self.requests.open_request_ids())
         done = 0
-        for request_id in await self.requests.open_request_ids():
+        for request_id in sorted(ids):
             record = await self.requests.get(request_id)
             if record is None or record.acknowledge_by is None or record.acknowledged_at is not None:
                 continue

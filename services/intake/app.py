@@ -132,21 +132,36 @@ def create_app(
         lambda message: send_mail(settings.smtp, message),
         settings.smtp.sender,
         clock,
+        interval_s=settings.acknowledgement_interval_s,
     )
-
-    def accepted() -> None:
-        relay.kick()
-        acknowledgements.kick()
-
     deletions = Deletions(
-        settings, datamap, stores.requests, stores.directory, stores.contacts, keyvault, clock, accepted, laws
+        settings,
+        datamap,
+        stores.requests,
+        stores.directory,
+        stores.contacts,
+        keyvault,
+        clock,
+        relay.kick,
+        laws,
+        acknowledgements.accepted,
     )
     emails = BackgroundTasks()
     web_app = web_api(
         settings,
         stores,
         deletions,
-        EmailChannel(settings, stores.requests, stores.directory, stores.contacts, keyvault, clock, accepted, laws),
+        EmailChannel(
+            settings,
+            stores.requests,
+            stores.directory,
+            stores.contacts,
+            keyvault,
+            clock,
+            relay.kick,
+            laws,
+            acknowledgements.accepted,
+        ),
         RetentionAdmin(stores.retention, datamap, clock, relay.kick),
         ProcessorAnswers(datamap, processor_secrets(datamap), stores.requests, clock, relay.kick),
         RequestActions(stores.requests, laws, clock, relay.kick),

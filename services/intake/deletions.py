@@ -46,6 +46,7 @@ class Deletions:
     clock: Callable[[], datetime]
     kick_relay: Callable[[], None]
     jurisdictions: Jurisdictions
+    on_accepted: Callable[[DeletionRequest], None] = lambda _: None  # the acknowledgements job
 
     async def start(
         self, subject_id: str, *, requested_by: str, channel: Channel, jurisdiction: str | None = None
@@ -85,6 +86,7 @@ class Deletions:
             await self.contacts.forget(request_id)  # the subject's open request already has its contact
         if started:
             self.kick_relay()
+            self.on_accepted(record)
             log.info("request.received", request_id=record.request_id, subject_id=subject_id, channel=channel)
         return started, record
 

@@ -43,6 +43,7 @@ class EmailChannel:
     clock: Callable[[], datetime]
     kick_relay: Callable[[], None]
     jurisdictions: Jurisdictions
+    on_accepted: Callable[[DeletionRequest], None] = lambda _: None  # the acknowledgements job
 
     @property
     def link_secret(self) -> str:
@@ -112,4 +113,5 @@ class EmailChannel:
             await handlers.supersede(self.requests, pending.request_id, by=record.request_id)
         if started:
             self.kick_relay()
+            self.on_accepted(record)
         return started, record

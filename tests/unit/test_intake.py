@@ -682,3 +682,26 @@ async def test_an_extension_told_too_late_is_refused_and_a_finished_request_has_
     on_time, _ = actions(ports, T0 + DAY)
     with pytest.raises(NotOpenError, match="completed"):
         await on_time.extend(record.request_id, reason="r", by="dpo")
+
+
+@pytest.mark.asyncio
+async def test_only_a_request_whose_law_wants_an_acknowledgement_wakes_the_job_and_a_woken_round_reads_only_it():
+    ports, _ = deletions(u1="ada@example.test", u2="bob@example.test", u3="cy@example.test")
+    sent: list = []
+    job = acknowledgements(ports, sent)
+    ports.on_accepted = job.accepted
+    assert await job.run() == 0  # the first round scans (nothing open yet)
+    await ports.start("u1", requested_by="svc", channel="api")
+    assert not job.wake.is_set()  # GDPR sets no time to acknowledge
+    _, ccpa = await ports.start("u2", requested_by="svc", channel="api", jurisdiction="ccpa")
+    assert job.wake.is_set()
+    read: list[str] = []
+    get = ports.requests.get
+
+    async def counting(request_id: str):
+        read.append(request_id)
+        return await get(request_id)
+
+    ports.requests.get = counting  # type: ignore[method-assign]
+    assert await job.run() == 1 and set(read) == {ccpa.request_id}  # not a scan of every open request
+    assert [m["To"] for m in sent] == ["bob@example.test"]
