@@ -26,6 +26,7 @@ from shared.events import (
     DeletionProcessorConfirmed,
     DeletionPurged,
     DeletionRequested,
+    RetentionRulesChanged,
 )
 from shared.fakes import InMemoryContactStore, InMemoryRetentionStore
 from shared.retention import Rule
@@ -255,3 +256,16 @@ async def test_a_processor_without_its_secret_in_the_environment_stops_the_start
     with pytest.raises(DataMapError, match="set MAILER_SECRET"):
         processor_secrets(DATAMAP, {})
     assert processor_secrets(DATAMAP, {"MAILER_SECRET": SECRET}) == {"newsletter": SECRET}
+
+
+async def test_a_processor_dataset_a_rule_kept_is_asked_for_once_the_rule_is_gone_and_its_answer_then_counts():
+    purger, retention = purger_world()
+    rule = Rule(rule_id="crm-3y", datasets=("newsletter",), legal_basis="contract", legal_ref="§ 1")
+    await retention.replace_rules((rule,), expected_version=0, by="dpo", at=T0)
+    [first] = await handlers.purge(requested(), purger)
+    assert {o.dataset: o.outcome for o in first.outcomes}["newsletter"] == "retained"
+    await retention.replace_rules((), expected_version=1, by="dpo", at=T0)
+    [freed] = await handlers.on_rules_changed(RetentionRulesChanged(producer="intake", rule_ids=(), version=2), purger)
+    assert freed.round == 1 and {o.dataset: o.outcome for o in freed.outcomes}["newsletter"] == "pending_confirmation"
+    [answered] = await handlers.on_processor_confirmed(answer(), purger)
+    assert answered.round == 2 and answered.result == "completed"
