@@ -1,4 +1,5 @@
-"""Operator commands on intake (typer + rich): ``lethe delete``, ``status``, ``extend``, ``rules`` and ``holds``.
+"""Operator commands on intake (typer + rich): ``lethe delete``, ``status``, ``extend``, ``deny``, ``cancel``,
+``rules`` and ``holds``.
 
 They talk to intake over HTTP, so they work the same against ``make run`` and a compose deployment. The token is
 LETHE_ADMIN_TOKEN, or, for the local stack, one signed for five minutes with LETHE_AUTH_JWT_SECRET.
@@ -119,6 +120,29 @@ def extend(
         f"{request_id}: extension {body['extension']} under {body['jurisdiction']} ({body['legal_ref']}): "
         f"deadline {body['previous_deadline_at'][:10]} -> [bold]{body['deadline_at'][:10]}[/bold]"
     )
+
+
+@app.command()
+def deny(
+    request_id: Annotated[str, typer.Argument(help="The request id (req_...).")],
+    legal_basis: Annotated[str, typer.Option(help="Why it is refused, e.g. 'Art. 17(3)(e) GDPR: a legal claim'.")],
+    reference: Annotated[str, typer.Option(help="Your case reference (the person can quote it).")],
+) -> None:
+    """Refuse a request in its cooling-off period: nothing is erased; the person is told why and where to complain."""
+    body = _call(
+        "POST", f"/deletion_requests/{request_id}/deny", json={"legal_basis": legal_basis, "reference": reference}
+    )
+    console.print(f"{request_id}: [bold]denied[/bold] under {body['jurisdiction']} ({body['legal_ref']})")
+
+
+@app.command()
+def cancel(
+    request_id: Annotated[str, typer.Argument(help="The request id (req_...).")],
+    reason: Annotated[str | None, typer.Option(help="How or why the person asked (optional).")] = None,
+) -> None:
+    """Cancel a request at the person's wish, in its cooling-off period: nothing is erased; the person is told."""
+    body = _call("POST", f"/deletion_requests/{request_id}/cancel", json={"reason": reason} if reason else {})
+    console.print(f"{request_id}: [bold]cancelled[/bold] ({body['via']})")
 
 
 @rules_app.callback(invoke_without_command=True)

@@ -62,6 +62,8 @@ RequestStatus = Literal[
     "partial",
     "hard_deleted",
     "erased",
+    "denied",
+    "cancelled",
 ]
 REQUEST_STATUSES: tuple[str, ...] = get_args(RequestStatus)
 
@@ -108,6 +110,15 @@ class DeletionEvent(Event):
     subject_id: Id
 
 
+class ActingAgent(Contract):
+    """Who asked on the person's behalf (an authorised agent), and the reference of the proof of their authority
+    (a signed permission, a power of attorney) the controller checked. Their address is not here: it is sealed with
+    the person's, and gets every notice the person gets."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    proof_ref: Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class DeletionRequested(DeletionEvent):
     type: Literal["deletion.requested"] = topics.DELETION_REQUESTED
     channel: Channel = "api"
@@ -118,6 +129,7 @@ class DeletionRequested(DeletionEvent):
     # receipt must be acknowledged, where that law says so.
     jurisdiction: Jurisdiction | None = None
     acknowledge_by: AwareDatetime | None = None
+    agent: ActingAgent | None = None  # asked for by an authorised agent
 
 
 class DatasetCounts(Contract):
@@ -300,6 +312,34 @@ class DeletionExtended(DeletionEvent):
     extended_by: Id
 
 
+class DeletionDenied(DeletionEvent):
+    """An operator refused the request before anything was erased, on a legal basis its law allows; notifier tells
+    the person why and where to complain, and the integrators (``data_deletion.denied``)."""
+
+    type: Literal["deletion.denied"] = topics.DELETION_DENIED
+    jurisdiction: Jurisdiction
+    legal_basis: Annotated[str, Field(min_length=1, max_length=1000)]  # e.g. Art. 17(3)(e): legal claims
+    reference: Annotated[str, Field(min_length=1, max_length=200)]  # the controller's case reference
+    legal_ref: str  # the law's provision on refusing
+    complaint: str | None = None  # where the person may complain
+    denied_by: Id
+
+
+# Who cancelled: the person with their own token, the person through the acknowledgement mail's signed link, or an
+# operator at the person's request.
+CancelledVia = Literal["token", "link", "operator"]
+
+
+class DeletionCancelled(DeletionEvent):
+    """The person withdrew the request before anything was erased; notifier confirms it to them and tells the
+    integrators (``data_deletion.cancelled``)."""
+
+    type: Literal["deletion.cancelled"] = topics.DELETION_CANCELLED
+    via: CancelledVia
+    cancelled_by: Id
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
 class RetentionRulesChanged(Event):
     type: Literal["retention.rules_changed"] = topics.RETENTION_RULES_CHANGED
     rule_ids: tuple[Id, ...]
@@ -375,6 +415,8 @@ AnyEvent = Annotated[
     | DeletionOverdue
     | DeletionProcessorConfirmed
     | DeletionExtended
+    | DeletionDenied
+    | DeletionCancelled
     | RetentionRulesChanged
     | LegalHoldPlaced
     | LegalHoldReleased
@@ -400,6 +442,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeletionOverdue,
         DeletionProcessorConfirmed,
         DeletionExtended,
+        DeletionDenied,
+        DeletionCancelled,
         RetentionRulesChanged,
         LegalHoldPlaced,
         LegalHoldReleased,

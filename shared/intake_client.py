@@ -93,7 +93,7 @@ class IntakeClient:
         body = await self._get(f"/internal/contacts/{quote(request_id, safe='')}")
         if body is None:
             return None
-        return Contact(body["request_id"], body["subject_id"], body["email_ciphertext"])
+        return Contact(body["request_id"], body["subject_id"], body["email_ciphertext"], tuple(body.get("copies", ())))
 
 
 def _rule_set(body: dict[str, Any]) -> RuleSet:

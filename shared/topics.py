@@ -17,6 +17,9 @@ DELETION_OVERDUE: Final = "deletion.overdue"
 DELETION_PROCESSOR_CONFIRMED: Final = "deletion.processor_confirmed"
 # An operator extended a request's deadline, as its law allows (the person is told why).
 DELETION_EXTENDED: Final = "deletion.extended"
+# An operator refused a request, or the person cancelled it, before anything was erased (it ends there).
+DELETION_DENIED: Final = "deletion.denied"
+DELETION_CANCELLED: Final = "deletion.cancelled"
 RETENTION_RULES_CHANGED: Final = "retention.rules_changed"
 LEGAL_HOLD_PLACED: Final = "legal_hold.placed"
 LEGAL_HOLD_RELEASED: Final = "legal_hold.released"
@@ -39,6 +42,8 @@ EVENT_TOPICS: Final[tuple[str, ...]] = (
     DELETION_OVERDUE,
     DELETION_PROCESSOR_CONFIRMED,
     DELETION_EXTENDED,
+    DELETION_DENIED,
+    DELETION_CANCELLED,
     RETENTION_RULES_CHANGED,
     LEGAL_HOLD_PLACED,
     LEGAL_HOLD_RELEASED,

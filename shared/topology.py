@@ -49,6 +49,8 @@ FLOWS: Final[tuple[Flow, ...]] = (
     Flow(topics.DELETION_OVERDUE, ("intake",), ("notifier", *_STATUS)),
     Flow(topics.DELETION_PROCESSOR_CONFIRMED, ("intake",), ("purger", *_STATUS)),
     Flow(topics.DELETION_EXTENDED, ("intake",), ("notifier", *_STATUS)),
+    Flow(topics.DELETION_DENIED, ("intake",), ("notifier", *_STATUS)),
+    Flow(topics.DELETION_CANCELLED, ("intake",), ("notifier", *_STATUS)),
     Flow(topics.RETENTION_RULES_CHANGED, ("intake",), ("purger", "audit"), key="event_id"),
     Flow(topics.LEGAL_HOLD_PLACED, ("intake",), ("purger", "audit"), key=_SUBJECT_OR_EVENT),
     Flow(topics.LEGAL_HOLD_RELEASED, ("intake",), ("purger", "audit"), key=_SUBJECT_OR_EVENT),

@@ -236,6 +236,14 @@ class Pipeline:
         return found  # type: ignore[return-value]
 
 
+async def until(check: Any, timeout_s: float = 60) -> Any:
+    """Poll ``check`` (an async callable) until it returns something truthy, and return that."""
+    async with asyncio.timeout(timeout_s):
+        while not (found := await check()):
+            await asyncio.sleep(0.2)
+    return found
+
+
 @contextmanager
 def running(servers: Servers, workdir: Path, extra_env: dict[str, str]) -> Iterator[Pipeline]:
     """A started pipeline with a database and a backups bucket of its own; stopped and dropped afterwards."""

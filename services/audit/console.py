@@ -294,20 +294,49 @@ async def answer_processor(request: web.Request, session: Session) -> web.Respon
     return redirect(f"{back}?{urlencode({'flash': flash})}")
 
 
-async def extend_request(request: web.Request, session: Session) -> web.Response:
-    """Extend a request's deadline (intake checks the law allows it now and tells the person)."""
-    request_id = request.match_info["request_id"]
+@dataclass(frozen=True)
+class RequestAction:
+    """An operator's action on a request, through intake (which checks the law and the request's state)."""
+
+    fields: tuple[str, ...]  # the form fields passed on (empty ones left out)
+    unticked: str  # the flash when the confirmation box was not ticked
+    done: Callable[[dict[str, Any]], str]  # the flash from intake's answer
+
+
+REQUEST_ACTIONS: dict[str, RequestAction] = {
+    "extend": RequestAction(
+        ("reason",),
+        "Not extended: tick that the person is to be told.",
+        lambda a: f"Extended: due {a['deadline_at'][:10]} ({a['legal_ref']}); the person is told.",
+    ),
+    "deny": RequestAction(
+        ("legal_basis", "reference"),
+        "Not denied: tick that the person is to be told why.",
+        lambda a: (
+            f"Denied ({a['legal_ref']}, reference {a['reference']}): nothing is erased; the person is told why "
+            "and where to complain."
+        ),
+    ),
+    "cancel": RequestAction(
+        ("reason",),
+        "Not cancelled: tick that the person asked for it.",
+        lambda _: "Cancelled at the person's request: nothing is erased; they are told.",
+    ),
+}
+
+
+async def act_on_request(request: web.Request, session: Session) -> web.Response:
+    """Extend, deny or cancel a request (confirmed by a ticked box); the flash says what intake answered."""
+    request_id, name = request.match_info["request_id"], request.match_info["action"]
+    action = REQUEST_ACTIONS[name]
     posted = await request.post()
     back = f"/console/requests/{quote(request_id, safe='')}"
     if posted.get("confirm") != "yes":
-        return redirect(f"{back}?{urlencode({'flash': 'Not extended: tick that the person is to be told.'})}")
-    path = f"/deletion_requests/{quote(request_id, safe='')}/extend"
-    body = {"reason": str(posted.get("reason", ""))}
+        return redirect(f"{back}?{urlencode({'flash': action.unticked})}")
+    path = f"/deletion_requests/{quote(request_id, safe='')}/{name}"
+    body = {f: str(posted[f]).strip() for f in action.fields if str(posted.get(f, "")).strip()}
     code, answer = await request.app[CONSOLE].upstream.call("intake", "POST", path, session.token, json=body)
-    if code == 202:
-        flash = f"Extended: due {answer['deadline_at'][:10]} ({answer['legal_ref']}); the person is told."
-    else:
-        flash = f"Refused ({code}): {(answer or {}).get('detail', '')}"
+    flash = action.done(answer) if code == 202 else f"Refused ({code}): {(answer or {}).get('detail', '')}"
     return redirect(f"{back}?{urlencode({'flash': flash})}")
 
 
@@ -449,7 +478,9 @@ def add_console(
     app.router.add_get("/console/requests/{request_id}/receipt", signed_in(receipt))
     app.router.add_post("/console/requests/{request_id}/redeliver", signed_in(redeliver, form=True))
     app.router.add_post("/console/requests/{request_id}/processors/{dataset}", signed_in(answer_processor, form=True))
-    app.router.add_post("/console/requests/{request_id}/extend", signed_in(extend_request, form=True))
+    app.router.add_post(
+        "/console/requests/{request_id}/{action:extend|deny|cancel}", signed_in(act_on_request, form=True)
+    )
     app.router.add_get("/console/retention", signed_in(retention_page))
     app.router.add_post("/console/retention/holds", signed_in(place_hold, form=True))
     app.router.add_post("/console/retention/holds/{hold_id}/release", signed_in(release_hold, form=True))

@@ -164,13 +164,16 @@ def receipt(
     datasets = [story.dataset(name) for name in names]
     last = entries[-1]
     asked: dict[str, Any] = next((e for e in events if e["type"] == topics.DELETION_REQUESTED), {})
+    # Denied or cancelled in its cooling-off period: deletion.requested was never published, nothing was erased.
+    closed = next((e for e in events if e["type"] in (topics.DELETION_DENIED, topics.DELETION_CANCELLED)), None)
     return {
         "request_id": request_id,
         "subject_id": last.subject_id,
         # The law it was answered under, and the deadline that law set (the extension, if any, in its stages).
-        "jurisdiction": asked.get("jurisdiction"),
+        "jurisdiction": asked.get("jurisdiction") or (closed or {}).get("jurisdiction"),
         "deadline_at": asked.get("deadline_at"),
-        "result": _result(story, datasets),
+        "result": closed["type"].removeprefix("deletion.") if closed else _result(story, datasets),
+        "closure": None if closed is None else {k: v for k, v in closed.items() if k in CLOSURE_FIELDS},
         "processors": [
             {k: d[k] for k in ("dataset", "outcome", "confirmed_at", "confirmed_via", "note", "error")}
             for d in datasets
@@ -187,6 +190,20 @@ def receipt(
         },
         "generated_at": generated_at.isoformat(),
     }
+
+
+CLOSURE_FIELDS = (
+    "type",
+    "occurred_at",
+    "legal_basis",
+    "reference",
+    "legal_ref",
+    "complaint",
+    "denied_by",
+    "via",
+    "cancelled_by",
+    "reason",
+)
 
 
 def _result(story: _Story, datasets: list[dict[str, Any]]) -> str:

@@ -1,7 +1,9 @@
-"""Confirming receipt: where a request's law sets a time to acknowledge it (CCPA: 10 business days), the person is
-mailed that lethe received it, under which law, and by when it will be answered; the time is recorded on the
-request. A request from the email channel was acknowledged by its confirmation mail. The deadline watch warns
-(``deletion.overdue`` about ``acknowledgement``) about one still unacknowledged when its time has passed.
+"""Confirming receipt: where a request's law sets a time to acknowledge it (CCPA: 10 business days), or where it
+waits out a cooling-off period, the person is mailed that lethe received it, under which law, and by when it will
+be answered (and, in a cooling-off period, a signed link to cancel it before erasure starts); the time is
+recorded on the request. Otherwise a request from the email channel was acknowledged by its confirmation mail.
+The deadline watch warns (``deletion.overdue`` about ``acknowledgement``) about one still unacknowledged when its
+time has passed.
 
 Runs as a job over the open requests, so a mail server that is away delays the acknowledgement, never loses it.
 """
@@ -20,7 +22,8 @@ import structlog
 
 from services.intake.model import DeletionRequest
 from services.intake.ports import ContactStore, RequestStore, Sealer
-from shared.contacts import CONTACT_DATASET
+from services.intake.verification import CancelLinks, LinkClaims
+from shared.contacts import copy_to, open_addresses
 from shared.jurisdictions import Jurisdictions
 
 log = structlog.get_logger(__name__)
@@ -37,13 +40,14 @@ class Acknowledgements:
     sender: str
     clock: Callable[[], datetime]
     interval_s: float = 60.0
+    links: CancelLinks | None = None  # without a link secret, the mail says how to cancel by API only
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _accepted: set[str] = field(default_factory=set)
     _last_scan: float = float("-inf")
 
     def accepted(self, record: DeletionRequest) -> None:
-        """A request was accepted: if its law wants receipt confirmed, look at it now rather than at the next round."""
-        if record.acknowledge_by is not None:
+        """A request was accepted: if it is to be acknowledged, look at it now rather than at the next round."""
+        if wants_acknowledgement(record):
             self._accepted.add(record.request_id)
             self.wake.set()
 
@@ -57,7 +61,7 @@ class Acknowledgements:
         done = 0
         for request_id in sorted(ids):
             record = await self.requests.get(request_id)
-            if record is None or record.acknowledge_by is None or record.acknowledged_at is not None:
+            if record is None or not wants_acknowledgement(record) or record.acknowledged_at is not None:
                 continue
             try:
                 at = await self._acknowledge(record)
@@ -72,14 +76,14 @@ class Acknowledgements:
     async def _acknowledge(self, record: DeletionRequest) -> datetime | None:
         """Mail the person (or count the email channel's confirmation mail); when it was done, or None if it cannot
         be (no address to write to: the deadline watch will say it is late)."""
-        if "verification_pending" in record.stages:
+        if "verification_pending" in record.stages and record.erasure_starts_at is None:
             return record.stages["verification_pending"]  # the confirmation link's mail told them
         contact = await self.contacts.get(record.request_id)
         if contact is None or self.keyvault is None:
             log.warning("acknowledgement.no_contact", request_id=record.request_id)
             return None
-        address = (await self.keyvault.decrypt(record.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
-        await self.send(self.mail(record, address))
+        address, copies = await open_addresses(self.keyvault, contact)
+        await self.send(copy_to(self.mail(record, address), copies))
         log.info("acknowledgement.sent", request_id=record.request_id, jurisdiction=record.jurisdiction)
         return self.clock()
 
@@ -95,6 +99,7 @@ class Acknowledgements:
             if record.deadline_at
             else f"We answer it under the {law.name}.",
             "",
+            *self._cancel_lines(record),
             "You will hear from us again when it is done.",
         ]
         if law.references.acknowledgement:
@@ -108,6 +113,17 @@ class Acknowledgements:
         log.debug("acknowledgement.composed", request_id=record.request_id, jurisdiction=code)
         return message
 
+    def _cancel_lines(self, record: DeletionRequest) -> list[str]:
+        """In a cooling-off period: when erasure starts, and how to cancel before then."""
+        now, starts = self.clock(), record.erasure_starts_at
+        if starts is None or starts <= now:
+            return []
+        lines = [f"Erasure starts on {starts:%Y-%m-%d at %H:%M UTC}. Changed your mind? Until then you can cancel it"]
+        if self.links is None:
+            return [*lines[:1], f"with POST /deletion_requests/{record.request_id}/cancel.", ""]
+        url = self.links.url(LinkClaims(record.request_id, record.subject_id), now=now, until=starts)
+        return [*lines, "here:", "", f"  {url}", ""]
+
     async def _record(self, request_id: str, at: datetime) -> None:
         """Set ``acknowledged_at`` (once), whoever else writes the request meanwhile."""
         for _ in range(5):
@@ -117,3 +133,8 @@ class Acknowledgements:
             if await self.requests.save(record.model_copy(update={"acknowledged_at": at})) is not None:
                 return
         log.warning("acknowledgement.not_recorded", request_id=request_id)
+
+
+def wants_acknowledgement(record: DeletionRequest) -> bool:
+    """Its law sets a time to confirm receipt, or it waits out a cooling-off period (the mail has the cancel link)."""
+    return record.closure is None and (record.acknowledge_by is not None or record.erasure_starts_at is not None)

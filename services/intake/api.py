@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from services.intake.actions import ExtensionRefusedError, NotOpenError, RequestActions
+from services.intake.actions import ExtensionRefusedError, NotOpenError, RequestActions, TooLateError
 from services.intake.admin import (
     HoldNotFoundError,
     HoldRefusedError,
@@ -34,6 +34,7 @@ from services.intake.handlers import (
     UnknownJurisdictionError,
 )
 from services.intake.limits import RateLimits
+from services.intake.model import AuthorisedAgent
 from services.intake.ports import ContactStore, RequestStore, RetentionStore
 from services.intake.processors import (
     BadSignatureError,
@@ -45,8 +46,11 @@ from services.intake.processors import (
 )
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
+    CancelBody,
     ContactPath,
+    DeleteBody,
     DeleteQuery,
+    DenyBody,
     EmailRequestBody,
     ExtendBody,
     HoldBody,
@@ -149,11 +153,13 @@ async def delete_user_data(request: web.Request) -> web.Response:
     subject_id = parse_params(SubjectPath, request.match_info, where="path").id
     jurisdiction = parse_params(DeleteQuery, request.query, where="query").jurisdiction
     _may_delete(principal, subject_id)
+    asked: DeleteBody = await parse_json(request, DeleteBody) if request.can_read_body else DeleteBody()
+    agent = None if asked.agent is None else AuthorisedAgent(**asked.agent.model_dump())
 
     async def start() -> tuple[int, dict[str, Any]]:
         try:
             started, record = await api.deletions.start(
-                subject_id, requested_by=principal.subject, channel="api", jurisdiction=jurisdiction
+                subject_id, requested_by=principal.subject, channel="api", jurisdiction=jurisdiction, agent=agent
             )
         except RequestNotReadyError as exc:
             raise retry_soon("another request for this subject is being stored") from exc
@@ -169,7 +175,9 @@ async def delete_user_data(request: web.Request) -> web.Response:
     try:
         reply, replayed = await api.deletions.once_waiting(
             scoped,
-            fingerprint=f"DELETE /users/{subject_id}/data" + (f"?{jurisdiction}" if jurisdiction else ""),
+            fingerprint=f"DELETE /users/{subject_id}/data"
+            + (f"?{jurisdiction}" if jurisdiction else "")
+            + (f" agent={hashlib.sha256(asked.model_dump_json().encode()).hexdigest()}" if agent else ""),
             run=start,
         )
     except IdempotencyKeyReusedError as exc:
@@ -383,6 +391,98 @@ async def extend_request(request: web.Request) -> web.Response:
     return web.json_response(answer, status=202)
 
 
+async def deny_request(request: web.Request) -> web.Response:
+    """Refuse a request before anything was erased; the person is told why and where to complain."""
+    api = request.app[INTAKE]
+    principal = api.verifier.require(request, REQUESTS_ADMIN)
+    request_id = parse_params(RequestPath, request.match_info, where="path").request_id
+    body: DenyBody = await parse_json(request, DenyBody)
+    try:
+        event = await api.actions.deny(
+            request_id, legal_basis=body.legal_basis, reference=body.reference, by=principal.subject
+        )
+    except UnknownRequestError as exc:
+        raise ProblemError(404, "Not Found", "no such deletion request") from exc
+    except TooLateError as exc:
+        raise ProblemError(409, "Conflict", f"too late to deny: {exc}") from exc
+    answer = {
+        "request_id": request_id,
+        "status": "denied",
+        "jurisdiction": event.jurisdiction,
+        "legal_basis": event.legal_basis,
+        "reference": event.reference,
+        "legal_ref": event.legal_ref,
+        "complaint": event.complaint,
+    }
+    return web.json_response(answer, status=202)
+
+
+async def cancel_page(request: web.Request) -> web.Response:
+    """The acknowledgement mail's link shows a form: a mail scanner that opens links must not cancel anything."""
+    request_id = parse_params(RequestPath, request.match_info, where="path").request_id
+    token = parse_params(VerifyQuery, {"token": request.query.get("token", "")}, where="query").token
+    page = (
+        "<!doctype html><meta charset=utf-8><title>Cancel your request</title>"
+        "<h1>Cancel your request to erase your data?</h1>"
+        "<p>Nothing has been erased yet. If you cancel, we keep your data as it is.</p>"
+        f'<form method="post" action="/deletion_requests/{request_id}/cancel">'
+        f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
+        '<p><label>Why (optional) <input type="text" name="reason" maxlength="1000"></label></p>'
+        '<button type="submit">Yes, cancel my request</button></form>'
+    )
+    return web.Response(text=page, content_type="text/html", headers=NO_STORE)
+
+
+async def cancel_request(request: web.Request) -> web.Response:
+    """Cancel a request at the person's wish while nothing has been erased: with the acknowledgement mail's link
+    token, the person's own token (deletion:self), or an operator's (requests:admin, deletion:any)."""
+    api = request.app[INTAKE]
+    request_id = parse_params(RequestPath, request.match_info, where="path").request_id
+    form = request.content_type == "application/x-www-form-urlencoded"
+    if form:
+        posted = await request.post()
+        fields = {k: str(v) for k, v in posted.items() if k in ("token", "reason") and str(v).strip()}
+        body: CancelBody = parse_params(CancelBody, fields, where="body")
+    else:
+        body = await parse_json(request, CancelBody) if request.can_read_body else CancelBody()
+    try:
+        if body.token is not None:
+            event = await api.actions.cancel_by_link(request_id, body.token, reason=body.reason)
+        else:
+            by, via = await _canceller(api, request, request_id)
+            event = await api.actions.cancel(request_id, by=by, via=via, reason=body.reason)
+    except InvalidLinkError as exc:
+        raise field_problem("body.token", str(exc)) from exc
+    except UnknownRequestError as exc:
+        raise ProblemError(404, "Not Found", "no such deletion request") from exc
+    except TooLateError as exc:
+        if form:
+            return _person_page("Too late to cancel", f"Your request can no longer be cancelled: {exc}.", 409)
+        raise ProblemError(409, "Conflict", f"too late to cancel: {exc}") from exc
+    if form:
+        return _person_page("Cancelled", "Your request is cancelled: nothing was erased. We will confirm it by mail.")
+    answer = {"request_id": request_id, "status": "cancelled", "via": event.via, "cancelled_by": event.cancelled_by}
+    return web.json_response(answer, status=202)
+
+
+async def _canceller(api: IntakeApi, request: web.Request, request_id: str) -> tuple[str, Literal["token", "operator"]]:
+    """Who cancels with a bearer token: an operator for the person, or the person (their own request only)."""
+    principal = api.verifier.principal(request)
+    if principal.scopes & {REQUESTS_ADMIN, DELETION_ANY}:
+        return principal.subject, "operator"
+    if DELETION_SELF not in principal.scopes:
+        raise Forbidden(f"this needs the scope {DELETION_SELF} (your own request), {REQUESTS_ADMIN} or {DELETION_ANY}")
+    record = await api.requests.get(request_id)
+    if record is None or record.subject_id != principal.subject:
+        raise ProblemError(404, "Not Found", "no such deletion request")  # someone else's: existence must not leak
+    return principal.subject, "token"
+
+
+def _person_page(title: str, text: str, status: int = 200) -> web.Response:
+    page = f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1><p>{html.escape(text)}</p>"
+    return web.Response(text=page, content_type="text/html", status=status, headers=NO_STORE)
+
+
 # --- processors' answers ----------------------------------------------------------------------------------------
 
 
@@ -476,6 +576,7 @@ async def request_contact(request: web.Request) -> web.Response:
         "request_id": contact.request_id,
         "subject_id": contact.subject_id,
         "email_ciphertext": contact.email_ciphertext,
+        "copies": list(contact.copies),
     }
     return web.json_response(body, headers=NO_STORE)
 
@@ -495,6 +596,9 @@ def add_routes(app: web.Application, api: IntakeApi) -> None:
     app.router.add_get("/legal_holds/{hold_id}", get_hold)
     app.router.add_delete("/legal_holds/{hold_id}", release_hold)
     app.router.add_post("/deletion_requests/{request_id}/extend", extend_request)
+    app.router.add_post("/deletion_requests/{request_id}/deny", deny_request)
+    app.router.add_get("/deletion_requests/{request_id}/cancel", cancel_page)
+    app.router.add_post("/deletion_requests/{request_id}/cancel", cancel_request)
     app.router.add_post("/processor_confirmations", processor_callback)
     app.router.add_post("/deletion_requests/{request_id}/processors/{dataset}/confirmation", operator_answer)
     app.router.add_get("/internal/rules", get_rules)

@@ -25,6 +25,7 @@ from services.intake.limits import RateLimits
 from services.intake.openapi import SPEC
 from services.intake.processors import ProcessorAnswers
 from services.intake.settings import IntakeSettings
+from services.intake.verification import CancelLinks
 from shared.auth import TokenVerifier
 from shared.datamap import DataMap, load_datamap, processor_secrets
 from shared.events import utcnow
@@ -122,8 +123,10 @@ def create_app(
     mongo = create_mongo_client(settings.mongo)
     stores = build_stores(settings, mongo, datamap)
     keyvault = keyvault_client(settings.keyvault_url, settings.keyvault_token)
-    relay = OutboxRelay(stores.outbox, stores.requests)
+    relay = OutboxRelay(stores.outbox, stores.requests, clock)
     laws = load_jurisdictions(settings.jurisdictions_path)
+    secret = settings.link_secret()
+    links = CancelLinks(secret, settings.auth.issuer, settings.public_url) if secret else None
     acknowledgements = Acknowledgements(
         stores.requests,
         stores.contacts,
@@ -133,6 +136,7 @@ def create_app(
         settings.smtp.sender,
         clock,
         interval_s=settings.acknowledgement_interval_s,
+        links=links,
     )
     deletions = Deletions(
         settings,
@@ -164,7 +168,7 @@ def create_app(
         ),
         RetentionAdmin(stores.retention, datamap, clock, relay.kick),
         ProcessorAnswers(datamap, processor_secrets(datamap), stores.requests, clock, relay.kick),
-        RequestActions(stores.requests, laws, clock, relay.kick),
+        RequestActions(stores.requests, laws, clock, relay.kick, links),
         clock,
         emails,
     )

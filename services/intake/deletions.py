@@ -16,7 +16,7 @@ from services.intake.handlers import (
     IdempotencyKeyReusedError,
     RequestNotReadyError,
 )
-from services.intake.model import DeletionRequest, StoredReply
+from services.intake.model import AuthorisedAgent, DeletionRequest, StoredReply
 from services.intake.ports import AccountDirectory, ContactStore, RequestStore, Sealer
 from services.intake.settings import IntakeSettings
 from shared.contacts import CONTACT_DATASET, Contact
@@ -49,13 +49,20 @@ class Deletions:
     on_accepted: Callable[[DeletionRequest], None] = lambda _: None  # the acknowledgements job
 
     async def start(
-        self, subject_id: str, *, requested_by: str, channel: Channel, jurisdiction: str | None = None
+        self,
+        subject_id: str,
+        *,
+        requested_by: str,
+        channel: Channel,
+        jurisdiction: str | None = None,
+        agent: AuthorisedAgent | None = None,
     ) -> tuple[bool, DeletionRequest]:
         """Start a deletion, or return the subject's open one: (started, request).
 
-        The account's address is kept first (for the final notice), then the request is claimed and stored with its
-        deadline, and the relay is woken to publish ``deletion.requested``. Raises :class:`RequestNotReadyError` when
-        another request for the subject is being stored (retry shortly).
+        The account's address is kept first (for the final notice; an authorised ``agent``'s too, who gets every
+        notice the person gets), then the request is claimed and stored with its deadline, and the relay is woken to
+        publish ``deletion.requested``. Raises :class:`RequestNotReadyError` when another request for the subject is
+        being stored (retry shortly).
         """
         now = self.clock()
         # The caller's jurisdiction (an unknown one is refused before anything is stored), else the account's.
@@ -66,7 +73,7 @@ class Deletions:
             override_days=self.settings.deadline_days,
         )
         request_id = handlers.new_request_id()
-        captured = await self.capture_contact(subject_id, request_id)
+        captured = await self.capture_contact(subject_id, request_id, agent.email if agent else None)
         try:
             started, record = await handlers.request_deletion(
                 self.requests,
@@ -76,7 +83,9 @@ class Deletions:
                 now=now,
                 terms=terms,
                 backups=timedelta(days=self.settings.backups_days),
+                cooling_off=timedelta(seconds=self.settings.cooling_off_s),
                 request_id=request_id,
+                agent=agent.public if agent else None,
             )
         except RequestNotReadyError:
             if captured:
@@ -90,31 +99,37 @@ class Deletions:
             log.info("request.received", request_id=record.request_id, subject_id=subject_id, channel=channel)
         return started, record
 
-    async def capture_contact(self, subject_id: str, request_id: str) -> bool:
-        """Keep the account's address for the final notice, sealed under the subject's contact key.
+    async def capture_contact(self, subject_id: str, request_id: str, agent_address: str | None = None) -> bool:
+        """Keep the account's address for the final notice, sealed under the subject's contact key, and an
+        authorised agent's beside it.
 
         It is read now, before the purge erases the account and keyvault shreds its key. Without it the
         deletion still goes ahead; only the person's mail is not sent (the request shows it).
         """
-        settings = self.settings
-        if self.keyvault is None or settings.accounts_dataset not in self.datamap.names:
+        if self.keyvault is None:
             return False
-        accounts = self.datamap.get(settings.accounts_dataset)
         try:
-            stored = await self.accounts.stored_address(subject_id)
-            if stored is None:
+            addresses = [a for a in (await self._account_address(subject_id), agent_address) if a]
+            if not addresses:
                 return False
-            address = (
-                (await self.keyvault.decrypt(subject_id, accounts.name, stored)).decode()
-                if settings.email_address_field in accounts.encrypted_fields
-                else stored
-            )
-            sealed = await self.keyvault.encrypt(subject_id, CONTACT_DATASET, address.encode())
-            await self.contacts.put(Contact(request_id, subject_id, sealed))
+            sealed = [await self.keyvault.encrypt(subject_id, CONTACT_DATASET, a.encode()) for a in addresses]
+            await self.contacts.put(Contact(request_id, subject_id, sealed[0], tuple(sealed[1:])))
             return True
         except CONTACT_FAILURES as exc:
             log.warning("request.contact_not_kept", subject_id=subject_id, error=repr(exc))
             return False
+
+    async def _account_address(self, subject_id: str) -> str | None:
+        settings = self.settings
+        if self.keyvault is None or settings.accounts_dataset not in self.datamap.names:
+            return None
+        accounts = self.datamap.get(settings.accounts_dataset)
+        stored = await self.accounts.stored_address(subject_id)
+        if stored is None:
+            return None
+        if settings.email_address_field not in accounts.encrypted_fields:
+            return stored
+        return (await self.keyvault.decrypt(subject_id, accounts.name, stored)).decode()
 
     async def once_waiting(
         self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]

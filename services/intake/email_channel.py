@@ -47,10 +47,10 @@ class EmailChannel:
 
     @property
     def link_secret(self) -> str:
-        secret = self.settings.verification_secret or self.settings.auth.jwt_secret
+        secret = self.settings.link_secret()
         if secret is None:
             raise ChannelNotConfiguredError("the email channel is not configured (no link secret)")
-        return secret.get_secret_value()
+        return secret
 
     async def send_link(self, address: str) -> None:
         """Mail a confirmation link if the address belongs to an account; never raises (runs in the background)."""
@@ -106,6 +106,7 @@ class EmailChannel:
                 override_days=self.settings.deadline_days,
             ),
             backups=timedelta(days=self.settings.backups_days),
+            cooling_off=timedelta(seconds=self.settings.cooling_off_s),
             request_id=claims.request_id,
         )
         if record.request_id != pending.request_id:

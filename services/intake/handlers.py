@@ -18,14 +18,17 @@ from typing import Any, Literal
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
-from services.intake.model import DeletionRequest, HeldDataset, RecordedOutcome, Terms
+from services.intake.model import Closure, DeletionRequest, HeldDataset, RecordedOutcome, Terms
 from services.intake.ports import AccountDirectory, DeletionStarter, RequestStore
 from shared import topics
 from shared.consumer import BatchRoute, DeadLetter, Handler, PermanentError, Route
 from shared.datamap import DataMap
 from shared.events import (
+    ActingAgent,
     Channel,
     DeletionBackupsExpired,
+    DeletionCancelled,
+    DeletionDenied,
     DeletionExtended,
     DeletionHardDeleted,
     DeletionHeld,
@@ -69,8 +72,11 @@ def new_request(
     terms: Terms,
     backups: timedelta,
     request_id: str | None = None,
+    cooling_off: timedelta = timedelta(0),
+    agent: ActingAgent | None = None,
 ) -> tuple[DeletionRequest, DeletionRequested]:
-    """A received request and the event that hands it to the purger (its id is fixed, so a re-send is the same)."""
+    """A received request and the event that hands it to the purger (its id is fixed, so a re-send is the same);
+    with a ``cooling_off`` period the record says when the purger gets it."""
     request_id = request_id or new_request_id()
     event = DeletionRequested(
         event_id=uuid.uuid5(_IDS, f"{request_id}:requested"),
@@ -84,8 +90,12 @@ def new_request(
         backups_purged_by=now + backups,
         jurisdiction=terms.jurisdiction,
         acknowledge_by=terms.acknowledge_by,
+        agent=agent,
     )
-    return from_requested(event), event
+    record = from_requested(event)
+    if cooling_off > timedelta(0):
+        record = record.model_copy(update={"erasure_starts_at": now + cooling_off})
+    return record, event
 
 
 class UnknownJurisdictionError(ValueError):
@@ -136,6 +146,7 @@ def from_requested(event: DeletionRequested) -> DeletionRequest:
         deadline_at=event.deadline_at,
         acknowledge_by=event.acknowledge_by,
         backups_purged_by=event.backups_purged_by,
+        agent=event.agent,
         stages={"received": event.occurred_at},
     )
 
@@ -154,7 +165,7 @@ def _requested(r: DeletionRequest, event: DeletionRequested, at: datetime, seen_
     return {
         **{
             k: getattr(r, k) or getattr(base, k)
-            for k in ("created_at", "deadline_at", "backups_purged_by", "jurisdiction", "acknowledge_by")
+            for k in ("created_at", "deadline_at", "backups_purged_by", "jurisdiction", "acknowledge_by", "agent")
         },
         "requested_by": r.requested_by or base.requested_by,
         "channel": event.channel,
@@ -235,6 +246,28 @@ def _extended(r: DeletionRequest, event: DeletionExtended, at: datetime, _: date
     }
 
 
+def _denied(r: DeletionRequest, event: DeletionDenied, at: datetime, _: datetime) -> dict[str, Any]:
+    if r.closure is not None:
+        return {}  # seen already (a replay); a request ends once
+    closure = Closure(
+        status="denied",
+        at=at,
+        by=event.denied_by,
+        legal_basis=event.legal_basis,
+        reference=event.reference,
+        legal_ref=event.legal_ref,
+        complaint=event.complaint,
+    )
+    return {"closure": closure, "stages": _first(r.stages, denied=at)}
+
+
+def _cancelled(r: DeletionRequest, event: DeletionCancelled, at: datetime, _: datetime) -> dict[str, Any]:
+    if r.closure is not None:
+        return {}
+    closure = Closure(status="cancelled", at=at, by=event.cancelled_by, via=event.via, reason=event.reason)
+    return {"closure": closure, "stages": _first(r.stages, cancelled=at)}
+
+
 def _stage(name: str) -> Callable[[DeletionRequest, Event, datetime, datetime], dict[str, Any]]:
     """A stage that records only when it was first seen."""
     return lambda r, _, at, __: {"stages": _first(r.stages, **{name: at})}
@@ -256,6 +289,8 @@ FOLDS: dict[type[Event], Callable[[DeletionRequest, Any, datetime, datetime], di
     DeletionBackupsExpired: _stage("backups_expired"),
     DeletionOverdue: _overdue,
     DeletionExtended: _extended,
+    DeletionDenied: _denied,
+    DeletionCancelled: _cancelled,
     DeletionKeysShredded: _stage("keys_shredded"),
     DeletionKeysRestored: _keys_restored,
 }
@@ -531,11 +566,14 @@ async def request_deletion(
     terms: Terms,
     backups: timedelta,
     request_id: str | None = None,
+    cooling_off: timedelta = timedelta(0),
+    agent: ActingAgent | None = None,
 ) -> tuple[bool, DeletionRequest]:
     """Start a deletion, or return the subject's open one: (started, request).
 
     The claim is written first, with the event in its outbox, so a crash after it loses nothing: the relay stores
-    the request if it is missing and then publishes the event.
+    the request if it is missing and then publishes the event. With a ``cooling_off`` period the event is held
+    that long first (the request may be denied or cancelled meanwhile).
     """
     for _ in range(3):
         record, event = new_request(
@@ -546,8 +584,10 @@ async def request_deletion(
             terms=terms,
             backups=backups,
             request_id=request_id,
+            cooling_off=cooling_off,
+            agent=agent,
         )
-        existing = await requests.claim(event)
+        existing = await requests.claim(event, hold_until=record.erasure_starts_at)
         if existing is None:
             return True, await _store_accepted(requests, record, event)
         found = await _stored(requests, existing)
@@ -588,6 +628,8 @@ async def _store_accepted(requests: RequestStore, record: DeletionRequest, event
                         "requested_by",
                         "jurisdiction",
                         "acknowledge_by",
+                        "erasure_starts_at",
+                        "agent",
                     )
                 },
                 "stages": _first(stored.stages, received=event.occurred_at),

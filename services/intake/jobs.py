@@ -17,10 +17,11 @@ log = structlog.get_logger(__name__)
 
 
 class OutboxRelay:
-    """Publishes the events stored in documents' outboxes, then clears them; ``wake`` is set after each write."""
+    """Publishes the events stored in documents' outboxes, then clears them; ``wake`` is set after each write.
+    Each round first hands the requests whose cooling-off period has ended over (their deletion.requested)."""
 
-    def __init__(self, outbox: Outbox, requests: RequestStore) -> None:
-        self._outbox, self._requests = outbox, requests
+    def __init__(self, outbox: Outbox, requests: RequestStore, clock: Callable[[], datetime]) -> None:
+        self._outbox, self._requests, self._clock = outbox, requests, clock
         self.wake = asyncio.Event()
 
     def kick(self) -> None:
@@ -29,6 +30,8 @@ class OutboxRelay:
     async def drain(self, publisher: Publisher) -> int:
         """One round. If Kafka or MongoDB is away, the events stay in their outboxes for a later round."""
         sent = 0
+        if moved := await self._requests.hand_over_due(self._clock()):
+            log.info("outbox.cooling_off_ended", requests=moved)
         for entry in await self._outbox.pending():
             for raw in entry.raw:
                 try:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events import Channel, DatasetOutcome, RequestStatus
+from shared.events import ActingAgent, CancelledVia, Channel, DatasetOutcome, RequestStatus
 
 Status = RequestStatus
 # While a request is open, a second one for the same subject returns it instead of starting another.
@@ -47,6 +47,22 @@ class HeldDataset(BaseModel):
     records_kept: bool = False  # its tagged records are skipped by the nightly purge
 
 
+class Closure(BaseModel):
+    """How a request ended before anything was erased: denied by an operator, or cancelled by the person."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["denied", "cancelled"]
+    at: datetime
+    by: str
+    via: CancelledVia | Literal["operator"] = "operator"
+    legal_basis: str | None = None  # a denial's basis, and
+    reference: str | None = None  # its case reference
+    legal_ref: str | None = None  # the law's provision on refusing
+    complaint: str | None = None  # where the person may complain
+    reason: str | None = None  # a cancellation's, if the person gave one
+
+
 class DeletionRequest(BaseModel):
     """One request as intake tracks it; ``version`` guards concurrent writers."""
 
@@ -56,9 +72,14 @@ class DeletionRequest(BaseModel):
     subject_id: str
     channel: Channel = "api"
     requested_by: str | None = None
+    agent: ActingAgent | None = None  # an authorised agent asked on the person's behalf (name, proof reference)
     created_at: datetime | None = None
     jurisdiction: str | None = None  # the law it is answered under (deploy/jurisdictions.yaml)
     deadline_at: datetime | None = None
+    # With a cooling-off period (INTAKE_COOLING_OFF_S), when the request goes to the purger: until then it may be
+    # denied or cancelled, and nothing has been erased.
+    erasure_starts_at: datetime | None = None
+    closure: Closure | None = None  # denied or cancelled before erasure
     acknowledge_by: datetime | None = None  # where that law sets a time to confirm receipt
     acknowledged_at: datetime | None = None  # when the person was told the request was received
     acknowledgement_late_at: datetime | None = None  # when the deadline watch warned that it was not
@@ -108,6 +129,8 @@ class DeletionRequest(BaseModel):
 
 def status_of(r: DeletionRequest) -> Status:
     stages = r.stages
+    if r.closure is not None:
+        return r.closure.status
     if r.result == "pending":
         return "awaiting_confirmation"  # open until every processor answered (the deadline watch covers it)
     if "notified" in stages and r.result is not None:
@@ -122,6 +145,20 @@ def status_of(r: DeletionRequest) -> Status:
         if stage in stages:
             return status  # type: ignore[return-value]  # each literal above is a Status
     return "received" if "received" in stages else "verification_pending"
+
+
+@dataclass(frozen=True)
+class AuthorisedAgent:
+    """Someone asking on the person's behalf: their name and address, and the reference of their proof."""
+
+    name: str
+    email: str
+    proof_ref: str
+
+    @property
+    def public(self) -> ActingAgent:
+        """What the request and its events record (the address is sealed with the person's instead)."""
+        return ActingAgent(name=self.name, proof_ref=self.proof_ref)
 
 
 @dataclass(frozen=True)

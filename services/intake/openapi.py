@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from services.intake.schemas import (
     IDEMPOTENCY_KEY,
+    CancelBody,
     ContactPath,
+    DeleteBody,
     DeleteQuery,
+    DenyBody,
     EmailRequestBody,
     ExtendBody,
     HoldBody,
@@ -41,6 +44,7 @@ SPEC.add(
     auth=f"{DELETION_ANY}, or {DELETION_SELF} for the token's own subject",
     path_params=SubjectPath,
     query=DeleteQuery,
+    body=DeleteBody,
     headers={"Idempotency-Key": SPEC.schema(IDEMPOTENCY_KEY)},
 )
 SPEC.add(
@@ -155,6 +159,45 @@ SPEC.add(
 )
 SPEC.add(
     "post",
+    "/deletion_requests/{request_id}/deny",
+    "Refuse the request before anything was erased, on a legal basis (published as deletion.denied): nothing is "
+    "erased, and the person is told why, the reference and where to complain. Possible only in the request's "
+    "cooling-off period (INTAKE_COOLING_OFF_S); repeating it answers the same",
+    {
+        "202": "denied: the basis, the reference, the law's provision on refusing and where to complain",
+        "404": "no such request",
+        "409": "too late: erasure has started (the detail says when), or the request was cancelled or has ended",
+    },
+    auth=REQUESTS_ADMIN,
+    path_params=RequestPath,
+    body=DenyBody,
+)
+SPEC.add(
+    "get",
+    "/deletion_requests/{request_id}/cancel",
+    "The acknowledgement mail's cancel link: an HTML form that posts the token (opening the link cancels nothing)",
+    {"200": "the form", "400": "query.token missing or malformed"},
+    path_params=RequestPath,
+    query=VerifyQuery,
+)
+SPEC.add(
+    "post",
+    "/deletion_requests/{request_id}/cancel",
+    "Cancel the request at the person's wish while nothing has been erased (published as deletion.cancelled): with "
+    "the cancel link's token in the body (JSON or the link's form), or a bearer token. Possible only in the "
+    "request's cooling-off period; repeating it answers the same",
+    {
+        "202": "cancelled (a form post gets an HTML page)",
+        "400": "body.token is forged, expired or for another request",
+        "404": "no such request (or not yours)",
+        "409": "too late: erasure has started (the detail says when), or the request was denied or has ended",
+    },
+    auth=f"the link's token, or {DELETION_SELF} (own request), {REQUESTS_ADMIN} or {DELETION_ANY}",
+    path_params=RequestPath,
+    body=CancelBody,
+)
+SPEC.add(
+    "post",
     "/processor_confirmations",
     "A processor's answer to the erasure request lethe sent it: erased, or refused with its reason. Signed with "
     "Standard Webhooks headers under the processor's own secret (the one its erasure requests are signed with); "
@@ -210,7 +253,10 @@ SPEC.add(
     "get",
     "/internal/contacts/{request_id}",
     "A request's sealed contact address, for notifier's final notice (ciphertext only keyvault opens)",
-    {"200": "request_id, subject_id, email_ciphertext", "404": "the request has no contact address"},
+    {
+        "200": "request_id, subject_id, email_ciphertext, copies (an authorised agent's, sealed the same way)",
+        "404": "the request has no contact address",
+    },
     auth=CONTACTS_READ,
     path_params=ContactPath,
 )

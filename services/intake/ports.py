@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
+from services.intake.model import AuthorisedAgent, DeletionRequest, PendingEvents, Reservation, StoredReply
 from shared.contacts import Contact
 from shared.events import Channel, DeletionRequested, Event
 from shared.retention import Hold, InForce, Rule, RuleSet
@@ -32,8 +32,21 @@ class RequestStore(Protocol):
         """Insert ``record`` unless the request is already stored (repairs a crash between claim and insert)."""
         ...
 
-    async def claim(self, event: DeletionRequested) -> str | None:
-        """Make this the subject's open request; None if it now is, else the id of the request that already is."""
+    async def claim(self, event: DeletionRequested, *, hold_until: datetime | None = None) -> str | None:
+        """Make this the subject's open request; None if it now is, else the id of the request that already is.
+
+        ``event`` goes to the outbox, or with ``hold_until`` (a cooling-off period) is held until then."""
+        ...
+
+    async def hand_over_due(self, now: datetime) -> int:
+        """Move each held ``deletion.requested`` whose time has come to its outbox (the purger gets it then);
+        how many moved."""
+        ...
+
+    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> str | None:
+        """Take the request's held ``deletion.requested`` out and store ``event`` (its denial or cancellation) for
+        publication instead, in one write. Returns the type of the event that withdrew it (this one, or an earlier
+        one), or None if nothing was withdrawn: it was handed over (erasure has started) or is not open."""
         ...
 
     async def release(self, subject_id: str, request_id: str) -> None: ...
@@ -96,7 +109,13 @@ class DeletionStarter(Protocol):
     """Starting a deletion (deletions.py), as the intent handler needs it."""
 
     async def start(
-        self, subject_id: str, *, requested_by: str, channel: Channel, jurisdiction: str | None = None
+        self,
+        subject_id: str,
+        *,
+        requested_by: str,
+        channel: Channel,
+        jurisdiction: str | None = None,
+        agent: AuthorisedAgent | None = None,
     ) -> tuple[bool, DeletionRequest]: ...
 
     async def once(

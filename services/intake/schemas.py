@@ -68,6 +68,23 @@ class DeleteQuery(_Body):
     )
 
 
+class AgentBody(_Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] = Field(
+        description="the authorised agent's name (a person or an organisation)"
+    )
+    email: EmailStr = Field(max_length=254, description="where the agent gets every notice the person gets")
+    proof_ref: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] = Field(
+        description="your reference of the proof of the agent's authority you checked (signed permission, power "
+        "of attorney)"
+    )
+
+
+class DeleteBody(_Body):
+    """Optional: a request made for someone else."""
+
+    agent: AgentBody | None = Field(default=None, description="who asks on the person's behalf")
+
+
 class ProcessorCallback(_Body):
     """A processor's signed answer to the erasure request lethe sent it (Standard Webhooks headers, its secret)."""
 
@@ -95,6 +112,25 @@ class OperatorAnswer(_Body):
 class ExtendBody(_Body):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)] = Field(
         description="why more time is needed: the person is told"
+    )
+
+
+class DenyBody(_Body):
+    legal_basis: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)] = Field(
+        description="why the request is refused, e.g. 'Art. 17(3)(e) GDPR: the defence of a legal claim': the "
+        "person is told"
+    )
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] = Field(
+        description="your case reference, which the person can quote to you or to the supervisory authority"
+    )
+
+
+class CancelBody(_Body):
+    token: LinkToken | None = Field(
+        default=None, description="the acknowledgement mail's cancel link token (instead of a bearer token)"
+    )
+    reason: Annotated[str, StringConstraints(max_length=1000, strip_whitespace=True)] | None = Field(
+        default=None, description="why, if the person says"
     )
 
 
@@ -181,6 +217,12 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
             "acknowledgement_late_at": iso(r.acknowledgement_late_at),
         },
         "superseded_by": r.superseded_by,
+        # Asked for by an authorised agent: who, and the reference of their proof (their address is sealed).
+        "agent": None if r.agent is None else r.agent.model_dump(mode="json"),
+        # In a cooling-off period: when the purger gets it (until then it may be denied or cancelled).
+        "erasure_starts_at": iso(r.erasure_starts_at),
+        # Denied or cancelled before anything was erased: by whom, why, and (a denial) where to complain.
+        "closure": None if r.closure is None else r.closure.model_dump(mode="json", exclude_none=True),
     }
 
 

@@ -27,6 +27,15 @@ class IntakeSettings(ServiceSettings):
     deadline_days: int | None = Field(
         default=None, ge=1, le=90, description="days every request must be done in, instead of its law's (drills)"
     )
+    cooling_off_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=30 * 24 * 3600,
+        description=(
+            "seconds a new request waits before the purger gets it: until then an operator may deny it and the person "
+            "may cancel it (the acknowledgement mail carries a cancel link); 0: erasure starts at once"
+        ),
+    )
     backups_days: int = Field(default=90, ge=1, le=3650, description="days until backups holding the data expire")
     deadline_warn_fraction: float = Field(
         default=0.8, gt=0, lt=1, description="share of the deadline after which deletion.overdue warns"
@@ -73,3 +82,8 @@ class IntakeSettings(ServiceSettings):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+
+    def link_secret(self) -> str | None:
+        """What the links mailed to the person are signed with (verification, cancel), if anything."""
+        secret = self.verification_secret or self.auth.jwt_secret
+        return None if secret is None else secret.get_secret_value()

@@ -1,7 +1,8 @@
-"""The email channel's verification links: single-purpose signed tokens that name one pending request.
+"""The links mailed to the person: single-purpose signed tokens that name one request.
 
-They are JWTs with their own audience, so neither an API token nor a link can pass for the other. A link is
-single-use because following it moves its request out of ``verification_pending``.
+They are JWTs with an audience per purpose, so neither an API token nor one kind of link can pass for another:
+``lethe-verify`` (the email channel's confirmation: single-use because following it moves its request out of
+``verification_pending``) and ``lethe-cancel`` (the acknowledgement mail's cancel link, valid until erasure starts).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from email.message import EmailMessage
 import jwt
 
 AUDIENCE = "lethe-verify"
+CANCEL_AUDIENCE = "lethe-cancel"
+_WHAT = {AUDIENCE: "verification", CANCEL_AUDIENCE: "cancel"}
 
 
 class InvalidLinkError(ValueError):
@@ -25,10 +28,12 @@ class LinkClaims:
     subject_id: str
 
 
-def issue_link_token(secret: str, *, issuer: str, claims: LinkClaims, now: datetime, ttl: timedelta) -> str:
+def issue_link_token(
+    secret: str, *, issuer: str, claims: LinkClaims, now: datetime, ttl: timedelta, audience: str = AUDIENCE
+) -> str:
     payload = {
         "iss": issuer,
-        "aud": AUDIENCE,
+        "aud": audience,
         "sub": claims.subject_id,
         "jti": claims.request_id,
         "iat": now,
@@ -37,21 +42,41 @@ def issue_link_token(secret: str, *, issuer: str, claims: LinkClaims, now: datet
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
-def read_link_token(secret: str, token: str, *, issuer: str) -> LinkClaims:
+def read_link_token(secret: str, token: str, *, issuer: str, audience: str = AUDIENCE) -> LinkClaims:
+    what = _WHAT.get(audience, audience)
     try:
         payload = jwt.decode(
             token,
             secret,
             algorithms=["HS256"],
-            audience=AUDIENCE,
+            audience=audience,
             issuer=issuer,
             options={"require": ["exp", "sub", "jti", "aud", "iss"]},
         )
     except jwt.ExpiredSignatureError as exc:
-        raise InvalidLinkError("the verification link has expired: ask for a new one") from exc
+        hint = ": ask for a new one" if audience == AUDIENCE else ""
+        raise InvalidLinkError(f"the {what} link has expired{hint}") from exc
     except jwt.PyJWTError as exc:
-        raise InvalidLinkError(f"not a valid verification token: {exc}") from exc
+        raise InvalidLinkError(f"not a valid {what} token: {exc}") from exc
     return LinkClaims(request_id=str(payload["jti"]), subject_id=str(payload["sub"]))
+
+
+@dataclass(frozen=True)
+class CancelLinks:
+    """The acknowledgement mail's cancel links: valid until the request's erasure starts."""
+
+    secret: str
+    issuer: str
+    public_url: str
+
+    def url(self, claims: LinkClaims, *, now: datetime, until: datetime) -> str:
+        token = issue_link_token(
+            self.secret, issuer=self.issuer, claims=claims, now=now, ttl=until - now, audience=CANCEL_AUDIENCE
+        )
+        return f"{self.public_url.rstrip('/')}/deletion_requests/{claims.request_id}/cancel?token={token}"
+
+    def read(self, token: str) -> LinkClaims:
+        return read_link_token(self.secret, token, issuer=self.issuer, audience=CANCEL_AUDIENCE)
 
 
 def verification_mail(*, sender: str, to: str, link: str, token: str, expires_at: datetime) -> EmailMessage:

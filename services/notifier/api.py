@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
@@ -20,14 +20,19 @@ from shared.problems import ProblemError, parse_json, parse_params
 
 PAGE_CAP = 100
 WebhookType = Literal[
-    "data_deletion.completed", "data_deletion.partial", "data_deletion.overdue", "data_deletion.extended"
+    "data_deletion.completed",
+    "data_deletion.partial",
+    "data_deletion.overdue",
+    "data_deletion.extended",
+    "data_deletion.denied",
+    "data_deletion.cancelled",
 ]
 EndpointId = Annotated[str, StringConstraints(pattern=r"^ep_[0-9a-f]{32}$")]
 MessageId = Annotated[str, StringConstraints(pattern=r"^msg_[0-9a-f]{32}$")]
 
 
 def _every_type() -> list[WebhookType]:
-    return ["data_deletion.completed", "data_deletion.partial", "data_deletion.overdue", "data_deletion.extended"]
+    return list(get_args(WebhookType))
 
 
 class NewEndpoint(BaseModel):

@@ -25,8 +25,10 @@ from services.notifier.ports import ContactKeys, ContactStore, NoticeStore, Send
 from services.notifier.signing import sign
 from shared import topics
 from shared.consumer import Handler
-from shared.contacts import CONTACT_DATASET
+from shared.contacts import CONTACT_DATASET, copy_to, open_addresses
 from shared.events import (
+    DeletionCancelled,
+    DeletionDenied,
     DeletionExtended,
     DeletionKeysDestroyed,
     DeletionNotified,
@@ -45,7 +47,9 @@ COMPLETED = "data_deletion.completed"
 PARTIAL = "data_deletion.partial"
 OVERDUE = "data_deletion.overdue"
 EXTENDED = "data_deletion.extended"
-WEBHOOK_TYPES = (COMPLETED, PARTIAL, OVERDUE, EXTENDED)
+DENIED = "data_deletion.denied"
+CANCELLED = "data_deletion.cancelled"
+WEBHOOK_TYPES = (COMPLETED, PARTIAL, OVERDUE, EXTENDED, DENIED, CANCELLED)
 # What a processor receives (not an integrators' subscription): erase this subject's data, then answer.
 ERASURE_REQUESTED = "data_deletion.erasure_requested"
 _IDS = uuid.UUID("8d1f0c52-52a4-4f3e-9b7e-2a0c6e5d4b3a")
@@ -56,7 +60,9 @@ def message_id(source_event_id: uuid.UUID, endpoint_id: str) -> str:
     return "msg_" + uuid.uuid5(_IDS, f"{source_event_id}|{endpoint_id}").hex
 
 
-Announced = DeletionKeysDestroyed | DeletionOverdue | DeletionExtended
+Announced = DeletionKeysDestroyed | DeletionOverdue | DeletionExtended | DeletionDenied | DeletionCancelled
+# A request that ended before anything was erased.
+Closed = DeletionDenied | DeletionCancelled
 
 
 def webhook_type(event: Announced) -> str:
@@ -64,6 +70,10 @@ def webhook_type(event: Announced) -> str:
         return OVERDUE
     if isinstance(event, DeletionExtended):
         return EXTENDED
+    if isinstance(event, DeletionDenied):
+        return DENIED
+    if isinstance(event, DeletionCancelled):
+        return CANCELLED
     return PARTIAL if event.result == "partial" else COMPLETED
 
 
@@ -79,6 +89,16 @@ def webhook_payload(event: Announced) -> str:
             "reason": event.reason,
             "extension": event.extension,
         }
+    elif isinstance(event, DeletionDenied):
+        data |= {
+            "jurisdiction": event.jurisdiction,
+            "legal_basis": event.legal_basis,
+            "reference": event.reference,
+            "legal_ref": event.legal_ref,
+            "denied_at": event.occurred_at.isoformat(),
+        }
+    elif isinstance(event, DeletionCancelled):
+        data |= {"via": event.via, "cancelled_at": event.occurred_at.isoformat()}
     elif isinstance(event, DeletionOverdue):
         data |= {
             "deadline_at": event.deadline_at.isoformat(),
@@ -355,7 +375,7 @@ async def _try_mail(event: DeletionKeysDestroyed, m: Mail) -> MailResult:
         await m.keyvault.destroy_key(event.subject_id, CONTACT_DATASET, request_id=event.request_id)
         return MailResult("sent")
     try:
-        address = (await m.keyvault.decrypt(event.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
+        address, copies = await open_addresses(m.keyvault, contact)
     except KeyUnavailableError:
         return MailResult("contact_key_gone")
     # count_mail reserves this mail's place and returns the day's total including it: with ``>``, exactly
@@ -368,7 +388,7 @@ async def _try_mail(event: DeletionKeysDestroyed, m: Mail) -> MailResult:
         return MailResult("deferred")
     accepted = False
     try:
-        await m.send(compose_mail(event, to=address, sender=m.sender))
+        await m.send(copy_to(compose_mail(event, to=address, sender=m.sender), copies))
         accepted = True
     except MailRefusedError as exc:
         return MailResult("failed", exc.code, scrub(str(exc)))
@@ -382,7 +402,7 @@ async def _try_mail(event: DeletionKeysDestroyed, m: Mail) -> MailResult:
     return MailResult("sent")
 
 
-async def _shred_contact(event: DeletionKeysDestroyed, m: Mail) -> None:
+async def _shred_contact(event: DeletionKeysDestroyed | Closed, m: Mail) -> None:
     """The address is no longer needed once the notice has ended, however it ended."""
     if m.keyvault is None:
         return
@@ -460,19 +480,87 @@ async def on_keys_destroyed(event: DeletionKeysDestroyed, n: Notifier) -> Sequen
 async def on_extended(event: DeletionExtended, n: Notifier) -> Sequence[Event]:
     """Tell the integrators (``data_deletion.extended``) and the person, once, why the request takes longer."""
     await schedule_webhooks(event, n)
-    m = n.mail
-    mark = f"{event.request_id}#extension-{event.extension}"  # the person's mail for this extension, sent once
+    await mail_once(event, n.mail, f"extension-{event.extension}", extension_mail)
+    return ()
+
+
+async def on_closed(event: Closed, n: Notifier) -> Sequence[Event]:
+    """A request denied or cancelled before anything was erased: tell the integrators and the person (why, and for
+    a denial where to complain), once; then the address is no longer needed, and its key is shredded."""
+    await schedule_webhooks(event, n)
+    compose = denial_mail if isinstance(event, DeletionDenied) else cancellation_mail
+    await mail_once(event, n.mail, event.type.removeprefix("deletion."), compose)
+    await _shred_contact(event, n.mail)
+    return ()
+
+
+async def mail_once(
+    event: DeletionExtended | Closed,
+    m: Mail,
+    what: str,
+    compose: Callable[..., EmailMessage],
+) -> bool:
+    """Mail the person about ``event`` once (``what`` names the notice among the request's); False if there is no
+    address to write to (or it is already shredded)."""
+    mark = f"{event.request_id}#{what}"
     if await m.notices.mailed(mark):
-        return ()
+        return True
     contact = await m.contacts.contact(event.request_id)
     if contact is None or m.keyvault is None:
-        log.warning("mail.extension_no_contact", request_id=event.request_id)
-        return ()
-    address = (await m.keyvault.decrypt(event.subject_id, CONTACT_DATASET, contact.email_ciphertext)).decode()
-    await m.send(extension_mail(event, to=address, sender=m.sender))
+        log.warning("mail.no_contact", request_id=event.request_id, notice=what)
+        return False
+    try:
+        address, copies = await open_addresses(m.keyvault, contact)
+    except KeyUnavailableError:
+        log.warning("mail.contact_key_gone", request_id=event.request_id, notice=what)
+        return False
+    await m.send(copy_to(compose(event, to=address, sender=m.sender), copies))
     await m.notices.mark_mailed(mark, m.clock())
-    log.info("mail.extension_sent", request_id=event.request_id, extension=event.extension)
-    return ()
+    log.info("mail.sent", request_id=event.request_id, notice=what)
+    return True
+
+
+def denial_mail(event: DeletionDenied, *, to: str, sender: str) -> EmailMessage:
+    """What the person is told: we will not erase, why, the reference, and where they may complain (Art. 12(4))."""
+    lines = [
+        "Hello,",
+        "",
+        f"We have decided not to act on your request to erase your personal data (reference {event.request_id}).",
+        "Nothing has been erased.",
+        "",
+        f"Why: {event.legal_basis}",
+        f"Our reference for this decision: {event.reference}",
+        f"The law that allows it: {event.legal_ref}.",
+        "",
+    ]
+    if event.complaint:
+        lines += [f"If you disagree, you have {event.complaint}, and may seek a judicial remedy.", ""]
+    return _person_mail(
+        to, sender, f"Your request to erase your data was refused ({event.request_id})", lines, event, "denied"
+    )
+
+
+def cancellation_mail(event: DeletionCancelled, *, to: str, sender: str) -> EmailMessage:
+    """What the person is told: the request is cancelled, nothing was erased, and they may ask again."""
+    lines = [
+        "Hello,",
+        "",
+        f"Your request to erase your personal data (reference {event.request_id}) is cancelled, as asked on "
+        f"{event.occurred_at:%Y-%m-%d at %H:%M UTC}.",
+        "Nothing has been erased. You can ask again at any time.",
+    ]
+    return _person_mail(to, sender, f"Your request is cancelled ({event.request_id})", lines, event, "cancelled")
+
+
+def _person_mail(to: str, sender: str, subject: str, lines: list[str], event: Event, tag: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    rid = (event.request_id or "").replace("@", "-")
+    message["Message-ID"] = make_msgid(idstring=f"{rid}-{tag}", domain="lethe.local")
+    message.set_content("\n".join(lines))
+    return message
 
 
 def extension_mail(event: DeletionExtended, *, to: str, sender: str) -> EmailMessage:
@@ -487,15 +575,8 @@ def extension_mail(event: DeletionExtended, *, to: str, sender: str) -> EmailMes
         "",
         f"The law allows this extension ({event.legal_ref}).",
     ]
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = f"We need more time for your request ({event.request_id})"
-    message["Message-ID"] = make_msgid(
-        idstring=f"{event.request_id.replace('@', '-')}-ext{event.extension}", domain="lethe.local"
-    )
-    message.set_content("\n".join(lines))
-    return message
+    subject = f"We need more time for your request ({event.request_id})"
+    return _person_mail(to, sender, subject, lines, event, f"ext{event.extension}")
 
 
 async def send_deferred(m: Mail, publish: Callable[[Event], Awaitable[None]], *, limit: int = 20) -> int:
@@ -649,8 +730,14 @@ def routes(n: Notifier) -> Mapping[str, Handler]:
         assert isinstance(event, DeletionExtended)
         return await on_extended(event, n)
 
+    async def closed(event: Event) -> Sequence[Event]:
+        assert isinstance(event, DeletionDenied | DeletionCancelled)
+        return await on_closed(event, n)
+
     return {
         topics.DELETION_KEYS_DESTROYED: on_destroyed,
         topics.DELETION_OVERDUE: on_overdue,
         topics.DELETION_EXTENDED: extended,
+        topics.DELETION_DENIED: closed,
+        topics.DELETION_CANCELLED: closed,
     }

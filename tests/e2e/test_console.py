@@ -8,7 +8,6 @@ releases a legal hold through the forms, and reads the health page. No page may 
 import asyncio
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,9 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
@@ -30,18 +27,6 @@ from tests.pipeline import Api, Pipeline, Servers, WebhookReceiver, token
 
 pytestmark = pytest.mark.integration
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-
-
-def browser_binaries() -> tuple[str, str]:
-    chromium = os.environ.get("LETHE_TEST_CHROMIUM") or shutil.which("chromium")
-    driver = os.environ.get("LETHE_TEST_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail(
-            "Chromium and chromedriver are needed (Debian: apt-get install chromium chromium-driver; "
-            "`make setup` installs them), or set LETHE_TEST_CHROMIUM and LETHE_TEST_CHROMEDRIVER",
-            pytrace=False,
-        )
-    return chromium, driver
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +45,6 @@ def pipeline(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_fac
             await client.close()
 
         asyncio.run(drop())
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    chromium, driver_path = browser_binaries()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    driver.implicitly_wait(2)
-    yield driver
-    driver.quit()
 
 
 def a_partial_deletion(p: Pipeline) -> tuple[str, str]:

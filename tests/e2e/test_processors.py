@@ -19,7 +19,7 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from shared.auth import AUDIT_READ, DELETION_ANY, REQUESTS_ADMIN
-from tests.pipeline import ROOT, Api, Pipeline, Servers, WebhookReceiver, running, token
+from tests.pipeline import ROOT, Api, Pipeline, Servers, WebhookReceiver, running, token, until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -90,13 +90,6 @@ async def delete(api: Api, p: Pipeline, prefix: str) -> str:
     status, body = await api.call("DELETE", "intake", f"/users/{prefix}-000001/data", DELETION_ANY)
     assert status == 202, body
     return str(body["request_id"])
-
-
-async def until(check: Any, timeout_s: float = 60) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while not (found := await check()):
-            await asyncio.sleep(0.2)
-    return found
 
 
 async def request(api: Api, request_id: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from shared.keyvault_client import KeyCacheInvalidator, KeyUnavailableError, Key
 from shared.mongo import create_mongo_client
 from shared.settings import KafkaSettings, MongoSettings
 from tests.e2e.test_lifecycle import one_webhook, outcomes, seed, stored
-from tests.pipeline import ROOT, Api, Pipeline, Servers, running, token
+from tests.pipeline import ROOT, Api, Pipeline, Servers, running, token, until
 from tests.support import kafka_options
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -47,14 +47,6 @@ def pipeline(kafka_bootstrap, mongo_url, s3_endpoint, smtp_catcher, tmp_path_fac
 async def api(pipeline) -> Any:
     async with Api.with_receiver(pipeline) as both:
         yield both
-
-
-async def until(check: Any, timeout_s: float = 60) -> Any:
-    """Poll ``check`` (an async callable) until it returns something truthy."""
-    async with asyncio.timeout(timeout_s):
-        while not (found := await check()):
-            await asyncio.sleep(0.3)
-    return found
 
 
 async def key_states(a: Api, subject: str) -> dict[str, str]:

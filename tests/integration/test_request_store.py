@@ -6,8 +6,9 @@ import pytest
 import pytest_asyncio
 
 from services.intake.adapters.memory import InMemoryRequestStore
-from services.intake.adapters.store import MongoRequestStore
+from services.intake.adapters.store import MongoOutbox, MongoRequestStore
 from services.intake.model import DeletionRequest
+from shared.events import DeletionCancelled, DeletionRequested, decode_any
 from tests.support import scratch_database
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -61,3 +62,60 @@ async def test_many_requests_are_read_and_saved_in_one_call_each_and_a_moved_one
     again = await store.get_many(["req_000", "req_001", "req_002"])
     assert "purging" in again["req_000"].stages and "purging" in again["req_002"].stages
     assert "purging" not in again["req_001"].stages
+
+
+@pytest_asyncio.fixture(params=["fake", "mongo"])
+async def store_and_outbox(request, mongo_url):
+    """The store, and a read of the events it holds for publication."""
+    if request.param == "fake":
+        fake = InMemoryRequestStore()
+
+        async def held_fake() -> list[str]:
+            return [e.type for e in fake.outbox]
+
+        yield fake, held_fake
+        return
+    async with scratch_database(mongo_url, "lethe_rs") as (client, database):
+        outbox = MongoOutbox(client, database)
+
+        async def held_mongo() -> list[str]:
+            return [decode_any(raw).type for entry in await outbox.pending() for raw in entry.raw]
+
+        yield MongoRequestStore(client, database, idempotency_ttl=timedelta(hours=1)), held_mongo
+
+
+def asked(n: int) -> DeletionRequested:
+    return DeletionRequested(
+        request_id=f"req_{n:03d}",
+        subject_id=f"user-{n}",
+        producer="intake",
+        occurred_at=T0,
+        requested_by="svc",
+        deadline_at=T0 + timedelta(days=30),
+        backups_purged_by=T0 + timedelta(days=90),
+    )
+
+
+def cancelled(n: int) -> DeletionCancelled:
+    return DeletionCancelled(
+        request_id=f"req_{n:03d}", subject_id=f"user-{n}", producer="intake", via="token", cancelled_by=f"user-{n}"
+    )
+
+
+async def test_a_held_request_goes_to_the_outbox_at_its_time_or_is_withdrawn_never_both(store_and_outbox):
+    store, outbox = store_and_outbox
+    hour = timedelta(hours=1)
+    assert await store.claim(asked(1), hold_until=T0 + hour) is None
+    assert await store.claim(asked(2), hold_until=T0 + hour) is None
+    assert await store.claim(asked(3)) is None  # no cooling-off: straight to the outbox
+    assert await outbox() == ["deletion.requested"]
+    assert sorted(await store.open_request_ids()) == ["req_001", "req_002", "req_003"]
+    assert await store.hand_over_due(T0) == 0
+    assert await store.withdraw("user-1", "req_001", cancelled(1)) == "deletion.cancelled"
+    assert await store.withdraw("user-1", "req_001", cancelled(1)) == "deletion.cancelled"  # already: no second one
+    assert await store.withdraw("user-1", "req_999", cancelled(1)) is None  # not its open request
+    assert await store.hand_over_due(T0 + hour) == 1  # req_002 only: req_001 was withdrawn
+    assert sorted(await outbox()) == ["deletion.cancelled", "deletion.requested", "deletion.requested"]
+    assert await store.withdraw("user-2", "req_002", cancelled(2)) is None  # handed over: too late
+    assert await store.hand_over_due(T0 + 2 * hour) == 0
+    assert sorted(await outbox()) == ["deletion.cancelled", "deletion.requested", "deletion.requested"]

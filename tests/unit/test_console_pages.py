@@ -229,3 +229,71 @@ async def test_an_open_request_can_be_extended_with_a_reason_once_the_tick_says_
         "operator-token",
         {"reason": "the archive is being restored"},
     )
+
+
+def cooling_off_request() -> dict[str, object]:
+    now = utcnow()
+    return awaiting_request() | {
+        "status": "received",
+        "result": None,
+        "outcomes": [],
+        "awaiting_confirmation": [],
+        "erasure_starts_at": (now + timedelta(hours=1)).isoformat(),
+    }
+
+
+async def test_a_request_in_its_cooling_off_period_can_be_denied_or_cancelled_each_confirmed_by_its_tick(page):
+    await page.sign_in()
+    page.services.answer("intake", "GET", "/deletion_requests/req-7", 200, cooling_off_request())
+    html = await (await page.client.get("/console/requests/req-7")).text()
+    assert 'action="/console/requests/req-7/deny"' in html and 'name="legal_basis" required' in html
+    assert 'action="/console/requests/req-7/cancel"' in html and 'id="erasure-starts"' in html
+    page.services.answer(
+        "intake",
+        "POST",
+        "/deletion_requests/req-7/deny",
+        202,
+        {"legal_ref": "Art. 17(3) and Art. 12(4) GDPR", "reference": "CASE-17"},
+    )
+    form = {"csrf": "form-csrf", "legal_basis": "Art. 17(3)(e): legal claim", "reference": "CASE-17"}
+    unticked = await page.client.post("/console/requests/req-7/deny", data=form, allow_redirects=False)
+    assert "tick" in unticked.headers["Location"] and not [c for c in page.services.calls if c[1] == "POST"]
+    ticked = await page.client.post(
+        "/console/requests/req-7/deny", data=form | {"confirm": "yes"}, allow_redirects=False
+    )
+    assert "CASE-17" in ticked.headers["Location"] and "Denied" in ticked.headers["Location"]
+    [(_, _, path, _, kwargs)] = [c for c in page.services.calls if c[1] == "POST"]
+    sent = {"legal_basis": "Art. 17(3)(e): legal claim", "reference": "CASE-17"}
+    assert (path, kwargs["json"]) == ("/deletion_requests/req-7/deny", sent)
+    page.services.answer("intake", "POST", "/deletion_requests/req-7/cancel", 409, {"detail": "too late to cancel"})
+    refused = await page.client.post(
+        "/console/requests/req-7/cancel",
+        data={"csrf": "form-csrf", "reason": "", "confirm": "yes"},
+        allow_redirects=False,
+    )
+    assert "409" in refused.headers["Location"] and "too+late" in refused.headers["Location"]
+    assert [c for c in page.services.calls if c[1] == "POST"][-1][4]["json"] == {}  # an empty reason is left out
+
+
+async def test_a_denied_request_shows_why_and_offers_no_action(page):
+    await page.sign_in()
+    closure = {
+        "status": "denied",
+        "at": utcnow().isoformat(),
+        "by": "dpo",
+        "via": "operator",
+        "legal_basis": "Art. 17(3)(e): legal claim",
+        "reference": "CASE-17",
+        "legal_ref": "Art. 17(3) and Art. 12(4) GDPR",
+        "complaint": "the right to lodge a complaint (Art. 77 GDPR)",
+    }
+    page.services.answer(
+        "intake",
+        "GET",
+        "/deletion_requests/req-7",
+        200,
+        cooling_off_request() | {"status": "denied", "closure": closure},
+    )
+    html = await (await page.client.get("/console/requests/req-7")).text()
+    assert 'id="closure"' in html and "CASE-17" in html and "Art. 77 GDPR" in html and "Nothing was erased" in html
+    assert "/deny" not in html and "/cancel" not in html and "/extend" not in html

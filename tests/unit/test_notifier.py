@@ -649,3 +649,54 @@ async def test_an_extension_is_announced_to_subscribed_integrators_and_mailed_to
     text = mail.get_content()
     assert "2026-05-30" in text and "2026-03-31" in text and event.reason in text and "Art. 12(3) GDPR" in text
     assert (event.subject_id, CONTACT_DATASET) not in keyvault.destroyed  # the final notice still needs the address
+
+
+@pytest.mark.asyncio
+async def test_a_denial_and_a_cancellation_are_announced_mailed_once_and_then_the_address_is_shredded():
+    from services.notifier.adapters.memory import InMemoryWebhookStore
+    from services.notifier.handlers import CANCELLED, DENIED, Notifier, on_closed
+    from services.notifier.model import Endpoint, Secret
+    from shared.events import DeletionCancelled, DeletionDenied
+
+    store, contacts, keyvault, outbox = InMemoryWebhookStore(), InMemoryContactStore(), InMemoryKeyvault(), Outbox()
+    await store.add_endpoint(
+        Endpoint("ep_all", "https://hooks.example/x", (DENIED, CANCELLED), (Secret(new_secret(), NOW),), NOW)
+    )
+    for rid, sid in (("req-1", "user-1"), ("req-2", "user-2")):
+        await contacts.put(Contact(rid, sid, await keyvault.encrypt(sid, CONTACT_DATASET, ADDRESS.encode())))
+    n = Notifier(store, contacts, keyvault, outbox, "lethe <privacy@lethe.local>", Clock(NOW), (0, 5), 100)
+    denial = DeletionDenied(
+        request_id="req-1",
+        subject_id="user-1",
+        producer="intake",
+        occurred_at=NOW,
+        jurisdiction="gdpr",
+        legal_basis="Art. 17(3)(e) GDPR: the data is needed to defend a legal claim",
+        reference="CASE-17",
+        legal_ref="Art. 17(3) and Art. 12(4) GDPR",
+        complaint="the right to lodge a complaint with a supervisory authority (Art. 77 GDPR)",
+        denied_by="dpo",
+    )
+    assert await on_closed(denial, n) == ()
+    assert await on_closed(denial, n) == ()  # a replay: no second mail, no second delivery
+    [delivery] = await store.deliveries_for_request("req-1")
+    assert delivery.event_type == DENIED
+    data = json.loads(delivery.payload)["data"]
+    assert (data["reference"], data["legal_ref"]) == ("CASE-17", "Art. 17(3) and Art. 12(4) GDPR")
+    assert ADDRESS not in delivery.payload
+    [mail] = outbox.sent
+    assert mail["To"] == ADDRESS and "refused" in mail["Subject"]
+    text = mail.get_content()
+    assert "Nothing has been erased" in text and "CASE-17" in text and "Art. 77 GDPR" in text
+    assert denial.legal_basis in text
+    assert ("user-1", CONTACT_DATASET) in keyvault.destroyed  # the request is over: its address goes
+
+    cancel = DeletionCancelled(
+        request_id="req-2", subject_id="user-2", producer="intake", occurred_at=NOW, via="link", cancelled_by="user-2"
+    )
+    assert await on_closed(cancel, n) == ()
+    [delivery] = await store.deliveries_for_request("req-2")
+    assert delivery.event_type == CANCELLED and json.loads(delivery.payload)["data"]["via"] == "link"
+    assert len(outbox.sent) == 2 and "cancelled" in outbox.sent[1]["Subject"]
+    assert "Nothing has been erased" in outbox.sent[1].get_content()
+    assert ("user-2", CONTACT_DATASET) in keyvault.destroyed

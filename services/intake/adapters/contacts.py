@@ -17,7 +17,13 @@ class MongoContactStore:
     async def put(self, contact: Contact) -> None:
         await self._contacts.update_one(
             {"_id": contact.request_id},
-            {"$setOnInsert": {"subject_id": contact.subject_id, "email_ciphertext": contact.email_ciphertext}},
+            {
+                "$setOnInsert": {
+                    "subject_id": contact.subject_id,
+                    "email_ciphertext": contact.email_ciphertext,
+                    "copies": list(contact.copies),
+                }
+            },
             upsert=True,
         )
 
@@ -25,7 +31,7 @@ class MongoContactStore:
         doc = await self._contacts.find_one({"_id": request_id})
         if doc is None:
             return None
-        return Contact(doc["_id"], doc["subject_id"], doc["email_ciphertext"])
+        return Contact(doc["_id"], doc["subject_id"], doc["email_ciphertext"], tuple(doc.get("copies", ())))
 
     async def forget(self, request_id: str) -> None:
         await self._contacts.delete_one({"_id": request_id})

@@ -18,6 +18,8 @@ class InMemoryRequestStore:
         self.requests: dict[str, DeletionRequest] = {}
         self.claims: dict[str, str] = {}
         self.outbox: list[Event] = []
+        self.held: dict[str, tuple[datetime, DeletionRequested]] = {}  # subject -> (publish at, event)
+        self.withdrawn: dict[str, str] = {}  # request -> the type of the event that withdrew it
         self.keys: dict[str, tuple[str, str, datetime, StoredReply | None]] = {}
 
     async def get(self, request_id: str) -> DeletionRequest | None:
@@ -39,13 +41,31 @@ class InMemoryRequestStore:
     async def ensure(self, record: DeletionRequest) -> None:
         self.requests.setdefault(record.request_id, record.model_copy(update={"version": 1}))
 
-    async def claim(self, event: DeletionRequested) -> str | None:
+    async def claim(self, event: DeletionRequested, *, hold_until: datetime | None = None) -> str | None:
         holder = self.claims.setdefault(event.subject_id, event.request_id)
         if holder != event.request_id:
             return holder
-        if event not in self.outbox:
+        if hold_until is not None:
+            self.held.setdefault(event.subject_id, (hold_until, event))
+        elif event not in self.outbox:
             self.outbox.append(event)
         return None
+
+    async def hand_over_due(self, now: datetime) -> int:
+        due = [subject for subject, (at, _) in self.held.items() if at <= now]
+        for subject in due:
+            self.outbox.append(self.held.pop(subject)[1])
+        return len(due)
+
+    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> str | None:
+        if self.claims.get(subject_id) != request_id:
+            return None
+        if subject_id not in self.held:
+            return self.withdrawn.get(request_id)
+        del self.held[subject_id]
+        self.withdrawn[request_id] = event.type
+        self.outbox.append(event)
+        return event.type
 
     async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
         if self.claims.get(subject_id) != request_id:
@@ -56,6 +76,7 @@ class InMemoryRequestStore:
     async def release(self, subject_id: str, request_id: str) -> None:
         if self.claims.get(subject_id) == request_id:
             del self.claims[subject_id]
+            self.held.pop(subject_id, None)
 
     async def open_request_ids(self) -> list[str]:
         return list(self.claims.values())

@@ -3,7 +3,10 @@
 - ``deletion_requests``: one document per request (``_id`` = request id), guarded by a ``version`` field.
 - ``open_requests``: one document per subject with an open request (``_id`` = subject id). Inserting it is
   how "one open request per subject" is enforced atomically, and it carries the ``deletion.requested`` event in
-  its outbox until the relay has published it. It stays small: a request leaves it when it completes.
+  its outbox until the relay has published it. It stays small: a request leaves it when it completes. In a
+  cooling-off period the event waits in ``held`` instead, until ``publish_at``: then the relay moves it to the outbox
+  (:meth:`MongoRequestStore.hand_over_due`), unless a denial or cancellation took it out first
+  (:meth:`MongoRequestStore.withdraw`); each is one conditional write, so exactly one of them wins.
 - ``idempotency_keys``: the first answer to each ``Idempotency-Key``.
 
 Every lookup is an exact ``_id`` match (the ``_id`` index); the relay and the deadline watch
@@ -25,6 +28,7 @@ from shared.events import DeletionRequested, Event
 from shared.liveread import live
 
 REQUESTS, CLAIMS, IDEMPOTENCY = "deletion_requests", "open_requests", "idempotency_keys"
+HELD, PUBLISH_AT, WITHDRAWN_BY = "held", "publish_at", "withdrawn_by"
 OUTBOX_COLLECTIONS = (CLAIMS, RULES_COLLECTION, HOLDS_COLLECTION)
 
 
@@ -99,17 +103,43 @@ class MongoRequestStore:
         stored = record.model_copy(update={"version": 1})
         await self._requests.update_one({"_id": record.request_id}, {"$setOnInsert": _doc(stored)}, upsert=True)
 
-    async def claim(self, event: DeletionRequested) -> str | None:
+    async def claim(self, event: DeletionRequested, *, hold_until: datetime | None = None) -> str | None:
+        raw = [event.model_dump_json()]
+        doc: dict[str, Any] = {"_id": event.subject_id, "request_id": event.request_id}
+        doc |= {OUTBOX_FIELD: [], HELD: raw, PUBLISH_AT: hold_until} if hold_until else {OUTBOX_FIELD: raw}
         try:
-            await self._claims.insert_one(
-                {"_id": event.subject_id, "request_id": event.request_id, OUTBOX_FIELD: [event.model_dump_json()]}
-            )
+            await self._claims.insert_one(doc)
         except DuplicateKeyError:
-            doc = await self._claims.find_one({"_id": event.subject_id})
-            if doc is None:  # released in between: try once more
-                return await self.claim(event)
-            return None if doc["request_id"] == event.request_id else str(doc["request_id"])
+            found = await self._claims.find_one({"_id": event.subject_id})
+            if found is None:  # released in between: try once more
+                return await self.claim(event, hold_until=hold_until)
+            return None if found["request_id"] == event.request_id else str(found["request_id"])
         return None
+
+    async def hand_over_due(self, now: datetime) -> int:
+        moved = 0
+        async for doc in self._claims.find({f"{HELD}.0": {"$exists": True}, PUBLISH_AT: {"$lte": now}}):
+            result = await self._claims.update_one(
+                {"_id": doc["_id"], "request_id": doc["request_id"], f"{HELD}.0": {"$exists": True}},
+                {"$push": {OUTBOX_FIELD: {"$each": doc[HELD]}}, "$set": {HELD: []}, "$unset": {PUBLISH_AT: ""}},
+            )
+            moved += result.modified_count
+        return moved
+
+    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> str | None:
+        claim = {"_id": subject_id, "request_id": request_id}
+        result = await self._claims.update_one(
+            {**claim, f"{HELD}.0": {"$exists": True}},
+            {
+                "$push": {OUTBOX_FIELD: event.model_dump_json()},
+                "$set": {HELD: [], WITHDRAWN_BY: event.type},
+                "$unset": {PUBLISH_AT: ""},
+            },
+        )
+        if result.modified_count == 1:
+            return event.type
+        doc = await self._claims.find_one(claim, {WITHDRAWN_BY: 1})
+        return None if doc is None else doc.get(WITHDRAWN_BY)
 
     async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
         result = await self._claims.update_one(
