@@ -30,7 +30,7 @@ app.add_typer(holds_app, name="holds")
 
 # The status path a request walks; the bar shows how far along it is.
 PATH = ("received", "purging", "keys_destroyed", "completed", "hard_deleted", "erased")
-FINAL = {"completed", "partial", "hard_deleted", "erased", "failed"}
+FINAL = {"completed", "partial", "hard_deleted", "erased", "failed", "denied", "cancelled"}
 
 
 def _client() -> httpx.Client:
@@ -62,6 +62,13 @@ def _show_request(body: dict[str, Any]) -> None:
     table = Table(title=f"{body['request_id']} · {body['status']}", show_header=False)
     table.add_row("subject", body["subject_id"])
     table.add_row("deadline", body.get("deadline_at") or "-")
+    if body.get("erasure_starts_at") and not body.get("closure"):
+        table.add_row("erasure starts", f"{body['erasure_starts_at']} (until then: lethe deny / lethe cancel)")
+    if agent := body.get("agent"):
+        table.add_row("asked by agent", f"{agent['name']} (proof {agent['proof_ref']})")
+    if closure := body.get("closure"):
+        why = closure.get("legal_basis") or closure.get("reason") or ""
+        table.add_row(closure["status"], f"{closure['at']} by {closure['by']}: {why} (nothing was erased)")
     table.add_row("backups purged by", body.get("backups_purged_by") or "-")
     for stage, at in body.get("stages", {}).items():
         table.add_row(f"stage {stage}", at)

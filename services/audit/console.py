@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 COOKIE = "lethe_console"
 LOGIN_COOKIE = "lethe_console_login"
 PAGE = 25
-FINAL = frozenset({"completed", "partial", "hard_deleted", "erased"})
+FINAL = frozenset({"completed", "partial", "hard_deleted", "erased", "denied", "cancelled"})
 STATUSES = REQUEST_STATUSES
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",

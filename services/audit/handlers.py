@@ -174,6 +174,14 @@ def receipt(
         "deadline_at": asked.get("deadline_at"),
         "result": closed["type"].removeprefix("deletion.") if closed else _result(story, datasets),
         "closure": None if closed is None else {k: v for k, v in closed.items() if k in CLOSURE_FIELDS},
+        # Who asked on the person's behalf, and the proof's reference (an authorised agent).
+        "agent": asked.get("agent"),
+        # Each extension of the deadline: when, to when, why, under which provision.
+        "extensions": [
+            {k: e.get(k) for k in ("extension", "occurred_at", "deadline_at", "reason", "legal_ref", "extended_by")}
+            for e in events
+            if e["type"] == topics.DELETION_EXTENDED
+        ],
         "processors": [
             {k: d[k] for k in ("dataset", "outcome", "confirmed_at", "confirmed_via", "note", "error")}
             for d in datasets

@@ -8,7 +8,7 @@ import pytest
 from services.audit import handlers
 from services.audit.adapters.memory import InMemoryAuditLog
 from shared import topics
-from shared.events import DatasetOutcome, DeletionPurged
+from shared.events import DatasetOutcome, DeletionDenied, DeletionExtended, DeletionPurged
 from shared.signing import public_key_b64, verify_document
 from tests.unit.test_audit_chain import SIGNER, T0, requested  # the chain tests' subject and key
 
@@ -54,3 +54,44 @@ async def test_a_requests_receipt_is_signed_and_lists_its_outcomes():
     assert signed is not None and verify_document(signed, public_key_b64(SIGNER.public_key))
     assert signed["document"]["datasets"][0]["outcome"] == "erased"
     assert await handlers.signed_receipt(log, SIGNER, "nobody", datamap=None, now=T0) is None
+
+
+async def test_a_denied_requests_receipt_says_denied_why_and_that_nothing_was_erased_and_an_extended_one_when():
+    log = InMemoryAuditLog()
+    denied = DeletionDenied(
+        request_id="r7",
+        subject_id="u7",
+        producer="intake",
+        occurred_at=T0,
+        jurisdiction="gdpr",
+        legal_basis="Art. 17(3)(e) GDPR: a legal claim",
+        reference="CASE-7",
+        legal_ref="Art. 17(3) and Art. 12(4) GDPR",
+        complaint="Art. 77 GDPR",
+        denied_by="dpo",
+    )
+    await handlers.record([denied], log, lambda: T0)
+    signed = await handlers.signed_receipt(log, SIGNER, "r7", datamap=None, now=T0)
+    assert signed is not None and verify_document(signed, public_key_b64(SIGNER.public_key))
+    document = signed["document"]
+    assert (document["result"], document["jurisdiction"]) == ("denied", "gdpr")
+    assert document["closure"]["reference"] == "CASE-7" and document["datasets"] == []
+
+    extended = DeletionExtended(
+        request_id="r0",
+        subject_id="u0",
+        producer="intake",
+        occurred_at=T0 + timedelta(days=3),
+        extension=1,
+        deadline_at=T0 + timedelta(days=90),
+        previous_deadline_at=T0 + timedelta(days=30),
+        jurisdiction="gdpr",
+        legal_ref="Art. 12(3) GDPR",
+        reason="the archive is restored first",
+        extended_by="dpo",
+    )
+    await handlers.record([requested(0), extended], log, lambda: T0)
+    document = (await handlers.signed_receipt(log, SIGNER, "r0", datamap=None, now=T0))["document"]
+    [extension] = document["extensions"]
+    assert (extension["reason"], extension["legal_ref"]) == ("the archive is restored first", "Art. 12(3) GDPR")
+    assert document["closure"] is None and document["agent"] is None

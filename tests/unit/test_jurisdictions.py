@@ -67,6 +67,36 @@ def test_ccpa_gives_45_days_extendable_once_by_45_and_wants_receipt_confirmed_wi
     assert ccpa.acknowledgement_due(received) == at("2026-12-11")
 
 
+def test_uk_gdpr_gives_one_calendar_month_and_two_more_once_told_within_the_first():
+    _, uk = SHIPPED.get("uk_gdpr")
+    received = at("2026-05-31")
+    assert uk.deadline(received) == at("2026-06-30")  # June has no 31st
+    assert uk.extend(received, 0, now=at("2026-06-30")) == at("2026-08-30")
+    with pytest.raises(ExtensionRefusedError, match=r"too late.*UK GDPR"):
+        uk.extend(received, 0, now=at("2026-06-30", "10:31"))
+    assert uk.acknowledgement_due(received) is None
+
+
+@pytest.mark.parametrize("code", sorted(SHIPPED.jurisdictions))
+def test_every_configured_law_extends_only_within_its_window_as_often_as_it_allows_and_cites_itself(code):
+    """Whatever laws the file holds: the deadline follows receipt, each allowed extension moves it by the law's
+    period, one told a second too late or one too many is refused, and the notices have references to cite."""
+    _, law = SHIPPED.get(code)
+    received = at("2026-03-10")
+    due = law.deadline(received)
+    assert due > received and law.references.response and law.references.denial and law.references.complaint
+    assert law.extension is not None
+    tell_by = law.extension.tell_within.after(received)
+    for made in range(law.extension.times):
+        extended = law.extend(received, made, now=tell_by, deadline=due)
+        assert extended == law.extension.period.after(due) and extended > due
+        due = extended
+    with pytest.raises(ExtensionRefusedError, match="extension"):
+        law.extend(received, law.extension.times, now=received)
+    with pytest.raises(ExtensionRefusedError, match="too late"):
+        law.extend(received, 0, now=tell_by + timedelta(seconds=1))
+
+
 def test_business_days_skip_weekends_and_the_listed_holidays():
     period = Period(business_days=3)
     thursday = at("2026-12-24")
