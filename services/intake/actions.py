@@ -145,15 +145,23 @@ class RequestActions:
         """Take the held deletion.requested back and store ``event`` in its place, or say why it is too late. A
         repeated call (the same action again) answers as the first did."""
         status = event.type.removeprefix("deletion.")
-        if record.closure is not None:
-            if record.closure.status != status:
+        if (closure := record.closure) is not None:
+            if closure.status != status:
                 raise TooLateError(too_late(record))
-            return event.model_copy(update={"occurred_at": record.closure.at})
+            # The first call's answer: what the request recorded, not what this call asked.
+            recorded = (
+                {"legal_basis": closure.legal_basis, "reference": closure.reference, "denied_by": closure.by}
+                if isinstance(event, DeletionDenied)
+                else {"via": closure.via, "cancelled_by": closure.by, "reason": closure.reason}
+            )
+            return event.model_copy(update={"occurred_at": closure.at, **recorded})
         closed_by = await self.requests.withdraw(record.subject_id, record.request_id, event)
         if closed_by is None:
             raise TooLateError(too_late(await self.requests.get(record.request_id) or record))
-        if closed_by != event.type:
-            raise TooLateError(f"the request was already {closed_by.removeprefix('deletion.')}")
+        if not isinstance(closed_by, type(event)):
+            raise TooLateError(f"the request was already {closed_by.type.removeprefix('deletion.')}")
+        if closed_by is not event:
+            return closed_by  # a repeated call before the first was folded: the first call's answer
         self.kick_relay()
         log.info(f"request.{status}", request_id=record.request_id, via=getattr(event, "via", "operator"))
         return event
@@ -167,8 +175,7 @@ def too_late(record: DeletionRequest) -> str:
         return f"the request is {record.status}: it has ended"
     started = record.erasure_starts_at or record.created_at
     return (
-        f"erasure started at {started:%Y-%m-%d %H:%M} UTC (the request went to the purger then) and cannot be undone; "
-        "the data already erased is gone"
+        f"erasure started at {started:%Y-%m-%d %H:%M} UTC (the request went to the purger then) and cannot be stopped"
         if started is not None
         else "erasure has started and cannot be undone"
     )

@@ -43,10 +43,10 @@ class RequestStore(Protocol):
         how many moved."""
         ...
 
-    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> str | None:
+    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> Event | None:
         """Take the request's held ``deletion.requested`` out and store ``event`` (its denial or cancellation) for
-        publication instead, in one write. Returns the type of the event that withdrew it (this one, or an earlier
-        one), or None if nothing was withdrawn: it was handed over (erasure has started) or is not open."""
+        publication instead, in one write. Returns the event that withdrew it (this one, or an earlier one), or None
+        if nothing was withdrawn: it was handed over (erasure has started) or is not open."""
         ...
 
     async def release(self, subject_id: str, request_id: str) -> None: ...

@@ -111,8 +111,9 @@ async def test_a_held_request_goes_to_the_outbox_at_its_time_or_is_withdrawn_nev
     assert await outbox() == ["deletion.requested"]
     assert sorted(await store.open_request_ids()) == ["req_001", "req_002", "req_003"]
     assert await store.hand_over_due(T0) == 0
-    assert await store.withdraw("user-1", "req_001", cancelled(1)) == "deletion.cancelled"
-    assert await store.withdraw("user-1", "req_001", cancelled(1)) == "deletion.cancelled"  # already: no second one
+    first = cancelled(1)
+    assert await store.withdraw("user-1", "req_001", first) == first
+    assert await store.withdraw("user-1", "req_001", cancelled(1)) == first  # already: the first, no second one
     assert await store.withdraw("user-1", "req_999", cancelled(1)) is None  # not its open request
     assert await store.hand_over_due(T0 + hour) == 1  # req_002 only: req_001 was withdrawn
     assert sorted(await outbox()) == ["deletion.cancelled", "deletion.requested", "deletion.requested"]

@@ -19,7 +19,7 @@ class InMemoryRequestStore:
         self.claims: dict[str, str] = {}
         self.outbox: list[Event] = []
         self.held: dict[str, tuple[datetime, DeletionRequested]] = {}  # subject -> (publish at, event)
-        self.withdrawn: dict[str, str] = {}  # request -> the type of the event that withdrew it
+        self.withdrawn: dict[str, Event] = {}  # request -> the event that withdrew it
         self.keys: dict[str, tuple[str, str, datetime, StoredReply | None]] = {}
 
     async def get(self, request_id: str) -> DeletionRequest | None:
@@ -57,15 +57,15 @@ class InMemoryRequestStore:
             self.outbox.append(self.held.pop(subject)[1])
         return len(due)
 
-    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> str | None:
+    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> Event | None:
         if self.claims.get(subject_id) != request_id:
             return None
         if subject_id not in self.held:
             return self.withdrawn.get(request_id)
         del self.held[subject_id]
-        self.withdrawn[request_id] = event.type
+        self.withdrawn[request_id] = event
         self.outbox.append(event)
-        return event.type
+        return event
 
     async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
         if self.claims.get(subject_id) != request_id:

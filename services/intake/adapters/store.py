@@ -24,7 +24,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.adapters.retention import HOLDS_COLLECTION, OUTBOX_FIELD, RULES_COLLECTION
 from services.intake.model import DeletionRequest, PendingEvents, Reservation, StoredReply
-from shared.events import DeletionRequested, Event
+from shared.events import DeletionRequested, Event, decode_any
 from shared.liveread import live
 
 REQUESTS, CLAIMS, IDEMPOTENCY = "deletion_requests", "open_requests", "idempotency_keys"
@@ -126,20 +126,17 @@ class MongoRequestStore:
             moved += result.modified_count
         return moved
 
-    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> str | None:
+    async def withdraw(self, subject_id: str, request_id: str, event: Event) -> Event | None:
         claim = {"_id": subject_id, "request_id": request_id}
+        raw = event.model_dump_json()
         result = await self._claims.update_one(
             {**claim, f"{HELD}.0": {"$exists": True}},
-            {
-                "$push": {OUTBOX_FIELD: event.model_dump_json()},
-                "$set": {HELD: [], WITHDRAWN_BY: event.type},
-                "$unset": {PUBLISH_AT: ""},
-            },
+            {"$push": {OUTBOX_FIELD: raw}, "$set": {HELD: [], WITHDRAWN_BY: raw}, "$unset": {PUBLISH_AT: ""}},
         )
         if result.modified_count == 1:
-            return event.type
+            return event
         doc = await self._claims.find_one(claim, {WITHDRAWN_BY: 1})
-        return None if doc is None else doc.get(WITHDRAWN_BY)
+        return None if doc is None or WITHDRAWN_BY not in doc else decode_any(doc[WITHDRAWN_BY])
 
     async def announce(self, subject_id: str, request_id: str, event: Event) -> bool:
         result = await self._claims.update_one(
