@@ -22,7 +22,7 @@ import structlog
 from services.intake.model import DeletionRequest
 from services.intake.ports import RequestStore
 from services.intake.processors import UnknownRequestError
-from services.intake.verification import CancelLinks, InvalidLinkError
+from services.intake.verification import CancelLinks, InvalidLinkError, LinkClaims
 from shared.events import CancelledVia, DeletionCancelled, DeletionDenied, DeletionExtended
 from shared.jurisdictions import ExtensionRefusedError, Jurisdictions
 
@@ -131,14 +131,19 @@ class RequestActions:
             "producer": "intake",
         }
 
-    async def cancel_by_link(self, request_id: str, token: str, *, reason: str | None) -> DeletionCancelled:
-        """:meth:`cancel` through the acknowledgement mail's link; raises :class:`InvalidLinkError` for a token that
+    def link_claims(self, request_id: str, token: str) -> LinkClaims:
+        """Who the acknowledgement mail's cancel link speaks for; raises :class:`InvalidLinkError` for a token that
         is forged, expired (erasure has started) or names another request."""
         if self.links is None:
             raise InvalidLinkError("cancel links are not configured here (no link secret)")
         claims = self.links.read(token)
         if claims.request_id != request_id:
             raise InvalidLinkError("this link is for another request")
+        return claims
+
+    async def cancel_by_link(self, request_id: str, token: str, *, reason: str | None) -> DeletionCancelled:
+        """:meth:`cancel` through the acknowledgement mail's link (see :meth:`link_claims`)."""
+        claims = self.link_claims(request_id, token)
         return await self.cancel(request_id, by=claims.subject_id, via="link", reason=reason)
 
     async def _close(self, record: DeletionRequest, event: Closing) -> Closing:

@@ -419,8 +419,13 @@ async def deny_request(request: web.Request) -> web.Response:
 
 async def cancel_page(request: web.Request) -> web.Response:
     """The acknowledgement mail's link shows a form: a mail scanner that opens links must not cancel anything."""
+    api = request.app[INTAKE]
     request_id = parse_params(RequestPath, request.match_info, where="path").request_id
     token = parse_params(VerifyQuery, {"token": request.query.get("token", "")}, where="query").token
+    try:
+        api.actions.link_claims(request_id, token)
+    except InvalidLinkError as exc:
+        return _person_page("This link no longer works", f"{exc}. Erasure may have started; ask us if unsure.", 400)
     page = (
         "<!doctype html><meta charset=utf-8><title>Cancel your request</title>"
         "<h1>Cancel your request to erase your data?</h1>"
@@ -452,6 +457,8 @@ async def cancel_request(request: web.Request) -> web.Response:
             by, via = await _canceller(api, request, request_id)
             event = await api.actions.cancel(request_id, by=by, via=via, reason=body.reason)
     except InvalidLinkError as exc:
+        if form:
+            return _person_page("This link no longer works", f"{exc}. Erasure may have started.", 400)
         raise field_problem("body.token", str(exc)) from exc
     except UnknownRequestError as exc:
         raise ProblemError(404, "Not Found", "no such deletion request") from exc

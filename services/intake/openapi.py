@@ -176,7 +176,7 @@ SPEC.add(
     "get",
     "/deletion_requests/{request_id}/cancel",
     "The acknowledgement mail's cancel link: an HTML form that posts the token (opening the link cancels nothing)",
-    {"200": "the form", "400": "query.token missing or malformed"},
+    {"200": "the form", "400": "query.token missing or malformed, or the link expired (erasure started) or is forged"},
     path_params=RequestPath,
     query=VerifyQuery,
 )

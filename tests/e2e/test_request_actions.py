@@ -120,9 +120,12 @@ async def test_the_acknowledgement_mails_link_cancels_the_request_before_the_pur
     link = re.search(r"(http\S+/cancel\?token=\S+)", ack)
     assert link is not None, ack
     # Opening the link only shows a form (mail scanners open links).
-    async with aiohttp.ClientSession() as http, http.get(link.group(1)) as r:
-        page = await r.text()
-        assert r.status == 200 and 'name="token"' in page
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link.group(1)) as r:
+            page = await r.text()
+            assert r.status == 200 and 'name="token"' in page
+        async with http.get(link.group(1)[:-2]) as forged:  # a damaged link shows why it does not work
+            assert forged.status == 400 and "no longer works" in await forged.text()
     assert (await a.request(request_id))["status"] == "received"
     token_value = re.search(r'name="token" value="([^"]+)"', page)
     assert token_value is not None
