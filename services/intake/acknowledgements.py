@@ -118,11 +118,11 @@ class Acknowledgements:
         now, starts = self.clock(), record.erasure_starts_at
         if starts is None or starts <= now:
             return []
-        lines = [f"Erasure starts on {starts:%Y-%m-%d at %H:%M UTC}. Changed your mind? Until then you can cancel it"]
+        first = f"Erasure starts on {starts:%Y-%m-%d at %H:%M UTC}. Changed your mind? Until then you can cancel it"
         if self.links is None:
-            return [*lines[:1], f"with POST /deletion_requests/{record.request_id}/cancel.", ""]
+            return [first, f"with POST /deletion_requests/{record.request_id}/cancel.", ""]
         url = self.links.url(LinkClaims(record.request_id, record.subject_id), now=now, until=starts)
-        return [*lines, "here:", "", f"  {url}", ""]
+        return [first, "here:", "", f"  {url}", ""]
 
     async def _record(self, request_id: str, at: datetime) -> None:
         """Set ``acknowledged_at`` (once), whoever else writes the request meanwhile."""

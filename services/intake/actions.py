@@ -149,17 +149,10 @@ class RequestActions:
     async def _close(self, record: DeletionRequest, event: Closing) -> Closing:
         """Take the held deletion.requested back and store ``event`` in its place, or say why it is too late. A
         repeated call (the same action again) answers as the first did."""
-        status = event.type.removeprefix("deletion.")
-        if (closure := record.closure) is not None:
-            if closure.status != status:
+        if record.closure is not None:
+            if not isinstance(record.closure, type(event)):
                 raise TooLateError(too_late(record))
-            # The first call's answer: what the request recorded, not what this call asked.
-            recorded = (
-                {"legal_basis": closure.legal_basis, "reference": closure.reference, "denied_by": closure.by}
-                if isinstance(event, DeletionDenied)
-                else {"via": closure.via, "cancelled_by": closure.by, "reason": closure.reason}
-            )
-            return event.model_copy(update={"occurred_at": closure.at, **recorded})
+            return record.closure  # the first call's answer, as the request recorded it
         closed_by = await self.requests.withdraw(record.subject_id, record.request_id, event)
         if closed_by is None:
             raise TooLateError(too_late(await self.requests.get(record.request_id) or record))
@@ -168,14 +161,18 @@ class RequestActions:
         if closed_by is not event:
             return closed_by  # a repeated call before the first was folded: the first call's answer
         self.kick_relay()
-        log.info(f"request.{status}", request_id=record.request_id, via=getattr(event, "via", "operator"))
+        log.info(
+            f"request.{event.type.removeprefix('deletion.')}",
+            request_id=record.request_id,
+            via=getattr(event, "via", "operator"),
+        )
         return event
 
 
 def too_late(record: DeletionRequest) -> str:
     """Why a request can no longer be denied or cancelled, in words for the person or the operator."""
     if record.closure is not None:
-        return f"the request was already {record.closure.status} at {record.closure.at:%Y-%m-%d %H:%M} UTC"
+        return f"the request was already {record.status} at {record.closure.occurred_at:%Y-%m-%d %H:%M} UTC"
     if not record.is_open:
         return f"the request is {record.status}: it has ended"
     started = record.erasure_starts_at or record.created_at

@@ -123,7 +123,7 @@ def create_app(
     mongo = create_mongo_client(settings.mongo)
     stores = build_stores(settings, mongo, datamap)
     keyvault = keyvault_client(settings.keyvault_url, settings.keyvault_token)
-    relay = OutboxRelay(stores.outbox, stores.requests, clock)
+    relay = OutboxRelay(stores.outbox, stores.requests, clock, holds=settings.cooling_off_s > 0)
     laws = load_jurisdictions(settings.jurisdictions_path)
     secret = settings.link_secret()
     links = CancelLinks(secret, settings.auth.issuer, settings.public_url) if secret else None

@@ -109,7 +109,7 @@ class Deletions:
         if self.keyvault is None:
             return False
         try:
-            addresses = [a for a in (await self._account_address(subject_id), agent_address) if a]
+            addresses = [a for a in (await self._account_address(subject_id, self.keyvault), agent_address) if a]
             if not addresses:
                 return False
             sealed = [await self.keyvault.encrypt(subject_id, CONTACT_DATASET, a.encode()) for a in addresses]
@@ -119,9 +119,10 @@ class Deletions:
             log.warning("request.contact_not_kept", subject_id=subject_id, error=repr(exc))
             return False
 
-    async def _account_address(self, subject_id: str) -> str | None:
+    async def _account_address(self, subject_id: str, keyvault: Sealer) -> str | None:
+        """The account's address in the clear (opened by keyvault where the data map encrypts it), or None."""
         settings = self.settings
-        if self.keyvault is None or settings.accounts_dataset not in self.datamap.names:
+        if settings.accounts_dataset not in self.datamap.names:
             return None
         accounts = self.datamap.get(settings.accounts_dataset)
         stored = await self.accounts.stored_address(subject_id)
@@ -129,7 +130,7 @@ class Deletions:
             return None
         if settings.email_address_field not in accounts.encrypted_fields:
             return stored
-        return (await self.keyvault.decrypt(subject_id, accounts.name, stored)).decode()
+        return (await keyvault.decrypt(subject_id, accounts.name, stored)).decode()
 
     async def once_waiting(
         self, key: str, *, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
-from services.intake.model import Closure, DeletionRequest, HeldDataset, RecordedOutcome, Terms
+from services.intake.model import DeletionRequest, HeldDataset, RecordedOutcome, Terms
 from services.intake.ports import AccountDirectory, DeletionStarter, RequestStore
 from shared import topics
 from shared.consumer import BatchRoute, DeadLetter, Handler, PermanentError, Route
@@ -246,26 +246,10 @@ def _extended(r: DeletionRequest, event: DeletionExtended, at: datetime, _: date
     }
 
 
-def _denied(r: DeletionRequest, event: DeletionDenied, at: datetime, _: datetime) -> dict[str, Any]:
+def _closed(r: DeletionRequest, event: DeletionDenied | DeletionCancelled, at: datetime, _: datetime) -> dict[str, Any]:
     if r.closure is not None:
         return {}  # seen already (a replay); a request ends once
-    closure = Closure(
-        status="denied",
-        at=at,
-        by=event.denied_by,
-        legal_basis=event.legal_basis,
-        reference=event.reference,
-        legal_ref=event.legal_ref,
-        complaint=event.complaint,
-    )
-    return {"closure": closure, "stages": _first(r.stages, denied=at)}
-
-
-def _cancelled(r: DeletionRequest, event: DeletionCancelled, at: datetime, _: datetime) -> dict[str, Any]:
-    if r.closure is not None:
-        return {}
-    closure = Closure(status="cancelled", at=at, by=event.cancelled_by, via=event.via, reason=event.reason)
-    return {"closure": closure, "stages": _first(r.stages, cancelled=at)}
+    return {"closure": event, "stages": _first(r.stages, **{event.type.removeprefix("deletion."): at})}
 
 
 def _stage(name: str) -> Callable[[DeletionRequest, Event, datetime, datetime], dict[str, Any]]:
@@ -289,8 +273,8 @@ FOLDS: dict[type[Event], Callable[[DeletionRequest, Any, datetime, datetime], di
     DeletionBackupsExpired: _stage("backups_expired"),
     DeletionOverdue: _overdue,
     DeletionExtended: _extended,
-    DeletionDenied: _denied,
-    DeletionCancelled: _cancelled,
+    DeletionDenied: _closed,
+    DeletionCancelled: _closed,
     DeletionKeysShredded: _stage("keys_shredded"),
     DeletionKeysRestored: _keys_restored,
 }

@@ -18,10 +18,14 @@ log = structlog.get_logger(__name__)
 
 class OutboxRelay:
     """Publishes the events stored in documents' outboxes, then clears them; ``wake`` is set after each write.
-    Each round first hands the requests whose cooling-off period has ended over (their deletion.requested)."""
+    With a cooling-off period, each round first hands over the requests whose period has ended (their
+    deletion.requested); without one, nothing is held and the round does not look."""
 
-    def __init__(self, outbox: Outbox, requests: RequestStore, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, outbox: Outbox, requests: RequestStore, clock: Callable[[], datetime], *, holds: bool = False
+    ) -> None:
         self._outbox, self._requests, self._clock = outbox, requests, clock
+        self._holds = holds  # a cooling-off period is configured: requests may be held
         self.wake = asyncio.Event()
 
     def kick(self) -> None:
@@ -30,7 +34,7 @@ class OutboxRelay:
     async def drain(self, publisher: Publisher) -> int:
         """One round. If Kafka or MongoDB is away, the events stay in their outboxes for a later round."""
         sent = 0
-        if moved := await self._requests.hand_over_due(self._clock()):
+        if self._holds and (moved := await self._requests.hand_over_due(self._clock())):
             log.info("outbox.cooling_off_ended", requests=moved)
         for entry in await self._outbox.pending():
             for raw in entry.raw:

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from shared.events import ActingAgent, CancelledVia, Channel, DatasetOutcome, RequestStatus
+from shared.events import (
+    ActingAgent,
+    Channel,
+    DatasetOutcome,
+    DeletionCancelled,
+    DeletionDenied,
+    RequestStatus,
+)
 
 Status = RequestStatus
 # While a request is open, a second one for the same subject returns it instead of starting another.
@@ -47,20 +54,8 @@ class HeldDataset(BaseModel):
     records_kept: bool = False  # its tagged records are skipped by the nightly purge
 
 
-class Closure(BaseModel):
-    """How a request ended before anything was erased: denied by an operator, or cancelled by the person."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    status: Literal["denied", "cancelled"]
-    at: datetime
-    by: str
-    via: CancelledVia | Literal["operator"] = "operator"
-    legal_basis: str | None = None  # a denial's basis, and
-    reference: str | None = None  # its case reference
-    legal_ref: str | None = None  # the law's provision on refusing
-    complaint: str | None = None  # where the person may complain
-    reason: str | None = None  # a cancellation's, if the person gave one
+# How a request ended before anything was erased: the event that denied or cancelled it, kept as it was published.
+Closing = Annotated[DeletionDenied | DeletionCancelled, Field(discriminator="type")]
 
 
 class DeletionRequest(BaseModel):
@@ -79,7 +74,7 @@ class DeletionRequest(BaseModel):
     # With a cooling-off period (INTAKE_COOLING_OFF_S), when the request goes to the purger: until then it may be
     # denied or cancelled, and nothing has been erased.
     erasure_starts_at: datetime | None = None
-    closure: Closure | None = None  # denied or cancelled before erasure
+    closure: Closing | None = None  # denied or cancelled before erasure
     acknowledge_by: datetime | None = None  # where that law sets a time to confirm receipt
     acknowledged_at: datetime | None = None  # when the person was told the request was received
     acknowledgement_late_at: datetime | None = None  # when the deadline watch warned that it was not
@@ -103,6 +98,11 @@ class DeletionRequest(BaseModel):
     past_deadline_at: datetime | None = None
     superseded_by: str | None = None
     version: int = 0
+
+    @field_serializer("closure")
+    def _closure_as_json(self, closure: DeletionDenied | DeletionCancelled | None) -> dict[str, Any] | None:
+        # Stored as the event's JSON form (its id a string): MongoDB is not told how to encode a UUID.
+        return None if closure is None else closure.model_dump(mode="json")
 
     @property
     def result(self) -> Literal["completed", "partial", "pending"] | None:
@@ -130,7 +130,7 @@ class DeletionRequest(BaseModel):
 def status_of(r: DeletionRequest) -> Status:
     stages = r.stages
     if r.closure is not None:
-        return r.closure.status
+        return "denied" if isinstance(r.closure, DeletionDenied) else "cancelled"
     if r.result == "pending":
         return "awaiting_confirmation"  # open until every processor answered (the deadline watch covers it)
     if "notified" in stages and r.result is not None:

@@ -19,7 +19,7 @@ from pydantic import (
 
 from services.intake import model
 from services.intake.model import DeletionRequest
-from shared.events import Id, IdempotencyKey, Jurisdiction, SubjectId
+from shared.events import DeletionCancelled, DeletionDenied, Id, IdempotencyKey, Jurisdiction, SubjectId
 from shared.retention import Hold, Rule
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^req_[0-9a-f]{32}$")]
@@ -222,8 +222,20 @@ def request_view(r: DeletionRequest, public_url: str) -> dict[str, Any]:
         # In a cooling-off period: when the purger gets it (until then it may be denied or cancelled).
         "erasure_starts_at": iso(r.erasure_starts_at),
         # Denied or cancelled before anything was erased: by whom, why, and (a denial) where to complain.
-        "closure": None if r.closure is None else r.closure.model_dump(mode="json", exclude_none=True),
+        "closure": None if r.closure is None else closure_view(r.closure),
     }
+
+
+def closure_view(event: DeletionDenied | DeletionCancelled) -> dict[str, Any]:
+    """A denial or cancellation as the status shows it: what, when, by whom, and why."""
+    common = {"status": event.type.removeprefix("deletion."), "at": event.occurred_at.isoformat()}
+    if isinstance(event, DeletionDenied):
+        return common | {
+            "by": event.denied_by,
+            "via": "operator",
+            **event.model_dump(mode="json", include={"legal_basis", "reference", "legal_ref", "complaint"}),
+        }
+    return common | {"by": event.cancelled_by, "via": event.via, "reason": event.reason}
 
 
 def rule_set_view(version: int, rules: tuple[Rule, ...], changed_at: datetime | None, by: str | None) -> dict[str, Any]:

@@ -99,7 +99,7 @@ async def test_a_denial_in_the_window_means_the_purger_never_gets_the_request_an
     await fold_outbox(store, clock)
     ended = await store.get(record.request_id)
     assert ended.status == "denied" and not ended.is_open
-    assert ended.closure.reference == "CASE-2026-17" and ended.closure.by == "dpo"
+    assert ended.closure.reference == "CASE-2026-17" and ended.closure.denied_by == "dpo"
     assert await store.open_request_ids() == []  # the subject may ask again
     replayed = await act.deny(record.request_id, legal_basis=basis, reference="x", by="dpo")
     assert (replayed.event_id, replayed.reference, replayed.occurred_at) == (denial.event_id, "CASE-2026-17", clock())
